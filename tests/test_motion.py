@@ -1,0 +1,162 @@
+"""motion.npz: bit-exact round trips, atomic writes, clear errors for bad files."""
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from meshcap import Motion, MotionFileError
+from meshcap.cli import main
+
+
+def make_motion(model, P=2, T=7, seed=0) -> Motion:
+    rng = np.random.default_rng(seed)
+    J = model.num_joints
+    poses = rng.normal(0, 0.3, (P, T, J, 3)).astype(np.float32)
+    shape = rng.uniform(0.2, 0.8, (P, 6)).astype(np.float32)
+    transl = rng.normal(0, 1, (P, T, 3)).astype(np.float32)
+    valid = np.ones((P, T), bool)
+    valid[1, :3] = False  # the second person enters late
+    joints = np.zeros((P, T, J, 3), np.float32)
+    with torch.no_grad():
+        for p in range(P):
+            joints[p] = model(torch.as_tensor(poses[p]), torch.as_tensor(shape[p:p + 1]),
+                              torch.as_tensor(transl[p]), vertices=False).joints.numpy()
+    poses[~valid] = transl[~valid] = joints[~valid] = 0
+    return Motion(
+        fps=30.0, body_model="anny", joint_names=model.joint_names, parents=model.parents,
+        poses=poses, shape=shape, transl=transl, joints3d=joints, valid=valid,
+        keypoints2d=rng.uniform(0, 640, (P, T, 33, 3)).astype(np.float32), keypoint_layout="blazepose33",
+        uncertainty=rng.uniform(0.01, 0.1, (P, T, J)).astype(np.float32),
+        cam_K=np.array([[[1000, 0, 320], [0, 1000, 240], [0, 0, 1]]], np.float32),
+        image_size=np.array([[640, 480]]), person_ids=np.array([3, 7]),
+        body_model_settings={"note": "test"},
+    )
+
+
+@pytest.fixture(scope="module")
+def motion():
+    from meshcap import load_body_model
+
+    return make_motion(load_body_model("anny"))
+
+
+def test_round_trip_is_bit_exact(motion, tmp_path):
+    path = motion.save(tmp_path / "m.npz")
+    back = Motion.load(path)
+    for k, v in motion._arrays().items():
+        b = back._arrays()[k]
+        assert b.dtype == v.dtype and b.shape == v.shape, k
+        assert np.array_equal(b, v), k
+    assert back.joint_names == motion.joint_names and back.body_model_settings == {"note": "test"}
+    # a plain numpy reader sees the schema without meshcap
+    with np.load(path, allow_pickle=False) as f:
+        assert str(f["format"]) == "meshcap.motion" and int(f["version"]) == 1
+        assert f["poses"].shape == (2, 7, 20, 3) and f["valid"].dtype == bool
+
+
+def test_keypoints3d_over_time(motion):
+    kp = motion.keypoints3d("coco17")
+    assert kp.shape == (2, 7, 17, 3)
+    assert np.isnan(kp[1, :3]).all() and np.isfinite(kp[motion.valid]).all()
+    # hips sit near the root joint of the same frame
+    root = motion.joints3d[0, :, 0]
+    hips = kp[0, :, 11:13].mean(1)
+    assert np.linalg.norm(hips - root, axis=-1).max() < 0.15
+
+
+def test_save_is_atomic(motion, tmp_path, monkeypatch):
+    path = motion.save(tmp_path / "m.npz")
+    good = path.read_bytes()
+
+    def broken(fh, **arrays):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez_compressed", broken)
+    with pytest.raises(OSError, match="disk full"):
+        motion.save(path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary left behind
+
+
+def test_save_to_missing_folder(motion, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        motion.save(tmp_path / "nope" / "m.npz")
+
+
+def _rewrite(tmp_path, motion, **changes):
+    arrays = motion._arrays()
+    for k, v in changes.items():
+        if v is None:
+            del arrays[k]
+        else:
+            arrays[k] = v
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def test_truncated_file(motion, tmp_path):
+    path = motion.save(tmp_path / "m.npz")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MotionFileError, match="m.npz: not a readable .npz file"):
+        Motion.load(path)
+
+
+def test_not_a_zip(tmp_path):
+    p = tmp_path / "x.npz"
+    p.write_text("hello")
+    with pytest.raises(MotionFileError, match="x.npz"):
+        Motion.load(p)
+
+
+def test_missing_key(motion, tmp_path):
+    with pytest.raises(MotionFileError, match="missing poses"):
+        Motion.load(_rewrite(tmp_path, motion, poses=None))
+
+
+def test_wrong_types_and_shapes(motion, tmp_path):
+    with pytest.raises(MotionFileError, match="'poses' has dtype <U"):
+        Motion.load(_rewrite(tmp_path, motion, poses=np.array(["a", "b"])))
+    with pytest.raises(MotionFileError, match="'valid' has dtype float"):
+        Motion.load(_rewrite(tmp_path, motion, valid=np.ones((2, 7))))
+    with pytest.raises(MotionFileError, match=r"'transl' has shape \(2, 6, 3\), expected \(2, 7, 3\)"):
+        Motion.load(_rewrite(tmp_path, motion, transl=np.zeros((2, 6, 3), np.float32)))
+    with pytest.raises(MotionFileError, match="format is 'other'"):
+        Motion.load(_rewrite(tmp_path, motion, format=np.array("other")))
+    with pytest.raises(MotionFileError, match="schema version 2"):
+        Motion.load(_rewrite(tmp_path, motion, version=np.array(2)))
+
+
+def test_pickled_objects_are_refused(motion, tmp_path):
+    arrays = motion._arrays()
+    arrays["poses"] = np.array([{"evil": 1}], dtype=object)
+    p = tmp_path / "obj.npz"
+    np.savez(p, **arrays)
+    with pytest.raises(MotionFileError, match="pickled Python objects"):
+        Motion.load(p)
+
+
+def test_nan_in_valid_frames(motion, tmp_path):
+    poses = motion.poses.copy()
+    poses[0, 2, 5, 1] = np.nan
+    with pytest.raises(MotionFileError, match="'poses' has NaN"):
+        Motion.load(_rewrite(tmp_path, motion, poses=poses))
+    poses = motion.poses.copy()
+    poses[1, 0] = np.nan  # invalid frame: its numbers carry no meaning
+    Motion.load(_rewrite(tmp_path, motion, poses=poses))
+
+
+def test_cli_info(motion, tmp_path, capsys):
+    path = motion.save(tmp_path / "m.npz")
+    assert main(["info", str(path)]) == 0
+    assert "2 people, 7 frames at 30 fps" in capsys.readouterr().out
+    bad = tmp_path / "bad.npz"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("x.npy", b"junk")
+    r = subprocess.run([sys.executable, "-m", "meshcap.cli", "info", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2 and "bad.npz" in r.stderr and "Traceback" not in r.stderr

@@ -215,6 +215,8 @@ def test_synthetic_smpl_file_loads_without_chumpy_and_poses(smpl_file):
     kp = out.keypoints[0]
     torch.testing.assert_close(kp[get_layout("coco17").index("left_wrist")], out.joints[0, 20])
     assert m(zero, layout="blazepose33").keypoints.shape == (1, 33, 3)
+    op = m(zero, layout="openpose25").keypoints[0]
+    torch.testing.assert_close(op[get_layout("openpose25").index("mid_hip")], (rest[1] + rest[2]) / 2)
     sk = m.skeleton(torch.zeros(1, 10))
     assert sk.offsets.shape == (1, 24, 3) and sk.parents[:4] == [-1, 0, 0, 0]
 

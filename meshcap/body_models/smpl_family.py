@@ -61,6 +61,8 @@ def _keypoint_definitions(kind: str) -> dict[str, dict[str, float]]:
     for n in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle"):
         for s in ("left", "right"):
             d[f"{s}_{n}"] = {f"j:{s}_{n}": 1.0}
+    d["neck"] = {"j:left_shoulder": 0.5, "j:right_shoulder": 0.5}  # as anny and the layouts define it
+    d["mid_hip"] = {"j:left_hip": 0.5, "j:right_hip": 0.5}
     for s, o in (("left", "right"), ("right", "left")):
         d[f"{s}_eye_inner"] = {f"v:{s}_eye": 0.75, f"v:{o}_eye": 0.25}
         d[f"{s}_eye_outer"] = {f"v:{s}_eye": 1.25, f"v:{o}_eye": -0.25}

@@ -32,8 +32,6 @@ canonical frame is y up, facing +z; root rotations in `poses` map it into the wo
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -41,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from meshcap.errors import MotionFileError
+from meshcap.fileio import save_npz_atomic
 
 FORMAT = "meshcap.motion"
 VERSION = 1
@@ -138,15 +137,7 @@ class Motion:
             raise ValueError(f"{path}: a motion file must end in .npz")
         if not path.parent.is_dir():
             raise FileNotFoundError(f"{path}: output folder {path.parent} does not exist")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **self._arrays())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        save_npz_atomic(path, self._arrays(), compressed=True)
         return path
 
     @classmethod

@@ -45,6 +45,10 @@ def motion():
 
 def test_round_trip_is_bit_exact(motion, tmp_path):
     path = motion.save(tmp_path / "m.npz")
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # the usual mode, not mkstemp's 0600
     back = Motion.load(path)
     for k, v in motion._arrays().items():
         b = back._arrays()[k]

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from meshcap import fileio
+
 log = logging.getLogger(__name__)
 
 # Rotation taking anny's world (Z up, facing -Y) to the canonical frame (Y up, facing +Z).
@@ -65,18 +67,8 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray], compressed: bool = False) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fileio.save_npz_atomic(path, arrays, compressed)
 
 
 def build_anny_model():

@@ -21,12 +21,10 @@ import torch
 
 from meshcap.body_models import anny_data
 from meshcap.body_models.base import BodyModel, BodyModelOutput
-from meshcap.keypoints.layouts import get_layout
+from meshcap.keypoints.layouts import MIDPOINTS, get_layout
 
 PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
 
-# Midpoint keypoints some layouts use and anny defines from its own keypoints.
-_MIDPOINTS = {"neck": ("left_shoulder", "right_shoulder"), "mid_hip": ("left_hip", "right_hip")}
 
 
 def _levels(parents: list[int]) -> list[torch.Tensor]:
@@ -181,8 +179,8 @@ class AnnyModel(BodyModel):
             for k, n in enumerate(names):
                 if n in self.kp_names:
                     table[k, self.kp_names.index(n)] = 1.0
-                elif n in _MIDPOINTS:
-                    for m in _MIDPOINTS[n]:
+                elif n in MIDPOINTS:
+                    for m in MIDPOINTS[n]:
                         table[k, self.kp_names.index(m)] = 0.5
                 else:
                     raise ValueError(f"layout {layout!r}: keypoint {n!r} is not defined for anny")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from meshcap.body_models.base import BodyModel, BodyModelOutput
-from meshcap.keypoints.layouts import get_layout
+from meshcap.keypoints.layouts import MIDPOINTS, get_layout
 
 _SMPL_BODY_JOINTS = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
@@ -61,8 +61,10 @@ def _keypoint_definitions(kind: str) -> dict[str, dict[str, float]]:
     for n in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle"):
         for s in ("left", "right"):
             d[f"{s}_{n}"] = {f"j:{s}_{n}": 1.0}
-    d["neck"] = {"j:left_shoulder": 0.5, "j:right_shoulder": 0.5}  # as anny and the layouts define it
-    d["mid_hip"] = {"j:left_hip": 0.5, "j:right_hip": 0.5}
+    for n, (a, b) in MIDPOINTS.items():  # neck, mid_hip: as the layouts define them
+        d[n] = {s: 0.5 * w for s, w in d[a].items()}
+        for s, w in d[b].items():
+            d[n][s] = d[n].get(s, 0.0) + 0.5 * w
     for s, o in (("left", "right"), ("right", "left")):
         d[f"{s}_eye_inner"] = {f"v:{s}_eye": 0.75, f"v:{o}_eye": 0.25}
         d[f"{s}_eye_outer"] = {f"v:{s}_eye": 1.25, f"v:{o}_eye": -0.25}

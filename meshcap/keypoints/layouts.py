@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Layout", "get_layout", "layout_names", "convert_keypoints", "LAYOUTS"]
+__all__ = ["Layout", "get_layout", "layout_names", "convert_keypoints", "LAYOUTS", "MIDPOINTS"]
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,9 @@ LAYOUTS: dict[str, Layout] = {
     "smpl24": Layout("smpl24", _SMPL24),
 }
 
-# Keypoints that a layout may lack but that are well defined from others (midpoints).
-_DERIVED: dict[str, tuple[str, str]] = {
+# Keypoints that a layout may lack but that are well defined from others (midpoints); body
+# models define them the same way.
+MIDPOINTS: dict[str, tuple[str, str]] = {
     "neck": ("left_shoulder", "right_shoulder"),
     "mid_hip": ("left_hip", "right_hip"),
 }
@@ -152,9 +153,9 @@ def convert_keypoints(keypoints, src: str | Layout, dst: str | Layout, confidenc
     for j, name in enumerate(dst_l.names):
         if name in src_l.names:
             out[..., j, :] = keypoints[..., src_l.index(name), :]
-        elif name in _DERIVED and all(n in src_l.names for n in _DERIVED[name]):
-            a = keypoints[..., src_l.index(_DERIVED[name][0]), :]
-            b = keypoints[..., src_l.index(_DERIVED[name][1]), :]
+        elif name in MIDPOINTS and all(n in src_l.names for n in MIDPOINTS[name]):
+            a = keypoints[..., src_l.index(MIDPOINTS[name][0]), :]
+            b = keypoints[..., src_l.index(MIDPOINTS[name][1]), :]
             out[..., j, :n_coord] = (a[..., :n_coord] + b[..., :n_coord]) / 2
             if has_conf:
                 out[..., j, -1] = xp.minimum(a[..., -1], b[..., -1])

@@ -26,7 +26,6 @@ from meshcap.keypoints.layouts import MIDPOINTS, get_layout
 PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
 
 
-
 def _levels(parents: list[int]) -> list[torch.Tensor]:
     """Joint indices grouped by depth (root first); parents come before children."""
     depth = [0] * len(parents)

@@ -70,6 +70,18 @@ _HINGES = {
 _HINGES["smplh"] = _HINGES["smplx"] = _HINGES["smpl"]
 
 
+def _person_size(xy: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+    """(T,) the larger side of each frame's keypoint box, pixels: it normalises the residuals.
+    Frames with no usable box (nothing seen, or under a pixel) take the median of the others."""
+    seen = conf[..., None] > 0
+    lo = torch.where(seen, xy, torch.full_like(xy, float("inf"))).amin(1)
+    hi = torch.where(seen, xy, torch.full_like(xy, float("-inf"))).amax(1)
+    size = (hi - lo).max(-1).values
+    finite = torch.isfinite(size)
+    fallback = size[finite].median() if finite.any() else torch.ones_like(size)
+    return torch.where(finite & (size > 1), size, fallback)
+
+
 class SingleViewFitter:
     """Fits one person's track of 2D keypoints (T, K, 3) seen by one camera K (3, 3)."""
 
@@ -78,11 +90,9 @@ class SingleViewFitter:
         self.model = body_model
         self.layout = get_layout(layout)
         self.options = options or FitOptions()
-        J = body_model.num_joints
         self._hinges = [(body_model.joint_names.index(n), a, s)
                         for n, a, s in _HINGES.get(body_model.name, ()) if n in body_model.joint_names]
         self._torso = [self.layout.index(n) for n in _TORSO]
-        self._J = J
 
     # -- parameters ----------------------------------------------------------------------------
 
@@ -114,7 +124,7 @@ class SingleViewFitter:
         dt, dev = xy.dtype, xy.device
         # canonical (y up, facing +z) -> camera (y down, z away): a half turn about x
         root = torch.tensor([math.pi, 0.0, 0.0], dtype=dt, device=dev).expand(T, 3)
-        rest = self.model(torch.zeros(1, self._J, 3, dtype=dt, device=dev), shape,
+        rest = self.model(torch.zeros(1, self.model.num_joints, 3, dtype=dt, device=dev), shape,
                           layout=self.layout.name, vertices=False)
         kp3 = rest.keypoints[0]
         ls, rs, lh, rh = self._torso
@@ -165,12 +175,8 @@ class SingleViewFitter:
         T = xy.shape[0]
         shape_p = torch.zeros(1, self.model.shape_dim, dtype=xy.dtype, device=xy.device)
         root, transl = self._initial(xy, conf, K, self._shape_from_param(shape_p))
-        body = torch.zeros(T, self._J - 1, 3, dtype=xy.dtype, device=xy.device)
-        # the person's 2D size per frame normalises the residuals
-        lo = torch.where(conf[..., None] > 0, xy, torch.full_like(xy, float("inf"))).amin(1)
-        hi = torch.where(conf[..., None] > 0, xy, torch.full_like(xy, float("-inf"))).amax(1)
-        size = (hi - lo).max(-1).values
-        size = torch.where(torch.isfinite(size) & (size > 1), size, size[torch.isfinite(size)].median() if torch.isfinite(size).any() else torch.ones_like(size))
+        body = torch.zeros(T, self.model.num_joints - 1, 3, dtype=xy.dtype, device=xy.device)
+        size = _person_size(xy, conf)
         torso_mask = torch.zeros(len(self.layout), dtype=xy.dtype, device=xy.device)
         torso_mask[self._torso] = 1.0
 

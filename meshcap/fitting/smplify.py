@@ -1,11 +1,21 @@
-"""SMPLify-style fitting of a body model to 2D keypoints (single view, one track).
+"""SMPLify-style fitting of a body model to one person's track of 2D keypoints (one camera).
 
-The frames of one person's track are optimised together as one batch with one shape.
-Objective: confidence-weighted Geman-McClure reprojection of named keypoints (residuals
-measured as a fraction of the person's 2D size, so the weights do not depend on image
-resolution), hinge-joint limits, an L2 pose prior and a shape prior; staged as SMPLify does
-(root orientation and translation against the torso first, then the whole body).
-Missing keypoints (confidence 0 or NaN) count for nothing.
+All frames of a track are optimised together, one batch per optimiser step, with one body
+shape for the whole track. The objective (SMPLify as SPIN uses it, with temporal terms):
+
+- confidence-weighted Geman-McClure reprojection of the named keypoints; residuals are
+  measured as a fraction of the person's 2D size, so the weights do not depend on the image
+  resolution. Missing keypoints (confidence 0, NaN, or under `min_confidence`) count for
+  nothing, never as a zero;
+- joint limits (each joint's range of motion, `meshcap.fitting.priors`), an L2 pose prior,
+  a shape prior;
+- with an initialisation (the regressor's, say) that carries a per-joint sigma: its joints
+  pull on the fit's joints weighted by 1/sigma^2;
+- temporal: acceleration of the 3D joints and velocity of the local rotations, so frames
+  whose keypoints are missing or unsure are filled from their confident neighbours.
+
+Staged as SMPLify does: root orientation and translation against the torso first (from four
+starting headings per frame, the best kept), then the whole body.
 """
 from __future__ import annotations
 
@@ -18,9 +28,15 @@ import torch
 from meshcap.body_models.base import BodyModel
 from meshcap.errors import InputError
 from meshcap.fitting.camera import project
+from meshcap.fitting.flips import LIMBS, limb_flips
+from meshcap.fitting.priors import joint_ranges, limit_penalty
+from meshcap.fitting.uncertainty import joint_sigma
 from meshcap.keypoints.layouts import get_layout
 
 _TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
+# The first stage fits the root to these: the torso, plus the face, whose nose and ears tell
+# which way a body seen from the side is turned (the torso alone is mirror-ambiguous).
+_ROOT_STAGE = _TORSO + ("nose", "left_ear", "right_ear", "left_eye", "right_eye")
 
 
 def gmof(sq_residual: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -31,24 +47,52 @@ def gmof(sq_residual: torch.Tensor, sigma: float) -> torch.Tensor:
 
 @dataclass
 class FitOptions:
-    """Weights and schedule. Residuals are in units of the person's 2D size."""
+    """Weights and schedule.
 
-    sigma: float = 0.1
+    Reprojection residuals are measured in hundredths of the person's 2D size (about the
+    noise of a good detector), so a frame's data term is about 1 at detector noise whatever
+    the resolution; `sigma` is the Geman-McClure scale in those units. Priors are per frame:
+    `w_pose` per rad^2 of body-joint rotation, `w_limits` per rad^2 beyond a joint's range of
+    motion, `w_init` per joint at one sigma from the initialisation. Temporal terms are per
+    frame too, in m/s^2 (joint acceleration) and rad/s (rotation velocity), so they hold at
+    any frame rate."""
+
+    sigma: float = 10.0
     min_confidence: float = 0.1
-    w_pose: float = 1e-5
-    w_limits: float = 1e-2
-    w_shape: float = 1e-3
-    iters_camera: int = 60
-    iters_body: int = 400
+    w_pose: float = 0.1
+    w_limits: float = 100.0
+    w_shape: float = 0.01
+    w_init: float = 1.0
+    temporal: bool = True
+    w_accel: float = 1e-5
+    w_rot_vel: float = 1e-4
+    iters_camera: int = 30
+    iters_body: int = 150
     lr_rot: float = 0.03
     lr_transl: float = 0.03
     lr_shape: float = 0.05
 
 
 @dataclass
+class FitInit:
+    """A starting point for the fit, e.g. from the regressor.
+
+    poses (T, J, 3) axis-angle; shape (1, S) or None; transl (T, 3) camera frame or None (then
+    estimated from the torso); sigma (T, J) per-joint 1-sigma of the initialisation's joints,
+    metres, or None (then the initialisation only starts the fit and does not pull on it).
+    """
+
+    poses: torch.Tensor
+    shape: torch.Tensor | None = None
+    transl: torch.Tensor | None = None
+    sigma: torch.Tensor | None = None
+
+
+@dataclass
 class FitResult:
     """poses (T, J, 3) axis-angle, shape (1, S), transl (T, 3), joints (T, J, 3) camera frame,
-    keypoints3d (T, K, 3), reprojection_px (T, K) per-keypoint error (NaN where missing)."""
+    keypoints3d (T, K, 3), reprojection_px (T, K) per-keypoint error (NaN where missing),
+    uncertainty (T, J) per-joint 1-sigma in metres (see `meshcap.fitting.uncertainty`)."""
 
     poses: torch.Tensor
     shape: torch.Tensor
@@ -56,18 +100,7 @@ class FitResult:
     joints: torch.Tensor
     keypoints3d: torch.Tensor
     reprojection_px: torch.Tensor
-
-
-# Hinge joints bend one way: (joint name, axis index in the canonical frame, allowed sign).
-# Canonical frame: y up, facing +z, left on +x. Knees flex about +x; elbows about -y (left)
-# and +y (right), bringing the hand forward.
-_HINGES = {
-    "anny": (("lowerleg01.L", 0, 1.0), ("lowerleg01.R", 0, 1.0),
-             ("lowerarm01.L", 1, -1.0), ("lowerarm01.R", 1, 1.0)),
-    "smpl": (("left_knee", 0, 1.0), ("right_knee", 0, 1.0),
-             ("left_elbow", 1, -1.0), ("right_elbow", 1, 1.0)),
-}
-_HINGES["smplh"] = _HINGES["smplx"] = _HINGES["smpl"]
+    uncertainty: torch.Tensor
 
 
 def _person_size(xy: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -77,21 +110,30 @@ def _person_size(xy: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
     lo = torch.where(seen, xy, torch.full_like(xy, float("inf"))).amin(1)
     hi = torch.where(seen, xy, torch.full_like(xy, float("-inf"))).amax(1)
     size = (hi - lo).max(-1).values
-    finite = torch.isfinite(size)
-    fallback = size[finite].median() if finite.any() else torch.ones_like(size)
-    return torch.where(finite & (size > 1), size, fallback)
+    ok = torch.isfinite(size) & (size > 1)
+    fallback = size[ok].median() if ok.any() else torch.ones_like(size)
+    return torch.where(ok, size, fallback)
+
+
+def _second_difference(x: torch.Tensor) -> torch.Tensor:
+    return x[2:] - 2 * x[1:-1] + x[:-2]
 
 
 class SingleViewFitter:
-    """Fits one person's track of 2D keypoints (T, K, 3) seen by one camera K (3, 3)."""
+    """Fits one person's track of 2D keypoints (T, K, 3) seen by one camera K (3, 3).
+
+    `fit` returns a `FitResult`; the camera frame is OpenCV's (x right, y down, z forward).
+    """
 
     def __init__(self, body_model: BodyModel, layout: str = "blazepose33",
                  options: FitOptions | None = None) -> None:
         self.model = body_model
         self.layout = get_layout(layout)
         self.options = options or FitOptions()
-        self._hinges = [(body_model.joint_names.index(n), a, s)
-                        for n, a, s in _HINGES.get(body_model.name, ()) if n in body_model.joint_names]
+        self._ranges = joint_ranges(body_model)
+        names = body_model.joint_names
+        self._limbs = [tuple(names.index(n) for n in limb) for limb in LIMBS.get(body_model.name, ())
+                       if all(n in names for n in limb)]
         self._torso = [self.layout.index(n) for n in _TORSO]
 
     # -- parameters ----------------------------------------------------------------------------
@@ -99,8 +141,8 @@ class SingleViewFitter:
     def _shape_from_param(self, p: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(p) if self.model.name == "anny" else p
 
-    def _shape_prior(self, p: torch.Tensor) -> torch.Tensor:
-        return p.square().sum()  # anny: logit 0 = phenotype 0.5 (average); SMPL: betas 0
+    def _param_from_shape(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.logit(s.clamp(1e-4, 1 - 1e-4)) if self.model.name == "anny" else s
 
     def _check(self, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         kp = torch.as_tensor(keypoints, dtype=self.model.dtype, device=self.model.device)
@@ -112,18 +154,36 @@ class SingleViewFitter:
             raise InputError("the track is empty: no frames to fit")
         conf = torch.nan_to_num(kp[..., 2], nan=0.0)
         ok = torch.isfinite(kp[..., :2]).all(-1) & (conf >= self.options.min_confidence)
-        conf = torch.where(ok, conf, torch.zeros_like(conf))
+        conf = torch.where(ok, conf.clamp(max=1.0), torch.zeros_like(conf))
         if not (conf > 0).any():
             raise InputError("no usable keypoints in the track (all missing, NaN or below the confidence threshold)")
         xy = torch.where(ok[..., None], kp[..., :2], torch.zeros_like(kp[..., :2]))
         return xy, conf
 
-    def _initial(self, xy, conf, K, shape):
-        """Root orientation facing the camera and translation from the torso's 2D size."""
+    def _check_init(self, init: FitInit, T: int) -> FitInit:
+        J, S = self.model.num_joints, self.model.shape_dim
+        dt, dev = self.model.dtype, self.model.device
+
+        def arr(x, shape, name):
+            if x is None:
+                return None
+            x = torch.as_tensor(x, dtype=dt, device=dev)
+            if tuple(x.shape) != shape:
+                raise InputError(f"init.{name} must have shape {shape}, got {tuple(x.shape)}")
+            if not torch.isfinite(x).all():
+                raise InputError(f"init.{name} contains NaN or infinite values")
+            return x
+
+        sigma = arr(init.sigma, (T, J), "sigma")
+        if sigma is not None and not (sigma > 0).all():
+            raise InputError("init.sigma must be positive (metres)")
+        return FitInit(arr(init.poses, (T, J, 3), "poses"), arr(init.shape, (1, S), "shape"),
+                       arr(init.transl, (T, 3), "transl"), sigma)
+
+    def _torso_depth(self, xy, conf, K, shape):
+        """Root translation per frame from the 2D torso: depth from its length, x/y from its centre."""
         T = xy.shape[0]
         dt, dev = xy.dtype, xy.device
-        # canonical (y up, facing +z) -> camera (y down, z away): a half turn about x
-        root = torch.tensor([math.pi, 0.0, 0.0], dtype=dt, device=dev).expand(T, 3)
         rest = self.model(torch.zeros(1, self.model.num_joints, 3, dtype=dt, device=dev), shape,
                           layout=self.layout.name, vertices=False)
         kp3 = rest.keypoints[0]
@@ -131,7 +191,6 @@ class SingleViewFitter:
         torso3 = ((kp3[ls] + kp3[rs]) / 2 - (kp3[lh] + kp3[rh]) / 2).norm()
         f = (K[0, 0] + K[1, 1]) / 2
         c = K[:2, 2]
-        transl = torch.zeros(T, 3, dtype=dt, device=dev)
         w = conf[:, self._torso].min(-1).values > 0
         mid2 = (xy[:, ls] + xy[:, rs] + xy[:, lh] + xy[:, rh]) / 4
         torso2 = ((xy[:, ls] + xy[:, rs]) / 2 - (xy[:, lh] + xy[:, rh]) / 2).norm(dim=-1)
@@ -142,68 +201,183 @@ class SingleViewFitter:
             depth = torch.tensor(3.0, dtype=dt, device=dev)
             center = (xy * conf[..., None]).sum((0, 1)) / conf.sum()
         per_frame = torch.where(w[:, None], mid2, center.expand(T, 2))
+        transl = torch.zeros(T, 3, dtype=dt, device=dev)
         transl[:, :2] = (per_frame - c) * depth / f
         transl[:, 2] = depth
-        torso_mid3 = ((kp3[ls] + kp3[rs] + kp3[lh] + kp3[rh]) / 4)
+        # the torso's centre, not the root joint, sits on that ray
+        torso_mid3 = (kp3[ls] + kp3[rs] + kp3[lh] + kp3[rh]) / 4
         root_pos = self.model.rest_joints(shape)[0, 0]
-        R = roma.rotvec_to_rotmat(root[0])
-        transl = transl - (R @ (torso_mid3 - root_pos)) - root_pos
-        return root.clone(), transl
+        return transl, torso_mid3 - root_pos, root_pos
 
     # -- objective -----------------------------------------------------------------------------
 
-    def _loss(self, root, body, shape_p, transl, xy, conf, scale, K, joints_only=None):
+    def _loss(self, root, body, shape_p, transl, obs, init_joints=None, init_w=None, mask=None):
+        """Returns (per-frame loss (N,), whole-track loss (), body-model output) for N frames."""
         o = self.options
+        xy, conf, scale, K, fps = obs
+        N = body.shape[0]
         pose = torch.cat([root[:, None], body], 1)
-        shape = self._shape_from_param(shape_p)
-        out = self.model(pose, shape, transl, layout=self.layout.name, vertices=False)
+        rotmats = roma.rotvec_to_rotmat(pose)
+        out = self.model(rotmats=rotmats, shape=self._shape_from_param(shape_p), transl=transl,
+                         layout=self.layout.name, vertices=False)
         uv = project(out.keypoints, K)
-        r2 = ((uv - xy) / scale[:, None, None]).square().sum(-1)
-        w = conf if joints_only is None else conf * joints_only
-        data = (w * gmof(r2, o.sigma)).sum() / w.sum().clamp(min=1e-6)
-        prior = o.w_pose * body.square().sum(-1).mean(0).sum()
-        lim = body.new_zeros(())
-        for j, a, s in self._hinges:
-            lim = lim + torch.relu(-s * body[:, j - 1, a]).square().mean()
-        return data + prior + o.w_limits * lim + o.w_shape * self._shape_prior(shape_p), out
+        r2 = ((uv - xy) / (0.01 * scale[:, None, None])).square().sum(-1)
+        w = conf if mask is None else conf * mask
+        # normalised so that a frame's data term is its keypoints' mean cost
+        frame = (w * gmof(r2, o.sigma)).sum(-1) / (w.sum() / N).clamp(min=1e-6)
+        frame = frame + o.w_pose * body.square().sum((-1, -2))
+        frame = frame + o.w_limits * limit_penalty(body, self._ranges)
+        track = o.w_shape * shape_p.square().sum()
+        if mask is not None:
+            return frame, track, out
+        if init_joints is not None:
+            rel = out.joints - out.joints[:, :1]
+            frame = frame + o.w_init * (init_w * (rel - init_joints).square().sum(-1)).mean(-1)
+        if o.temporal and N >= 3:
+            acc = _second_difference(out.joints) * fps * fps
+            track = track + o.w_accel * acc.square().sum((-1, -2)).sum()
+            vel = (rotmats[1:] - rotmats[:-1]) * fps
+            track = track + o.w_rot_vel * vel.square().sum((-1, -2, -3)).sum()
+        return frame, track, out
 
-    def fit(self, keypoints: torch.Tensor, K: torch.Tensor) -> FitResult:
-        """Fit the track. keypoints (T, K, 3) pixels + confidence; K (3, 3) intrinsics."""
+    def _fit_camera(self, root, transl, body, shape_p, obs, torso_mask):
         o = self.options
-        xy, conf = self._check(keypoints)
-        K = torch.as_tensor(K, dtype=xy.dtype, device=xy.device)
-        T = xy.shape[0]
-        shape_p = torch.zeros(1, self.model.shape_dim, dtype=xy.dtype, device=xy.device)
-        root, transl = self._initial(xy, conf, K, self._shape_from_param(shape_p))
-        body = torch.zeros(T, self.model.num_joints - 1, 3, dtype=xy.dtype, device=xy.device)
-        size = _person_size(xy, conf)
-        torso_mask = torch.zeros(len(self.layout), dtype=xy.dtype, device=xy.device)
-        torso_mask[self._torso] = 1.0
-
         root.requires_grad_(True)
         transl.requires_grad_(True)
         opt = torch.optim.Adam([{"params": [root], "lr": o.lr_rot}, {"params": [transl], "lr": o.lr_transl}])
         for _ in range(o.iters_camera):
             opt.zero_grad()
-            loss, _ = self._loss(root, body, shape_p, transl, xy, conf, size, K, torso_mask)
-            loss.backward()
+            frame, track, _ = self._loss(root, body, shape_p, transl, obs, mask=torso_mask)
+            (frame.sum() + track).backward()
             opt.step()
+        return root.detach(), transl.detach()
 
+    @torch.no_grad()
+    def _flip_limbs(self, root, body, shape_p, transl, obs) -> int:
+        """Replace, frame by frame and limb by limb, the current solution with the best of its
+        kinematic flips (`meshcap.fitting.flips`) where that scores better. Returns how many
+        limbs were flipped."""
+        if not self._limbs:
+            return 0
+        N = body.shape[0]
+        everything = torch.ones(len(self.layout), dtype=body.dtype, device=body.device)
+        pose = torch.cat([root[:, None], body], 1)
+        rotmats = roma.rotvec_to_rotmat(pose)
+        base, _, out = self._loss(root, body, shape_p, transl, obs, mask=everything)
+        new = pose.clone()
+        flipped = 0
+        for limb in self._limbs:
+            variants = limb_flips(rotmats, out.joints, self.model.parents, limb)  # (3, N, J, 3, 3)
+            vp = roma.rotmat_to_rotvec(variants)
+            V = vp.shape[0]
+            obs_v = (obs[0].repeat(V, 1, 1), obs[1].repeat(V, 1), obs[2].repeat(V), obs[3], obs[4])
+            score, _, _ = self._loss(vp[:, :, 0].reshape(V * N, 3), vp[:, :, 1:].reshape(V * N, -1, 3),
+                                     shape_p, transl.repeat(V, 1), obs_v, mask=everything)
+            score = score.reshape(V, N)
+            best = score.argmin(0)
+            better = score[best, torch.arange(N)] < base - 1e-6
+            idx = torch.arange(N)[better]
+            for j in limb[:2]:
+                new[idx, j] = vp[best[better], idx, j]
+            flipped += int(better.sum())
+        root.copy_(new[:, 0])
+        body.copy_(new[:, 1:])
+        return flipped
+
+    def fit(self, keypoints: torch.Tensor, K: torch.Tensor, init: FitInit | None = None,
+            fps: float = 30.0) -> FitResult:
+        """Fit the track.
+
+        Args:
+            keypoints: (T, K, 3) pixels + confidence, in this fitter's layout; frames are
+                consecutive (a frame where the person was not seen has confidence 0).
+            K: (3, 3) intrinsics.
+            init: optional starting point (poses, shape, transl, sigma); see `FitInit`.
+            fps: frame rate of the track, for the temporal terms.
+        """
+        o = self.options
+        xy, conf = self._check(keypoints)
+        T, dt, dev = xy.shape[0], xy.dtype, xy.device
+        K = torch.as_tensor(K, dtype=dt, device=dev)
+        if K.shape != (3, 3) or not torch.isfinite(K).all():
+            raise InputError(f"camera intrinsics must be a finite (3, 3) matrix, got {tuple(K.shape)}")
+        if not (fps > 0 and math.isfinite(fps)):
+            raise InputError(f"fps must be positive, got {fps}")
+        init = self._check_init(init, T) if init is not None else None
+        obs = (xy, conf, _person_size(xy, conf), K, float(fps))
+        J = self.model.num_joints
+
+        shape_p = (self._param_from_shape(init.shape) if init is not None and init.shape is not None
+                   else torch.zeros(1, self.model.shape_dim, dtype=dt, device=dev))
+        shape0 = self._shape_from_param(shape_p)
+        transl0, torso_off, root_pos = self._torso_depth(xy, conf, K, shape0)
+        torso_mask = torch.zeros(len(self.layout), dtype=dt, device=dev)
+        torso_mask[[self.layout.index(n) for n in _ROOT_STAGE if n in self.layout.names]] = 1.0
+
+        if init is not None:
+            root = init.poses[:, 0].clone()
+            body = init.poses[:, 1:].clone()
+            if init.transl is not None:
+                transl = init.transl.clone()
+            else:
+                transl = transl0 - roma.rotvec_to_rotmat(root) @ torso_off - root_pos
+            root, transl = self._fit_camera(root, transl, body, shape_p, obs, torso_mask)
+        else:
+            # Four headings per frame (facing the camera, its left, away, its right); the
+            # torso stage runs them all in one batch and each frame keeps its best.
+            H = 4
+            flip = roma.rotvec_to_rotmat(torch.tensor([math.pi, 0.0, 0.0], dtype=dt, device=dev))
+            yaws = torch.arange(H, dtype=dt, device=dev) * (math.pi / 2)
+            yaw = roma.rotvec_to_rotmat(torch.stack([torch.zeros_like(yaws), yaws, torch.zeros_like(yaws)], -1))
+            R0 = flip @ yaw  # (H, 3, 3)
+            root = roma.rotmat_to_rotvec(R0)[:, None].expand(H, T, 3).clone()
+            transl = (transl0[None] - (R0 @ torso_off)[:, None] - root_pos).clone()
+            body = torch.zeros(H, T, J - 1, 3, dtype=dt, device=dev)
+            obs_h = (xy.repeat(H, 1, 1), conf.repeat(H, 1), obs[2].repeat(H), K, obs[4])
+            body = body.reshape(H * T, J - 1, 3)
+            rootf, translf = self._fit_camera(root.reshape(H * T, 3), transl.reshape(H * T, 3),
+                                              body, shape_p, obs_h, torso_mask)
+            with torch.no_grad():
+                frame, _, _ = self._loss(rootf, body, shape_p, translf, obs_h, mask=torso_mask)
+            best = frame.reshape(H, T).argmin(0)
+            idx = torch.arange(T, device=dev)
+            root = rootf.reshape(H, T, 3)[best, idx].clone()
+            transl = translf.reshape(H, T, 3)[best, idx].clone()
+            body = torch.zeros(T, J - 1, 3, dtype=dt, device=dev)
+
+        init_joints = init_w = None
+        if init is not None and init.sigma is not None:
+            with torch.no_grad():
+                ij = self.model(init.poses, self._shape_from_param(shape_p), vertices=False).joints
+            init_joints = ij - ij[:, :1]
+            init_w = init.sigma.square().reciprocal()
+
+        root.requires_grad_(True)
+        transl.requires_grad_(True)
         body.requires_grad_(True)
         shape_p.requires_grad_(True)
-        opt = torch.optim.Adam([{"params": [root, body], "lr": o.lr_rot},
-                                {"params": [transl], "lr": o.lr_transl},
-                                {"params": [shape_p], "lr": o.lr_shape}])
-        for _ in range(o.iters_body):
+        # Kinematic flips are tried twice on the way (not when an initialisation with its own
+        # sigma already says which way the limbs point).
+        flip_at = set() if init_w is not None else {o.iters_body // 3, 2 * o.iters_body // 3}
+        for it in range(o.iters_body):
+            if it == 0 or it in flip_at:
+                if it in flip_at:
+                    self._flip_limbs(root, body, shape_p, transl, obs)
+                opt = torch.optim.Adam([{"params": [root, body], "lr": o.lr_rot},
+                                        {"params": [transl], "lr": o.lr_transl},
+                                        {"params": [shape_p], "lr": o.lr_shape}])
             opt.zero_grad()
-            loss, _ = self._loss(root, body, shape_p, transl, xy, conf, size, K)
-            loss.backward()
+            frame, track, _ = self._loss(root, body, shape_p, transl, obs, init_joints, init_w)
+            (frame.sum() + track).backward()
             opt.step()
 
+        pose = torch.cat([root[:, None], body], 1).detach()
+        shape = self._shape_from_param(shape_p).detach()
+        transl = transl.detach()
         with torch.no_grad():
-            pose = torch.cat([root[:, None], body], 1)
-            shape = self._shape_from_param(shape_p)
             out = self.model(pose, shape, transl, layout=self.layout.name, vertices=False)
             err = (project(out.keypoints, K) - xy).norm(dim=-1)
             err = torch.where(conf > 0, err, torch.full_like(err, float("nan")))
-        return FitResult(pose.detach(), shape.detach(), transl.detach(), out.joints, out.keypoints, err)
+        sigma = joint_sigma(self.model, self.layout.name, pose, shape, transl, xy, conf, K,
+                            init_sigma=None if init is None else init.sigma)
+        return FitResult(pose, shape, transl, out.joints, out.keypoints, err, sigma)

@@ -12,7 +12,7 @@ from meshcap.errors import MeshcapError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
 
-_SUBCOMMANDS = ("info", "prepare")
+_SUBCOMMANDS = ("info", "prepare", "detect")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="meshcap",
         description="3D human meshes and motion from video.\n\n"
         "  meshcap VIDEO --out motion.npz      capture (video pipeline: coming with the detector and fitting stages)\n"
+        "  meshcap detect VIDEO --out kp.npz   2D keypoint tracks of the people in a video\n"
         "  meshcap info motion.npz             describe a result\n"
         "  meshcap prepare                     build the body model's mesh cache once for this machine",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -29,7 +30,68 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe a motion.npz")
     info.add_argument("motion", help="a motion.npz written by meshcap")
     sub.add_parser("prepare", help="build the anny mesh cache once for this machine (about a minute)")
+    det = sub.add_parser("detect", help="2D keypoint tracks of the people in a video, image or image folder")
+    det.add_argument("video", help="a video file, an image, or a folder of images")
+    det.add_argument("--out", required=True,
+                     help="tracks to write: .npz (meshcap), .json (COCO results) or a folder (OpenPose JSON)")
+    _range_options(det)
     return p
+
+
+def _range_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--start", type=float, default=None, help="start time, seconds")
+    p.add_argument("--end", type=float, default=None, help="end time, seconds")
+    p.add_argument("--stride", type=int, default=1, help="use every N-th frame")
+    p.add_argument("--max-gap", type=int, default=15, help="frames a person may be missed and keep their id")
+    p.add_argument("--min-track-length", type=int, default=10, help="drop tracks with fewer frames")
+    p.add_argument("--smooth", action="store_true", help="One-Euro filter the 2D keypoints")
+
+
+def _progress(description: str):
+    """A rich progress bar on stderr; returns (callback(done, total), context manager)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=False, console=_stderr_console())
+    task = prog.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        prog.update(task, completed=done, total=total)
+
+    return update, prog
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _detect(args) -> None:
+    from pathlib import Path
+
+    from meshcap.keypoints.pipeline import video_tracks
+    from meshcap.keypoints.readers import write_coco, write_openpose
+    from meshcap.keypoints.tracks import TrackerOptions
+
+    from meshcap.video import VideoReader
+
+    out = Path(args.out)
+    VideoReader(args.video, start=args.start, end=args.end, stride=args.stride)  # bad input fails here, before the bar
+    tracker = TrackerOptions(max_gap=args.max_gap, min_length=args.min_track_length)
+    update, prog = _progress("detecting people")
+    with prog:
+        tracks = video_tracks(args.video, start=args.start, end=args.end, stride=args.stride,
+                              tracker=tracker, smooth=args.smooth, progress=update)
+    if out.suffix.lower() == ".npz":
+        tracks.save(out)
+    elif out.suffix.lower() == ".json":
+        write_coco(tracks, out)
+    else:
+        write_openpose(tracks, out)
+    spans = ", ".join(f"#{t}: frames {f.min()}-{f.max()}" for t, (f, _) in sorted(tracks.tracks.items()))
+    print(f"{out}: {len(tracks)} track(s) over {tracks.num_frames} frames ({tracks.layout})"
+          + (f"; {spans}" if spans else ""))
 
 
 def _capture_parser() -> argparse.ArgumentParser:
@@ -59,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 
             path = anny_data.build_full_cache()
             print(f"anny mesh cache ready: {path}")
+        elif args.command == "detect":
+            _detect(args)
         else:
             _parser().print_help()
         return EXIT_OK

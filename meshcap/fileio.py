@@ -9,18 +9,41 @@ from pathlib import Path
 import numpy as np
 
 
-def save_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray], compressed: bool = False) -> Path:
+def temp_beside(path: str | Path, suffix: str = ".tmp") -> str:
+    """A new empty temporary file in the target's folder (so the final rename is atomic)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    return tmp
+
+
+def publish(tmp: str | Path, path: str | Path) -> Path:
+    """Give a finished temporary file the usual mode (mkstemp makes 0600) and rename it over
+    the target."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+    return Path(path)
+
+
+def save_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray], compressed: bool = False) -> Path:
+    tmp = temp_beside(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "wb") as fh:
             (np.savez_compressed if compressed else np.savez)(fh, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
+        return publish(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    tmp = temp_beside(path)
+    try:
+        Path(tmp).write_text(text)
+        return publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,100 @@
+"""Video in, keypoint tracks out: decode, detect, track, with a keypoint cache.
+
+The cache is a keypoint file (`meshcap.keypoints.tracks`) written next to the output. It
+records what made it (the video's path, size and modification time, the range and stride, the
+detector and its settings); a later run with the same inputs reads it instead of detecting
+again, so re-fitting with other options costs no detection. Tracking options are not part of
+the key: the raw per-frame detections are cached, and tracking reruns (it takes milliseconds).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from meshcap.errors import InputError
+from meshcap.keypoints.detect import Detection, Detector, get_detector
+from meshcap.keypoints.tracks import Tracks, TrackerOptions, smooth_tracks, track_detections
+from meshcap.video import VideoReader
+
+
+def cache_path_for(output: str | Path) -> Path:
+    """Where the keypoint cache of an output file lives: `motion.npz` -> `motion.keypoints.npz`."""
+    output = Path(output)
+    name = output.name.split(".")[0] or output.name
+    return output.with_name(f"{name}.keypoints.npz")
+
+
+def _source_key(reader: VideoReader, detector: Detector) -> dict:
+    st = reader.path.stat()
+    return dict(path=str(reader.path.resolve()), size=st.st_size, mtime_ns=st.st_mtime_ns,
+                start=reader.start, end=reader.end, stride=reader.stride,
+                detector=detector.name, detector_settings=detector.settings())
+
+
+def detect_frames(reader: VideoReader, detector: Detector,
+                  progress: Callable[[int, int], None] | None = None) -> Tracks:
+    """Run the detector on every frame; returns the raw detections as one-frame 'tracks'
+    (ids in the order found), with the frame times and indices."""
+    times, index, rows = [], [], []
+    total = len(reader)
+    detector.reset()
+    for i, frame in enumerate(reader):
+        for det in detector.detect(frame.image, frame.time):
+            rows.append((i, det.keypoints))
+        times.append(frame.time)
+        index.append(frame.index)
+        if progress is not None:
+            progress(i + 1, max(total, i + 1))
+    if not times:
+        raise InputError(f"{reader.path}: no frames in the requested range")
+    raw = {j: (np.array([f]), kp[None]) for j, (f, kp) in enumerate(rows)}
+    return Tracks(detector.layout, reader.info.fps, np.asarray(times),
+                  (reader.info.width, reader.info.height), raw, np.asarray(index))
+
+
+def detections_from_raw(raw: Tracks) -> list[list[Detection]]:
+    return [[Detection(kp, float(kp[:, 2].mean()), raw.layout) for _, kp in frame] for frame in raw.per_frame()]
+
+
+def video_tracks(video: str | Path, detector: Detector | None = None, start: float | None = None,
+                 end: float | None = None, stride: int = 1, tracker: TrackerOptions | None = None,
+                 smooth: bool = False, cache: str | Path | None = None,
+                 progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None) -> Tracks:
+    """People's keypoint tracks in a video (or an image, or a folder of images).
+
+    Args:
+        detector: default `BlazePoseDetector()`.
+        start, end, stride: the range to read (seconds) and the frame step.
+        tracker: linking options (gaps bridged, short/unsure tracks dropped).
+        smooth: One-Euro filter the tracks.
+        cache: a keypoint cache file to reuse if it matches, and to write otherwise.
+    """
+    reader = VideoReader(video, start=start, end=end, stride=stride)
+    own = detector is None
+    detector = detector or get_detector("blazepose")
+    try:
+        key = _source_key(reader, detector)
+        raw = None
+        if cache is not None and Path(cache).exists():
+            try:
+                cached = Tracks.load(cache)
+                if cached.source == json.loads(json.dumps(key)):
+                    raw = cached
+                    if log:
+                        log(f"keypoints: reusing {cache}")
+            except InputError:
+                raw = None  # an unreadable cache is simply rebuilt
+        if raw is None:
+            raw = detect_frames(reader, detector, progress)
+            raw.source = key
+            if cache is not None:
+                raw.save(cache)
+    finally:
+        if own:
+            detector.close()
+    tracks = Tracks(raw.layout, raw.fps, raw.frame_times, raw.image_size,
+                    track_detections(detections_from_raw(raw), tracker), raw.frame_index, raw.source)
+    return smooth_tracks(tracks) if smooth else tracks

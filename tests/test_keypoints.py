@@ -1,0 +1,224 @@
+"""Detection and tracking on real footage, external keypoint files, the cache, the filter."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data import opencv_sample, sports2d_demo
+from meshcap import InputError
+from meshcap.keypoints.detect import BlazePoseDetector, Detection, square_tiles
+from meshcap.keypoints.layouts import get_layout
+from meshcap.keypoints.pipeline import video_tracks
+from meshcap.keypoints.readers import read_coco, read_keypoints, read_openpose, write_coco, write_openpose
+from meshcap.keypoints.tracks import Tracks, TrackerOptions, one_euro, smooth_tracks, track_detections
+
+BP = get_layout("blazepose33")
+
+
+class CountingDetector(BlazePoseDetector):
+    calls = 0
+
+    def detect(self, image, time):
+        CountingDetector.calls += 1
+        return super().detect(image, time)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """Tracks of the Sports2D demo (detected once for the module), and their cache file."""
+    cache = tmp_path_factory.mktemp("kp") / "motion.keypoints.npz"
+    with CountingDetector() as det:
+        tracks = video_tracks(sports2d_demo(), detector=det, cache=cache)
+    return tracks, cache
+
+
+def _center_x(kp):
+    return np.array([k[k[:, 2] > 0.3, 0].mean() for k in kp])
+
+
+def test_sports2d_demo_gives_two_stable_tracks(demo):
+    tracks, _ = demo
+    assert tracks.num_frames == 230 and tracks.layout == "blazepose33"
+    assert sorted(tracks.tracks) == [0, 1]
+    (f0, kp0), (f1, kp1) = tracks.tracks[0], tracks.tracks[1]
+    # the man on the box is there from the start; the woman walks in from the right later
+    assert f0.min() == 0 and len(f0) > 200
+    assert 30 <= f1.min() <= 50 and len(f1) > 150
+    both = np.intersect1d(f0, f1)
+    assert len(both) > 150
+    W = tracks.image_size[0]
+    for f, kp in ((f0, kp0), (f1, kp1)):
+        x = _center_x(kp)
+        consecutive = np.diff(f) == 1
+        # a stable id never jumps across the frame between consecutive frames
+        assert np.abs(np.diff(x))[consecutive].max() < 0.1 * W
+    # she crosses the whole frame right to left, he moves right: they swap sides, ids do not
+    x1 = _center_x(kp1)
+    assert x1[0] > 0.8 * W and x1[-1] < 0.1 * W
+    x0 = _center_x(kp0)
+    assert x0[0] < 0.45 * W and x0[-1] > 0.7 * W
+
+
+def test_keypoint_cache_skips_detection(demo):
+    tracks, cache = demo
+    assert cache.exists()
+    calls = CountingDetector.calls
+    with CountingDetector() as det:
+        again = video_tracks(sports2d_demo(), detector=det, cache=cache,
+                             tracker=TrackerOptions(min_length=50))
+    assert CountingDetector.calls == calls  # nothing detected again
+    assert sorted(again.tracks) == [0, 1]
+    # other range: the cache does not match, detection runs
+    with CountingDetector() as det:
+        short = video_tracks(sports2d_demo(), detector=det, cache=cache, end=0.5)
+    assert CountingDetector.calls == calls + 15 and short.num_frames == 15
+
+
+def test_landmarks_land_on_the_body_in_messi5():
+    tracks = video_tracks(opencv_sample("messi5.jpg"), tracker=TrackerOptions(min_length=1))
+    assert len(tracks) == 1
+    kp = tracks.tracks[0][1][0]
+    y = {n: kp[BP.index(n), 1] for n in BP.names}
+    for side in ("left", "right"):
+        assert y["nose"] < y[f"{side}_shoulder"] < y[f"{side}_hip"] < y[f"{side}_knee"] < y[f"{side}_ankle"]
+    body = [BP.index(f"{s}_{j}") for s in ("left", "right") for j in ("shoulder", "hip", "knee", "ankle")]
+    assert (kp[body, 2] > 0.4).all()  # the body's landmarks are seen with confidence
+    w, h = tracks.image_size
+    assert (w, h) == (548, 342)
+
+
+def test_coco_and_openpose_files_round_trip(demo, tmp_path):
+    tracks, _ = demo
+    coco = tracks.convert("coco17")
+    back = read_coco(write_coco(tracks, tmp_path / "kp.json"), num_frames=tracks.num_frames)
+    assert sorted(back.tracks) == sorted(coco.tracks)
+    for t in coco.tracks:
+        np.testing.assert_array_equal(back.tracks[t][0], coco.tracks[t][0])
+        seen = coco.tracks[t][1][..., 2] > 0  # unseen keypoints are written as 0, 0, 0
+        np.testing.assert_allclose(back.tracks[t][1][seen], coco.tracks[t][1][seen], atol=1e-3)
+        assert (back.tracks[t][1][~seen] == 0).all()
+    # OpenPose BODY_25 folders, with person ids and, as OpenPose writes them, without
+    op = tracks.convert("openpose25")
+    folder = write_openpose(tracks, tmp_path / "openpose")
+    with_ids = read_openpose(folder)
+    assert with_ids.layout == "openpose25"
+    for t in op.tracks:
+        np.testing.assert_array_equal(with_ids.tracks[t][0], op.tracks[t][0])
+        seen = op.tracks[t][1][..., 2] > 0
+        np.testing.assert_allclose(with_ids.tracks[t][1][seen], op.tracks[t][1][seen], atol=1e-3)
+        assert (with_ids.tracks[t][1][~seen] == 0).all()
+    for p in folder.glob("*.json"):
+        d = json.loads(p.read_text())
+        for person in d["people"]:
+            person["person_id"] = [-1]
+        p.write_text(json.dumps(d))
+    relinked = read_keypoints(folder)
+    assert len(relinked) == 2
+    for t in op.tracks:  # the tracker finds the same people in the same frames
+        frames = [set(relinked.tracks[r][0].tolist()) for r in relinked.tracks]
+        best = max(frames, key=lambda s: len(s & set(op.tracks[t][0].tolist())))
+        assert len(best ^ set(op.tracks[t][0].tolist())) <= 5
+    # meshcap's own file
+    saved = Tracks.load(tracks.save(tmp_path / "kp.npz"))
+    for t in tracks.tracks:
+        np.testing.assert_array_equal(saved.tracks[t][1], tracks.tracks[t][1])
+
+
+def test_bad_keypoint_files_are_named(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text("{not json")
+    with pytest.raises(InputError, match="bad.json: not valid JSON"):
+        read_coco(p)
+    p.write_text(json.dumps([{"image_id": 0, "keypoints": [1.0, 2.0, 1.0] * 16}]))
+    with pytest.raises(InputError, match="bad.json: entry 0: expected 51 numbers"):
+        read_coco(p)
+    p.write_text(json.dumps([{"image_id": 0, "keypoints": [float("nan"), 2.0, 1.0] * 17}]))
+    with pytest.raises(InputError, match="NaN"):
+        read_coco(p)
+    p.write_text(json.dumps([{"image_id": "x", "keypoints": [1.0, 2.0, 1.0] * 17}]))
+    with pytest.raises(InputError, match="image_id must be a frame number"):
+        read_coco(p)
+    folder = tmp_path / "op"
+    folder.mkdir()
+    (folder / "f_000000000000_keypoints.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": [0.0] * 60}]}))
+    with pytest.raises(InputError, match="has 60 numbers; expected 75"):
+        read_openpose(folder)
+    with pytest.raises(InputError, match="nothing.npz: no such keypoint file"):
+        read_keypoints(tmp_path / "nothing.npz")
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"PK\x03\x04 broken")
+    with pytest.raises(InputError, match="junk.npz: not a readable keypoint file"):
+        Tracks.load(junk)
+
+
+def _person(x, y, seed, size=100.0, conf=0.9):
+    """Person `seed`'s 33 BlazePose keypoints (a fixed random figure) around (x, y)."""
+    rng = np.random.default_rng(seed)
+    offs = rng.uniform(-0.5, 0.5, size=(33, 2)) * size
+    kp = np.concatenate([offs + [x, y], np.full((33, 1), conf)], 1).astype(np.float32)
+    return kp
+
+
+def test_tracker_bridges_gaps_and_drops_short_tracks():
+    frames = []
+    for t in range(60):
+        dets = []
+        a = _person(100 + 5 * t, 200, seed=1)  # walks right
+        b = _person(400 - 5 * t, 210, seed=2)  # walks left, passes person a
+        dets.append(Detection(a, 0.9, "blazepose33"))
+        if not 20 <= t < 26:  # b is missed for six frames
+            dets.append(Detection(b, 0.9, "blazepose33"))
+        if t in (40, 41):  # a false detection for two frames
+            dets.append(Detection(_person(900, 50, seed=3), 0.9, "blazepose33"))
+        frames.append(dets)
+    tracks = track_detections(frames, TrackerOptions(max_gap=10, min_length=5))
+    assert sorted(tracks) == [0, 1]
+    fa, kpa = tracks[0]
+    fb, kpb = tracks[1]
+    assert len(fa) == 60 and np.all(np.diff(_center_x(kpa)) > 0)
+    assert len(fb) == 54 and set(range(20, 26)).isdisjoint(fb) and np.all(np.diff(_center_x(kpb)) < 0)
+    # with gaps not bridged, b is split in two
+    split = track_detections(frames, TrackerOptions(max_gap=3, min_length=5))
+    assert len(split) == 3
+
+
+def test_one_euro_filter_smooths_jitter_and_follows_motion():
+    t = np.arange(300) / 30.0
+    rng = np.random.default_rng(0)
+    still = 100 + rng.normal(0, 2.0, size=(300, 1))
+    f = one_euro(t, still, min_cutoff=1.0, beta=0.05)
+    assert f[30:].std() < 0.5 * still[30:].std()
+    ramp = 300 * t[:, None]  # 300 px/s
+    g = one_euro(t, ramp + rng.normal(0, 2.0, size=(300, 1)), min_cutoff=1.0, beta=0.05)
+    assert np.abs(g[60:] - ramp[60:]).mean() < 10
+
+
+def test_smoothing_tracks_keeps_confidences(demo):
+    tracks, _ = demo
+    s = smooth_tracks(tracks)
+    for t in tracks.tracks:
+        np.testing.assert_array_equal(s.tracks[t][1][..., 2], tracks.tracks[t][1][..., 2])
+        jitter = lambda kp: np.abs(np.diff(kp[:, :25, :2], 2, axis=0)).mean()  # noqa: E731
+        assert jitter(s.tracks[t][1]) < jitter(tracks.tracks[t][1])
+
+
+def test_square_tiles():
+    assert square_tiles(640, 480) == [(0, 0, 640, 480)]
+    assert square_tiles(1768, 994) == [(0, 0, 994, 994), (774, 0, 1768, 994)]
+    assert square_tiles(720, 1920) == [(0, 0, 720, 720), (0, 600, 720, 1320), (0, 1200, 720, 1920)]
+
+
+def test_detect_command_exit_codes(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "meshcap.cli", *a], capture_output=True, text=True)  # noqa: E731
+    r = run("detect", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "kp.npz"))
+    assert r.returncode == 2 and "none.mp4: no such file" in r.stderr
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    r = run("detect", str(bad), "--out", str(tmp_path / "kp.npz"))
+    assert r.returncode == 2 and "bad.mp4: not a readable video" in r.stderr
+    assert not (tmp_path / "kp.npz").exists()
+    r = run("detect", str(opencv_sample("messi5.jpg")), "--out", str(tmp_path / "kp.json"), "--min-track-length", "1")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads((tmp_path / "kp.json").read_text())) == 1

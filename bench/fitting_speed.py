@@ -10,7 +10,6 @@ the same process (so the ratio holds across machines). Issue target: >= 30 frame
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import torch

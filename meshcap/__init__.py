@@ -1,6 +1,7 @@
 """meshcap: 3D human meshes and motion from ordinary video.
 
 Public API (small on purpose):
+    capture(video_or_keypoints, **options) -> Motion   (the whole pipeline)
     load_body_model(name, model_path=None) -> BodyModel
     Motion, Motion.load(path)
     get_layout(name), convert_keypoints(kp, src, dst)
@@ -12,7 +13,15 @@ from meshcap.motion import Motion
 
 __version__ = "0.1.0"
 
+
+def capture(source, **options) -> Motion:
+    """Detect, track and fit the people in a video (or keypoint file); see `meshcap.capture.capture`."""
+    from meshcap.capture import capture as _capture
+
+    return _capture(source, **options)
+
+
 __all__ = [
-    "BodyModel", "BodyModelOutput", "load_body_model", "Motion", "get_layout",
+    "capture", "BodyModel", "BodyModelOutput", "load_body_model", "Motion", "get_layout",
     "convert_keypoints", "MeshcapError", "InputError", "MotionFileError",
 ]

@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="meshcap",
         description="3D human meshes and motion from video.\n\n"
-        "  meshcap VIDEO --out motion.npz      capture (video pipeline: coming with the detector and fitting stages)\n"
+        "  meshcap VIDEO --out motion.npz      capture: detect, track and fit everyone in a video\n"
+        "                                      (meshcap VIDEO --help for its options)\n"
         "  meshcap detect VIDEO --out kp.npz   2D keypoint tracks of the people in a video\n"
         "  meshcap info motion.npz             describe a result\n"
         "  meshcap prepare                     build the body model's mesh cache once for this machine",
@@ -95,21 +96,79 @@ def _detect(args) -> None:
 
 
 def _capture_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="meshcap", description="capture motion from a video")
-    p.add_argument("video")
-    p.add_argument("--out", required=True, help="motion.npz to write")
+    p = argparse.ArgumentParser(
+        prog="meshcap", description="Capture the people in a video as a motion.npz: detect 2D keypoints, "
+        "track people, fit the body model.",
+        epilog="Exit codes: 0 success, 1 internal error, 2 bad input (the message names the file).")
+    p.add_argument("video", help="a video, an image, a folder of images, or a keypoint file/folder")
+    p.add_argument("--out", required=True, help="motion.npz to write (replaced only when complete)")
+    p.add_argument("--keypoints", default=None,
+                   help="use these 2D keypoints instead of detecting (meshcap .npz, COCO .json, OpenPose folder)")
+    p.add_argument("--body-model", default="anny", choices=("anny", "smpl", "smplh", "smplx"))
+    p.add_argument("--model-path", default=None, help="SMPL-family model file or folder (yours; never downloaded)")
+    p.add_argument("--focal", type=float, default=None, help="focal length in pixels (default: the image diagonal)")
+    p.add_argument("--max-people", type=int, default=None, help="keep at most this many people")
+    p.add_argument("--device", default="cpu", help="torch device for fitting (cpu, cuda, ...)")
+    p.add_argument("--no-cache", action="store_true", help="do not reuse or write the keypoint cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _range_options(p)
     return p
+
+
+def _capture(argv: list[str]) -> None:
+    import time
+    from pathlib import Path
+
+    from meshcap.capture import capture
+    from meshcap.keypoints.pipeline import cache_path_for
+    from meshcap.keypoints.tracks import TrackerOptions
+
+    args = _capture_parser().parse_args(argv)
+    out = Path(args.out)
+    if out.suffix.lower() != ".npz":
+        raise MeshcapError(f"{out}: the output must be a .npz file")
+    if not out.parent.exists():
+        raise MeshcapError(f"{out.parent}: the output folder does not exist")
+    src = Path(args.video)
+    if not src.exists():
+        raise MeshcapError(f"{src}: no such file or folder")
+    t0 = time.perf_counter()
+    cache = None if args.no_cache else cache_path_for(out)
+    tracker = TrackerOptions(max_gap=args.max_gap, min_length=args.min_track_length)
+    kw = dict(keypoints=args.keypoints, body_model=args.body_model, model_path=args.model_path,
+              focal=args.focal, start=args.start, end=args.end, stride=args.stride,
+              max_people=args.max_people, device=args.device, smooth=args.smooth, tracker=tracker, cache=cache)
+    if args.quiet:
+        motion = capture(src, **kw)
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=_stderr_console()) as prog:
+            tasks: dict[str, int] = {}
+
+            def update(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = prog.add_task(stage, total=total)
+                prog.update(tasks[stage], completed=done, total=total)
+
+            motion = capture(src, progress=update, **kw)
+    motion.save(out)
+    secs = time.perf_counter() - t0
+    n = int(motion.valid.any(0).sum())
+    print(f"{out}: {motion.num_people} {'person' if motion.num_people == 1 else 'people'}, "
+          f"{motion.num_frames} frames ({n} with someone fitted), {secs:.1f} s "
+          f"({motion.num_frames / secs:.1f} frames/s)")
+    if cache is not None and cache.exists():
+        print(f"keypoints cached in {cache} (re-runs skip detection)")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] not in _SUBCOMMANDS and not argv[0].startswith("-"):
-            args = _capture_parser().parse_args(argv)
-            raise MeshcapError(
-                f"{args.video}: capture from video is not available in meshcap {_version()} yet; "
-                "this release provides the body models and the motion format"
-            )
+            _capture(argv)
+            return EXIT_OK
         args = _parser().parse_args(argv)
         if args.command == "info":
             from meshcap.motion import Motion

@@ -32,9 +32,13 @@ def sample_body_poses(model: BodyModel, n: int, generator: torch.Generator | Non
 
 
 def sample_shapes(model: BodyModel, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(n, S) shapes: anny phenotypes in [0.1, 0.9] around the average; SMPL betas ~ N(0, 1)."""
+    """(n, S) shapes. anny: phenotypes uniform in [0.1, 0.9], except age in [0.4, 1.0]
+    (teenager to elderly: anny's age 0.5 is a young adult, 0.1 a toddler, whom meshcap's
+    users rarely film and whose proportions no adult prior covers). SMPL: betas ~ N(0, 1)."""
     if model.name == "anny":
-        s = 0.5 + 0.4 * (2 * torch.rand(n, model.shape_dim, generator=generator, dtype=model.dtype) - 1)
+        s = 0.1 + 0.8 * torch.rand(n, model.shape_dim, generator=generator, dtype=model.dtype)
+        age = list(model.shape_names).index("age")
+        s[:, age] = 0.4 + 0.6 * torch.rand(n, generator=generator, dtype=model.dtype)
     else:
         s = torch.randn(n, model.shape_dim, generator=generator, dtype=model.dtype)
     return s.to(model.device)

@@ -39,3 +39,31 @@ def smpl_file(tmp_path):
     from synthetic_smpl import write_synthetic_smpl
 
     return write_synthetic_smpl(tmp_path / "SMPL_NEUTRAL.pkl")
+
+
+class CountingDetector:
+    """The default detector, counting its calls (to see the keypoint cache work)."""
+
+    calls = 0
+
+    def __new__(cls, *args, **kwargs):
+        from meshcap.keypoints.detect import BlazePoseDetector
+
+        class _Counting(BlazePoseDetector):
+            def detect(self, image, time):
+                CountingDetector.calls += 1
+                return super().detect(image, time)
+
+        return _Counting(*args, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def sports2d_tracks(tmp_path_factory):
+    """Tracks of the Sports2D demo, detected once per test session, and their cache file."""
+    from data import sports2d_demo
+    from meshcap.keypoints.pipeline import video_tracks
+
+    cache = tmp_path_factory.mktemp("kp") / "motion.keypoints.npz"
+    with CountingDetector() as det:
+        tracks = video_tracks(sports2d_demo(), detector=det, cache=cache)
+    return tracks, cache

@@ -1,15 +1,13 @@
 """Real footage for the tests, fetched from registry packages on first use and cached (never
 committed): the Sports2D demo video from the `sports2d` wheel on PyPI, and `messi5.jpg` from
-Debian's `opencv-doc`. The cache is `$MESHCAP_TEST_DATA`, else `~/.cache/meshcap-testdata`."""
+Debian's `opencv-doc`. The cache is `$MESHCAP_TEST_DATA`, else `~/.cache/meshcap-testdata`
+(the video's: `meshcap.samples`)."""
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
-SPORTS2D = "sports2d==0.8.34"
 OPENCV_DOC_DATA = "./usr/share/doc/opencv-doc/examples/data"
 
 
@@ -21,18 +19,9 @@ def cache() -> Path:
 
 def sports2d_demo() -> Path:
     """Sports2D/Demo/demo.mp4: two people walking, 1768x994, 30 fps, 230 frames."""
-    out = cache() / "sports2d" / "demo.mp4"
-    if not out.exists():
-        wheels = cache() / "wheels"
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), SPORTS2D],
-                       check=True)
-        wheel = next(wheels.glob("sports2d-*.whl"))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(wheel) as z:
-            tmp = out.with_suffix(".part")
-            tmp.write_bytes(z.read("Sports2D/Demo/demo.mp4"))
-            tmp.replace(out)
-    return out
+    from meshcap.samples import sports2d_demo as fetch
+
+    return fetch()
 
 
 def opencv_sample(name: str) -> Path:

@@ -1,6 +1,5 @@
 """Fitting: recovery of known bodies from their projections, temporal terms, the sigma-weighted
 initialisation prior, uncertainty, the Motion it produces, and bad input."""
-import math
 
 import numpy as np
 import pytest

@@ -8,7 +8,8 @@ import pytest
 
 from data import opencv_sample, sports2d_demo
 from meshcap import InputError
-from meshcap.keypoints.detect import BlazePoseDetector, Detection, square_tiles
+from conftest import CountingDetector
+from meshcap.keypoints.detect import Detection, square_tiles
 from meshcap.keypoints.layouts import get_layout
 from meshcap.keypoints.pipeline import video_tracks
 from meshcap.keypoints.readers import read_coco, read_keypoints, read_openpose, write_coco, write_openpose
@@ -17,21 +18,9 @@ from meshcap.keypoints.tracks import Tracks, TrackerOptions, one_euro, smooth_tr
 BP = get_layout("blazepose33")
 
 
-class CountingDetector(BlazePoseDetector):
-    calls = 0
-
-    def detect(self, image, time):
-        CountingDetector.calls += 1
-        return super().detect(image, time)
-
-
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """Tracks of the Sports2D demo (detected once for the module), and their cache file."""
-    cache = tmp_path_factory.mktemp("kp") / "motion.keypoints.npz"
-    with CountingDetector() as det:
-        tracks = video_tracks(sports2d_demo(), detector=det, cache=cache)
-    return tracks, cache
+def demo(sports2d_tracks):
+    return sports2d_tracks
 
 
 def _center_x(kp):

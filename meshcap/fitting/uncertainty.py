@@ -44,8 +44,7 @@ def _jacobians(model: BodyModel, layout: str, pose, shape, transl, K, chunk_bodi
         p = p_all[s:s + step]
         n = p.shape[0]
         with fwad.dual_level():
-            dp = fwad.make_dual(p[:, None].expand(n, D, D).reshape(n * D, D),
-                                eye.expand(n, D, D).reshape(n * D, D))
+            dp = fwad.make_dual(p.repeat_interleave(D, dim=0), eye.repeat(n, 1))
             out = model(dp[:, :3 * J].reshape(-1, J, 3), shape, dp[:, 3 * J:], layout=layout,
                         vertices=False)
             uv = project(out.keypoints, K)

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from meshcap.errors import MeshcapError
-from meshcap.keypoints.layouts import get_layout
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Video in, keypoint tracks out: decode, detect, track, with a keypoint cache.
 
-The cache is a keypoint file (`meshcap.keypoints.tracks`) written next to the output. It
+The cache is a keypoint file (`meshcap.keypoints.tracks`) of raw per-frame detections (its
+source says kind = "detections"; reading it as a keypoint input links them) written next to
+the output. It
 records what made it (the video's path, size and modification time, the range and stride, the
 detector and its settings); a later run with the same inputs reads it instead of detecting
 again, so re-fitting with other options costs no detection. Tracking options are not part of
@@ -29,7 +31,7 @@ def cache_path_for(output: str | Path) -> Path:
 
 def _source_key(reader: VideoReader, detector: Detector) -> dict:
     st = reader.path.stat()
-    return dict(path=str(reader.path.resolve()), size=st.st_size, mtime_ns=st.st_mtime_ns,
+    return dict(kind="detections", path=str(reader.path.resolve()), size=st.st_size, mtime_ns=st.st_mtime_ns,
                 start=reader.start, end=reader.end, stride=reader.stride,
                 detector=detector.name, detector_settings=detector.settings())
 
@@ -95,6 +97,13 @@ def video_tracks(video: str | Path, detector: Detector | None = None, start: flo
     finally:
         if own:
             detector.close()
-    tracks = Tracks(raw.layout, raw.fps, raw.frame_times, raw.image_size,
-                    track_detections(detections_from_raw(raw), tracker), raw.frame_index, raw.source)
+    tracks = link(raw, tracker)
     return smooth_tracks(tracks) if smooth else tracks
+
+
+def link(raw: Tracks, tracker: TrackerOptions | None = None) -> Tracks:
+    """Tracks from raw per-frame detections (a keypoint cache, whose source says
+    kind = "detections")."""
+    source = dict(raw.source, kind="tracks")
+    return Tracks(raw.layout, raw.fps, raw.frame_times, raw.image_size,
+                  track_detections(detections_from_raw(raw), tracker), raw.frame_index, source)

@@ -203,7 +203,12 @@ def read_keypoints(path: str | Path, fps: float = 30.0, image_size: tuple[int, i
     if path.is_dir():
         return read_openpose(path, fps, image_size, tracker)
     if path.suffix.lower() == ".npz":
-        return Tracks.load(path)
+        tracks = Tracks.load(path)
+        if tracks.source.get("kind") == "detections":  # a keypoint cache: link it
+            from meshcap.keypoints.pipeline import link
+
+            tracks = link(tracks, tracker)
+        return tracks
     if path.suffix.lower() == ".json":
         return read_coco(path, fps, image_size=image_size, tracker=tracker)
     raise InputError(f"{path}: unknown keypoint file type (expected .npz, COCO .json, or an OpenPose folder)")

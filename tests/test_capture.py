@@ -1,0 +1,72 @@
+"""The main job end to end on real footage: `meshcap VIDEO --out motion.npz` and `meshcap.capture`."""
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data import sports2d_demo
+from meshcap import InputError, Motion
+from meshcap.capture import capture
+from meshcap.fitting.camera import project
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "meshcap.cli", *args], capture_output=True, text=True)
+
+
+def test_command_captures_the_sports2d_demo(sports2d_tracks, tmp_path):
+    _, cache = sports2d_tracks
+    out = tmp_path / "motion.npz"
+    shutil.copy(cache, tmp_path / "motion.keypoints.npz")  # detections from the session fixture
+    r = _run(str(sports2d_demo()), "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "2 people, 230 frames" in r.stdout
+    m = Motion.load(out)
+    assert m.num_people == 2 and m.fps == pytest.approx(30.0)
+    assert m.valid[0].sum() > 200 and m.valid[1].sum() > 150
+    # the fitted bodies project onto what was detected: median error a few pixels
+    kp3 = m.keypoints3d(m.keypoint_layout)
+    K = torch.tensor(m.cam_K[0])
+    for p in range(2):
+        v = m.valid[p]
+        uv = project(torch.tensor(kp3[p][v]), K).numpy()
+        obs = m.keypoints2d[p][v]
+        seen = obs[..., 2] > 0.5
+        err = np.linalg.norm(uv - obs[..., :2], axis=-1)[seen]
+        assert np.median(err) < 6.0, np.median(err)
+        # standing adults: upright (head above feet), 1.2-2.2 m tall, in front of the camera
+        j = m.joints3d[p][v]
+        extent = j[:, :, 1].max(1) - j[:, :, 1].min(1)
+        assert 1.0 < np.median(extent) < 2.2
+        assert (j[:, 0, 2] > 1.0).all()
+        head, foot = m.joint_names.index("head"), m.joint_names.index("foot.L")
+        assert np.median(j[:, head, 1] - j[:, foot, 1]) < -0.8  # camera y points down
+        assert np.isfinite(m.uncertainty[p][v]).all()
+
+
+def test_capture_from_a_keypoint_file(sports2d_tracks):
+    tracks, cache = sports2d_tracks
+    m = capture(cache, max_people=1)
+    assert m.num_people == 1 and m.person_ids.tolist() == [0]  # the longest track
+    assert m.valid[0].sum() == len(range(tracks.tracks[0][0].min(), tracks.tracks[0][0].max() + 1))
+
+
+def test_bad_input_exits_2_and_writes_nothing(tmp_path):
+    out = tmp_path / "motion.npz"
+    r = _run(str(tmp_path / "none.mp4"), "--out", str(out))
+    assert r.returncode == 2 and "none.mp4: no such file" in r.stderr
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((480, 640, 3), 200, np.uint8)).save(blank)
+    r = _run(str(blank), "--out", str(out), "--quiet")
+    assert r.returncode == 2 and "no person found" in r.stderr, r.stderr
+    r = _run(str(blank), "--out", str(tmp_path / "missing" / "m.npz"))
+    assert r.returncode == 2 and "output folder does not exist" in r.stderr
+    r = _run(str(blank), "--out", str(out), "--body-model", "smpl", "--model-path", str(tmp_path / "nope.pkl"))
+    assert r.returncode == 2 and "nope.pkl" in r.stderr
+    assert not out.exists()
+    with pytest.raises(InputError, match="max_people"):
+        capture(blank, max_people=0)

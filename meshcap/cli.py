@@ -12,7 +12,7 @@ from meshcap.errors import MeshcapError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
 
-_SUBCOMMANDS = ("info", "prepare", "detect")
+_SUBCOMMANDS = ("info", "prepare", "detect", "export")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
         "  meshcap VIDEO --out motion.npz      capture: detect, track and fit everyone in a video\n"
         "                                      (meshcap VIDEO --help for its options)\n"
         "  meshcap detect VIDEO --out kp.npz   2D keypoint tracks of the people in a video\n"
+        "  meshcap export motion.npz --bvh f   write BVH (one file per person) from a result\n"
         "  meshcap info motion.npz             describe a result\n"
         "  meshcap prepare                     build the body model's mesh cache once for this machine",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -36,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     det.add_argument("--out", required=True,
                      help="tracks to write: .npz (meshcap), .json (COCO results) or a folder (OpenPose JSON)")
     _range_options(det)
+    exp = sub.add_parser("export", help="write animation files from a motion.npz")
+    exp.add_argument("motion", help="a motion.npz written by meshcap")
+    exp.add_argument("--bvh", required=True, help="BVH file to write (several people: NAME_p<id>.bvh)")
+    exp.add_argument("--model-path", default=None, help="SMPL-family model file, if the motion uses one")
     return p
 
 
@@ -111,6 +116,7 @@ def _capture_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device for fitting (cpu, cuda, ...)")
     p.add_argument("--no-cache", action="store_true", help="do not reuse or write the keypoint cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--bvh", default=None, help="also write BVH (several people: NAME_p<id>.bvh)")
     _range_options(p)
     return p
 
@@ -153,7 +159,11 @@ def _capture(argv: list[str]) -> None:
                 prog.update(tasks[stage], completed=done, total=total)
 
             motion = capture(src, progress=update, **kw)
+    if args.bvh:  # written before the motion, so a failure leaves no motion.npz behind
+        bvh_paths = motion.to_bvh(args.bvh, body_model=None)
     motion.save(out)
+    if args.bvh:
+        print(f"BVH: {', '.join(str(p) for p in bvh_paths)}")
     secs = time.perf_counter() - t0
     n = int(motion.valid.any(0).sum())
     print(f"{out}: {motion.num_people} {'person' if motion.num_people == 1 else 'people'}, "
@@ -182,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"anny mesh cache ready: {path}")
         elif args.command == "detect":
             _detect(args)
+        elif args.command == "export":
+            from meshcap.motion import Motion
+
+            m = Motion.load(args.motion)
+            model = m.load_body_model(args.model_path)
+            for path in m.to_bvh(args.bvh, body_model=model):
+                print(f"wrote {path}")
         else:
             _parser().print_help()
         return EXIT_OK

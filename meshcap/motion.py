@@ -183,6 +183,16 @@ class Motion:
 
     # -- derived quantities --------------------------------------------------------------------
 
+    def to_bvh(self, path: str | Path, person: int | None = None, body_model=None) -> list[Path]:
+        """Write BVH (metres, y up; see `meshcap.export.bvh`): one file per person, or only
+        `person` (an index). Several people get `name_p{id}.bvh`. Returns the paths written."""
+        from meshcap.export.bvh import per_person_paths, write_bvh
+
+        model = body_model or self.load_body_model()
+        people = range(self.num_people) if person is None else [person]
+        paths = per_person_paths(path, [self.person_ids[p] for p in people])
+        return [write_bvh(self, out, p, model) for p, out in zip(people, paths)]
+
     def load_body_model(self, model_path: str | Path | None = None):
         """The body model this motion was fitted with (SMPL family: give the model file)."""
         from meshcap.body_models import load_body_model

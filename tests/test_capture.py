@@ -22,10 +22,28 @@ def test_command_captures_the_sports2d_demo(sports2d_tracks, tmp_path):
     _, cache = sports2d_tracks
     out = tmp_path / "motion.npz"
     shutil.copy(cache, tmp_path / "motion.keypoints.npz")  # detections from the session fixture
-    r = _run(str(sports2d_demo()), "--out", str(out), "--quiet")
+    r = _run(str(sports2d_demo()), "--out", str(out), "--quiet", "--bvh", str(tmp_path / "walk.bvh"))
     assert r.returncode == 0, r.stderr
     assert "2 people, 230 frames" in r.stdout
     m = Motion.load(out)
+    # BVH, one per person, re-read by an independent parser: its joints are the motion's
+    import bvhio
+
+    from meshcap.export.bvh import CAMERA_TO_Y_UP
+
+    for p, pid in enumerate(m.person_ids):
+        root = bvhio.readAsHierarchy(str(tmp_path / f"walk_p{pid}.bvh"))
+        for t in np.flatnonzero(m.valid[p])[::25]:
+            root.loadPose(int(t))
+            got = {j.Name: np.array(j.PositionWorld) for j, _, _ in root.layout()}
+            want = m.joints3d[p, t] @ CAMERA_TO_Y_UP.T
+            err = max(np.linalg.norm(got[n] - want[k]) for k, n in enumerate(m.joint_names))
+            assert err < 1e-3, (p, t, err)
+    # the same files from the saved result
+    r = _run("export", str(out), "--bvh", str(tmp_path / "again.bvh"))
+    assert r.returncode == 0, r.stderr
+    for pid in m.person_ids:
+        assert (tmp_path / f"again_p{pid}.bvh").read_text() == (tmp_path / f"walk_p{pid}.bvh").read_text()
     assert m.num_people == 2 and m.fps == pytest.approx(30.0)
     assert m.valid[0].sum() > 200 and m.valid[1].sum() > 150
     # the fitted bodies project onto what was detected: median error a few pixels

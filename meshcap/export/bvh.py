@@ -1,0 +1,123 @@
+"""BVH export of a Motion: one file per person.
+
+Hand-written: BVH is a small text format, and the Python BVH packages on PyPI read it (bvhio,
+used by the tests, is one) but none writes a skeleton with per-frame Euler channels from
+arrays. Conventions written into the file:
+
+- units: metres; axes: y up, right-handed, as the Motion's world rotated half a turn about x
+  (the OpenCV camera frame, y down, becomes y up; the camera looks along -z);
+- hierarchy: the body model's fitted skeleton; offsets are the rest offsets of the person's
+  fitted shape, in a rest pose whose joint frames are world-aligned (so a joint's channels are
+  its local rotation, exactly the Motion's `poses`);
+- the root has zero offset and six channels: its world position, then rotations; every other
+  joint has three rotation channels, order Z X Y (intrinsic), in degrees;
+- frames where the person was not fitted hold the nearest fitted frame (BVH has no gaps);
+  the person's `valid` mask stays in the motion.npz.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from meshcap.errors import InputError
+from meshcap.fileio import write_text_atomic
+
+# OpenCV camera frame (y down, z forward) -> y up: a half turn about x.
+CAMERA_TO_Y_UP = np.diag([1.0, -1.0, -1.0])
+
+
+def _fill_invalid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    idx = np.flatnonzero(valid)
+    nearest = idx[np.clip(np.searchsorted(idx, np.arange(len(valid))), 0, len(idx) - 1)]
+    prev = idx[np.clip(np.searchsorted(idx, np.arange(len(valid))) - 1, 0, len(idx) - 1)]
+    pick = np.where(np.abs(prev - np.arange(len(valid))) < np.abs(nearest - np.arange(len(valid))), prev, nearest)
+    return x[pick]
+
+
+def bvh_text(motion, person: int = 0, body_model=None) -> str:
+    """The BVH file of one person of `motion` as text (see the module for conventions)."""
+    import torch
+
+    if not 0 <= person < motion.num_people:
+        raise InputError(f"person {person} is not in this motion (it has {motion.num_people})")
+    valid = motion.valid[person]
+    if not valid.any():
+        raise InputError(f"person {person} has no fitted frame")
+    model = body_model or motion.load_body_model()
+    shape = torch.as_tensor(motion.shape[person:person + 1], dtype=model.dtype)
+    with torch.no_grad():
+        sk = model.skeleton(shape)
+        rest_root = model.rest_joints(shape)[0, 0].cpu().numpy().astype(np.float64)
+    offsets = sk.offsets[0].cpu().numpy().astype(np.float64)
+    names, parents = list(sk.joint_names), list(sk.parents)
+    J = len(names)
+    C = CAMERA_TO_Y_UP
+    if motion.cam_R is not None and len(motion.cam_R):
+        # world -> camera 0 -> y up, so a calibrated world comes out as camera 0 sees it
+        C = C @ motion.cam_R[0].astype(np.float64)
+    poses = _fill_invalid(motion.poses[person].astype(np.float64), valid)
+    transl = _fill_invalid(motion.transl[person].astype(np.float64), valid)
+    R = Rotation.from_rotvec(poses.reshape(-1, 3)).as_matrix().reshape(len(poses), J, 3, 3)
+    R[:, 0] = C @ R[:, 0]
+    root_pos = (transl + rest_root) @ C.T
+    euler = Rotation.from_matrix(R.reshape(-1, 3, 3)).as_euler("ZXY", degrees=True).reshape(len(poses), J, 3)
+
+    children: dict[int, list[int]] = {j: [] for j in range(J)}
+    for j, p in enumerate(parents):
+        if p >= 0:
+            children[p].append(j)
+    lines = ["HIERARCHY"]
+    order: list[int] = []
+
+    def emit(j: int, depth: int) -> None:
+        pad = "  " * depth
+        order.append(j)
+        if parents[j] < 0:
+            lines.append(f"{pad}ROOT {names[j]}")
+            lines.append(f"{pad}{{")
+            lines.append(f"{pad}  OFFSET 0.000000 0.000000 0.000000")
+            lines.append(f"{pad}  CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation")
+        else:
+            o = offsets[j]
+            lines.append(f"{pad}JOINT {names[j]}")
+            lines.append(f"{pad}{{")
+            lines.append(f"{pad}  OFFSET {o[0]:.6f} {o[1]:.6f} {o[2]:.6f}")
+            lines.append(f"{pad}  CHANNELS 3 Zrotation Xrotation Yrotation")
+        for c in children[j]:
+            emit(c, depth + 1)
+        if not children[j]:  # a short bone tip along the incoming bone, so viewers draw the end
+            d = offsets[j] if parents[j] >= 0 else np.array([0.0, 0.1, 0.0])
+            e = 0.08 * d / max(np.linalg.norm(d), 1e-9)
+            lines.append(f"{pad}  End Site")
+            lines.append(f"{pad}  {{")
+            lines.append(f"{pad}    OFFSET {e[0]:.6f} {e[1]:.6f} {e[2]:.6f}")
+            lines.append(f"{pad}  }}")
+        lines.append(f"{pad}}}")
+
+    roots = [j for j in range(J) if parents[j] < 0]
+    if len(roots) != 1:
+        raise InputError(f"the skeleton must have one root, it has {len(roots)}")
+    emit(roots[0], 0)
+    lines.append("MOTION")
+    lines.append(f"Frames: {len(poses)}")
+    lines.append(f"Frame Time: {1.0 / motion.fps:.8f}")
+    for t in range(len(poses)):
+        vals = list(root_pos[t]) + [v for j in order for v in euler[t, j]]
+        lines.append(" ".join(f"{v:.6f}" for v in vals))
+    return "\n".join(lines) + "\n"
+
+
+def write_bvh(motion, path: str | Path, person: int = 0, body_model=None) -> Path:
+    """Write one person of `motion` as BVH (atomically)."""
+    return write_text_atomic(path, bvh_text(motion, person, body_model))
+
+
+def per_person_paths(path: str | Path, person_ids) -> list[Path]:
+    """`path` for one person; `name_p{id}.ext` for each of several."""
+    path = Path(path)
+    ids = list(person_ids)
+    if len(ids) == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}_p{i}{path.suffix}") for i in ids]

@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
         "  meshcap VIDEO --out motion.npz      capture: detect, track and fit everyone in a video\n"
         "                                      (meshcap VIDEO --help for its options)\n"
         "  meshcap detect VIDEO --out kp.npz   2D keypoint tracks of the people in a video\n"
-        "  meshcap export motion.npz --bvh f   write BVH (one file per person) from a result\n"
+        "  meshcap export motion.npz --bvh f.bvh --glb f.glb   animation files from a result\n"
         "  meshcap info motion.npz             describe a result\n"
         "  meshcap prepare                     build the body model's mesh cache once for this machine",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     _range_options(det)
     exp = sub.add_parser("export", help="write animation files from a motion.npz")
     exp.add_argument("motion", help="a motion.npz written by meshcap")
-    exp.add_argument("--bvh", required=True, help="BVH file to write (several people: NAME_p<id>.bvh)")
+    exp.add_argument("--bvh", default=None, help="BVH file to write (several people: NAME_p<id>.bvh)")
+    exp.add_argument("--glb", default=None, help="glTF file to write (.glb or .gltf): skinned meshes + animation")
     exp.add_argument("--model-path", default=None, help="SMPL-family model file, if the motion uses one")
     return p
 
@@ -71,6 +72,21 @@ def _stderr_console():
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def _export(motion, bvh, glb, model=None) -> list:
+    from pathlib import Path
+
+    for target in (bvh, glb):
+        if target and not Path(target).parent.exists():
+            raise MeshcapError(f"{Path(target).parent}: the output folder does not exist")
+    model = model or (motion.load_body_model() if (bvh or glb) else None)
+    written = []
+    if bvh:
+        written += motion.to_bvh(bvh, body_model=model)
+    if glb:
+        written.append(motion.to_gltf(glb, body_model=model))
+    return written
 
 
 def _detect(args) -> None:
@@ -117,6 +133,7 @@ def _capture_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="do not reuse or write the keypoint cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--bvh", default=None, help="also write BVH (several people: NAME_p<id>.bvh)")
+    p.add_argument("--glb", default=None, help="also write glTF (.glb/.gltf): skinned meshes + animation")
     _range_options(p)
     return p
 
@@ -159,11 +176,10 @@ def _capture(argv: list[str]) -> None:
                 prog.update(tasks[stage], completed=done, total=total)
 
             motion = capture(src, progress=update, **kw)
-    if args.bvh:  # written before the motion, so a failure leaves no motion.npz behind
-        bvh_paths = motion.to_bvh(args.bvh, body_model=None)
+    written = _export(motion, args.bvh, args.glb)  # before the motion: a failure leaves no motion.npz
     motion.save(out)
-    if args.bvh:
-        print(f"BVH: {', '.join(str(p) for p in bvh_paths)}")
+    for p in written:
+        print(f"wrote {p}")
     secs = time.perf_counter() - t0
     n = int(motion.valid.any(0).sum())
     print(f"{out}: {motion.num_people} {'person' if motion.num_people == 1 else 'people'}, "
@@ -196,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
             from meshcap.motion import Motion
 
             m = Motion.load(args.motion)
-            model = m.load_body_model(args.model_path)
-            for path in m.to_bvh(args.bvh, body_model=model):
+            if not (args.bvh or args.glb):
+                raise MeshcapError("nothing to export: give --bvh and/or --glb")
+            for path in _export(m, args.bvh, args.glb, m.load_body_model(args.model_path)):
                 print(f"wrote {path}")
         else:
             _parser().print_help()

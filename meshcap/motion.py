@@ -193,6 +193,13 @@ class Motion:
         paths = per_person_paths(path, [self.person_ids[p] for p in people])
         return [write_bvh(self, out, p, model) for p, out in zip(people, paths)]
 
+    def to_gltf(self, path: str | Path, body_model=None) -> Path:
+        """Write glTF 2.0 (`.glb` or `.gltf`): every person as a skinned, animated mesh
+        (metres, y up; see `meshcap.export.gltf`)."""
+        from meshcap.export.gltf import write_gltf
+
+        return write_gltf(self, path, body_model)
+
     def load_body_model(self, model_path: str | Path | None = None):
         """The body model this motion was fitted with (SMPL family: give the model file)."""
         from meshcap.body_models import load_body_model

@@ -22,10 +22,15 @@ def test_command_captures_the_sports2d_demo(sports2d_tracks, tmp_path):
     _, cache = sports2d_tracks
     out = tmp_path / "motion.npz"
     shutil.copy(cache, tmp_path / "motion.keypoints.npz")  # detections from the session fixture
-    r = _run(str(sports2d_demo()), "--out", str(out), "--quiet", "--bvh", str(tmp_path / "walk.bvh"))
+    r = _run(str(sports2d_demo()), "--out", str(out), "--quiet", "--bvh", str(tmp_path / "walk.bvh"),
+             "--glb", str(tmp_path / "walk.glb"))
     assert r.returncode == 0, r.stderr
     assert "2 people, 230 frames" in r.stdout
     m = Motion.load(out)
+    import pygltflib
+
+    doc = pygltflib.GLTF2().load(str(tmp_path / "walk.glb"))
+    assert len(doc.skins) == 2 and len(doc.animations[0].channels) == 2 * (len(m.joint_names) + 1)
     # BVH, one per person, re-read by an independent parser: its joints are the motion's
     import bvhio
 

@@ -45,7 +45,7 @@ def test_fit_recovers_pose_from_clean_projection(model):
     kp[1, 25:29, 2] = 0.0  # some keypoints missing
     kp[2, 20, :2] = float("nan")
     # exact input: a weak prior and a longer descent (the defaults are tuned for noisy input)
-    opts = FitOptions(temporal=False, w_pose=1e-3, iters_body=600)
+    opts = FitOptions(temporal=False, w_pose=1e-3, iters_body=1000)
     res = SingleViewFitter(model, options=opts).fit(kp, K)
     assert np.nanmedian(res.reprojection_px.numpy()) < 1.0
     assert torch.isnan(res.reprojection_px[1, 25:29]).all()

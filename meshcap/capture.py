@@ -51,6 +51,7 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
             start: float | None = None, end: float | None = None, stride: int = 1,
             max_people: int | None = None, device: str = "cpu", smooth: bool = False,
             tracker: TrackerOptions | None = None, fit: FitOptions | None = None,
+            regressor: str | Path | bool = True,
             cache: str | Path | None = None, progress: Progress | None = None) -> Motion:
     """Capture the people in a video as a Motion.
 
@@ -64,6 +65,8 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
         max_people: keep only this many tracks (the longest, most confident ones).
         device: torch device for fitting. smooth: One-Euro filter the 2D tracks first.
         cache: keypoint cache file (detections are reused when it matches).
+        regressor: True for the shipped regressor weights (initialising the fit, which then
+            needs half the steps), a weights file, or False to fit from the rest pose.
         progress: progress(stage, done, total).
     """
     from meshcap.body_models import load_body_model
@@ -87,11 +90,21 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
     step = (lambda d, t: progress("fitting bodies", d, t)) if progress else None
     if progress:
         progress("fitting bodies", 0, len(chosen))
+    net = None
+    if regressor is not False and model.name == "anny":
+        from meshcap.regression import SHIPPED, load_regressor
+
+        path = SHIPPED if regressor is True else Path(regressor)
+        if regressor is not True or path.exists():
+            net = load_regressor(path)
+            if fit is None:
+                fit = FitOptions(iters_body=FitOptions().iters_body // 2)
     # the rate of the frames actually used (a stride or a variable frame rate changes it)
     dt = np.diff(tracks.frame_times)
     fps = 1.0 / float(np.median(dt)) if len(dt) and np.median(dt) > 0 else tracks.fps
     motion = fit_tracks(model, chosen, num_frames=tracks.num_frames, image_size=(w, h), fps=fps,
-                        layout=tracks.layout, K=K, frame_times=tracks.frame_times, options=fit, progress=step)
+                        layout=tracks.layout, K=K, frame_times=tracks.frame_times, options=fit,
+                        regressor=net, progress=step)
     if model_path is not None:
         motion.body_model_settings["model_path"] = str(Path(model_path).resolve())
     return motion

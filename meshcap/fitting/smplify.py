@@ -92,7 +92,8 @@ class FitInit:
 class FitResult:
     """poses (T, J, 3) axis-angle, shape (1, S), transl (T, 3), joints (T, J, 3) camera frame,
     keypoints3d (T, K, 3), reprojection_px (T, K) per-keypoint error (NaN where missing),
-    uncertainty (T, J) per-joint 1-sigma in metres (see `meshcap.fitting.uncertainty`)."""
+    uncertainty (T, J) per-joint 1-sigma in metres (see `meshcap.fitting.uncertainty`),
+    loss_history: the body stage's objective at each step."""
 
     poses: torch.Tensor
     shape: torch.Tensor
@@ -101,6 +102,7 @@ class FitResult:
     keypoints3d: torch.Tensor
     reprojection_px: torch.Tensor
     uncertainty: torch.Tensor
+    loss_history: list[float] | None = None
 
 
 def _person_size(xy: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -359,6 +361,7 @@ class SingleViewFitter:
         # Kinematic flips are tried twice on the way (not when an initialisation with its own
         # sigma already says which way the limbs point).
         flip_at = set() if init_w is not None else {o.iters_body // 3, 2 * o.iters_body // 3}
+        history: list[float] = []
         for it in range(o.iters_body):
             if it == 0 or it in flip_at:
                 if it in flip_at:
@@ -368,8 +371,10 @@ class SingleViewFitter:
                                         {"params": [shape_p], "lr": o.lr_shape}])
             opt.zero_grad()
             frame, track, _ = self._loss(root, body, shape_p, transl, obs, init_joints, init_w)
-            (frame.sum() + track).backward()
+            loss = frame.sum() + track
+            loss.backward()
             opt.step()
+            history.append(float(loss))
 
         pose = torch.cat([root[:, None], body], 1).detach()
         shape = self._shape_from_param(shape_p).detach()
@@ -380,4 +385,4 @@ class SingleViewFitter:
             err = torch.where(conf > 0, err, torch.full_like(err, float("nan")))
         sigma = joint_sigma(self.model, self.layout.name, pose, shape, transl, xy, conf, K,
                             init_sigma=None if init is None else init.sigma)
-        return FitResult(pose, shape, transl, out.joints, out.keypoints, err, sigma)
+        return FitResult(pose, shape, transl, out.joints, out.keypoints, err, sigma, history)

@@ -18,7 +18,7 @@ def fit_tracks(body_model: BodyModel, tracks: Mapping[int, tuple[np.ndarray, np.
                num_frames: int, image_size: tuple[int, int], fps: float,
                layout: str = "blazepose33", K: np.ndarray | torch.Tensor | None = None,
                frame_times: np.ndarray | None = None, options: FitOptions | None = None,
-               inits: Mapping[int, FitInit] | None = None,
+               inits: Mapping[int, FitInit] | None = None, regressor=None,
                progress: Callable[[int, int], None] | None = None) -> Motion:
     """Fit every track and gather the results into one Motion (camera 0 = the world).
 
@@ -29,7 +29,9 @@ def fit_tracks(body_model: BodyModel, tracks: Mapping[int, tuple[np.ndarray, np.
             reported `valid` with a large uncertainty.
         num_frames: T, the length of the result. image_size: (width, height).
         K: (3, 3) intrinsics; None for the default (`meshcap.fitting.camera.intrinsics`).
-        inits: optional track id -> FitInit over the track's span (e.g. from the regressor).
+        inits: optional track id -> FitInit over the track's span.
+        regressor: a `meshcap.regression.KeypointRegressor`: tracks without an entry in
+            `inits` are initialised from its predictions (pose, shape, translation, sigma).
         progress: called as progress(done, total) after each track.
     """
     lay = get_layout(layout)
@@ -63,7 +65,12 @@ def fit_tracks(body_model: BodyModel, tracks: Mapping[int, tuple[np.ndarray, np.
         first, last = int(frames.min()), int(frames.max())
         span = np.zeros((last - first + 1, len(lay), 3), np.float32)
         span[frames - first] = kp
-        res = fitter.fit(torch.from_numpy(span), K, init=(inits or {}).get(tid), fps=fps)
+        init = (inits or {}).get(tid)
+        if init is None and regressor is not None:
+            from meshcap.regression import regress_track
+
+            init = regress_track(regressor, body_model, torch.from_numpy(span), lay.name, K)
+        res = fitter.fit(torch.from_numpy(span), K, init=init, fps=fps)
         sl = slice(first, last + 1)
         poses[p, sl] = res.poses.numpy()
         shape[p] = res.shape[0].numpy()

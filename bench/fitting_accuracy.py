@@ -8,6 +8,7 @@
    10% of frames. Each body's frames are fitted as one track without temporal terms.
 2. Sequences: smooth random motions (cubic splines through key poses, a turning, walking
    root) at 30 fps, the same noise; fitted per frame (temporal terms off) and as a track.
+Fits start from the rest pose (150 body steps) and/or the shipped regressor (75 steps).
 
 Prints MPJPE (root-aligned) and PA-MPJPE (similarity Procrustes per frame) of the 20 joints in
 mm, reprojection error in px (against the observations and the clean projections), the
@@ -29,6 +30,7 @@ from meshcap.fitting.camera import default_focal
 from meshcap.fitting.metrics import accel_error, mpjpe, pa_mpjpe
 from meshcap.fitting.smplify import FitOptions, SingleViewFitter
 from meshcap.keypoints.layouts import get_layout
+from meshcap.regression import load_regressor, regress_track
 from meshcap.synthetic import (camera_root_rotation, limb_indices, observe, sample_body_poses,
                                sample_shapes, smooth_motion)
 
@@ -89,7 +91,13 @@ def main() -> None:
     ap.add_argument("--sequences", type=int, default=3)
     ap.add_argument("--frames", type=int, default=90)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", choices=("rest", "regressor", "both"), default="both",
+                    help="initialise from the rest pose, the shipped regressor, or compare both "
+                         "(sequences use the last)")
     args = ap.parse_args()
+    inits = ["rest", "regressor"] if args.init == "both" else [args.init]
+    iters = {"rest": FitOptions().iters_body, "regressor": FitOptions().iters_body // 2}
+    net = load_regressor() if "regressor" in inits else None
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
     model = load_body_model("anny")
@@ -98,25 +106,29 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
 
     print("\n1. varied poses, one track per body, no temporal terms")
-    all_mp, all_pa = [], []
+    all_mp, all_pa = {}, {}
     for p in range(args.people):
         shape = sample_shapes(model, 1, g)
         poses = sample_body_poses(model, args.poses, g)
         yaw = (2 * torch.rand(args.poses, generator=g) - 1) * math.pi
         K = random_camera(g)
         poses, transl, gt, obs, clean = make_view(model, poses, shape, yaw, torch.zeros(3), K, g, layout)
-        fitter = SingleViewFitter(model, options=FitOptions(temporal=False))
-        t0 = time.perf_counter()
-        res = fitter.fit(obs, K)
-        res.K = K
-        mp, pa = report(f"body {p}", res, gt.joints, obs, clean, time.perf_counter() - t0, args.poses)
-        all_mp.append(mp)
-        all_pa.append(pa)
-    mp, pa = torch.cat(all_mp), torch.cat(all_pa)
-    print(f"{'all':>22}: MPJPE {mp.mean():6.1f} mm  PA-MPJPE {pa.mean():6.1f} mm "
-          f"(median {pa.median():5.1f}, 90th pct {pa.quantile(0.9):5.1f})  target PA-MPJPE <= 50")
+        for init_name in inits:
+            fitter = SingleViewFitter(model, options=FitOptions(temporal=False, iters_body=iters[init_name]))
+            t0 = time.perf_counter()
+            init = regress_track(net, model, obs, "blazepose33", K) if init_name == "regressor" else None
+            res = fitter.fit(obs, K, init=init)
+            res.K = K
+            mp, pa = report(f"body {p} {init_name}", res, gt.joints, obs, clean, time.perf_counter() - t0, args.poses)
+            all_mp.setdefault(init_name, []).append(mp)
+            all_pa.setdefault(init_name, []).append(pa)
+    for init_name in inits:
+        mp, pa = torch.cat(all_mp[init_name]), torch.cat(all_pa[init_name])
+        print(f"{'all, from ' + init_name:>22}: MPJPE {mp.mean():6.1f} mm  PA-MPJPE {pa.mean():6.1f} mm "
+              f"(median {pa.median():5.1f}, 90th pct {pa.quantile(0.9):5.1f})  target PA-MPJPE <= 50")
 
-    print(f"\n2. sequences of {args.frames} frames at 30 fps: per-frame vs temporal fitting")
+    print(f"\n2. sequences of {args.frames} frames at 30 fps: per-frame vs temporal fitting, "
+          f"initialised from {inits[-1]}")
     acc_pf, acc_t, pa_pf, pa_t = [], [], [], []
     for s in range(args.sequences):
         T = args.frames
@@ -129,10 +141,12 @@ def main() -> None:
                             0.5 * torch.sin(2 * math.pi * t / 5.0)], -1)
         K = random_camera(g)
         poses, transl, gt, obs, clean = make_view(model, poses, shape, yaw, walk, K, g, layout)
+        init_name = inits[-1]
         for name, temporal in (("per-frame", False), ("temporal", True)):
-            fitter = SingleViewFitter(model, options=FitOptions(temporal=temporal))
+            fitter = SingleViewFitter(model, options=FitOptions(temporal=temporal, iters_body=iters[init_name]))
             t0 = time.perf_counter()
-            res = fitter.fit(obs, K, fps=30.0)
+            init = regress_track(net, model, obs, "blazepose33", K) if init_name == "regressor" else None
+            res = fitter.fit(obs, K, init=init, fps=30.0)
             res.K = K
             _, pa = report(f"seq {s} {name}", res, gt.joints, obs, clean, time.perf_counter() - t0, T)
             acc = 1000 * accel_error(res.joints, gt.joints)

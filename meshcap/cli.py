@@ -131,8 +131,8 @@ def _capture_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-people", type=int, default=None, help="keep at most this many people")
     p.add_argument("--device", default="cpu", help="torch device for fitting (cpu, cuda, ...)")
     p.add_argument("--no-cache", action="store_true", help="do not reuse or write the keypoint cache")
-    p.add_argument("--no-regressor", action="store_true",
-                   help="fit from the rest pose instead of the regressor's initialisation")
+    p.add_argument("--regressor", action="store_true",
+                   help="initialise fitting from the shipped regressor (experimental on real video)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--bvh", default=None, help="also write BVH (several people: NAME_p<id>.bvh)")
     p.add_argument("--glb", default=None, help="also write glTF (.glb/.gltf): skinned meshes + animation")
@@ -163,7 +163,7 @@ def _capture(argv: list[str]) -> None:
     kw = dict(keypoints=args.keypoints, body_model=args.body_model, model_path=args.model_path,
               focal=args.focal, start=args.start, end=args.end, stride=args.stride,
               max_people=args.max_people, device=args.device, smooth=args.smooth, tracker=tracker, cache=cache,
-              regressor=not args.no_regressor)
+              regressor=args.regressor)
     if args.quiet:
         motion = capture(src, **kw)
     else:

@@ -374,7 +374,7 @@ class SingleViewFitter:
             loss = frame.sum() + track
             loss.backward()
             opt.step()
-            history.append(float(loss))
+            history.append(float(loss.detach()))
 
         pose = torch.cat([root[:, None], body], 1).detach()
         shape = self._shape_from_param(shape_p).detach()

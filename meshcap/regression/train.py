@@ -21,7 +21,6 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -175,7 +174,7 @@ def train(steps: int, batch: int = 256, lr: float = 1e-3, seed: int = 0, log_eve
         opt.step()
         sched.step()
         if step % log_every == 0 or step == steps:
-            rec = dict(step=step, loss=float(total), mpjpe_mm=1000 * float(ls["mpjpe"]),
+            rec = dict(step=step, loss=float(total.detach()), mpjpe_mm=1000 * float(ls["mpjpe"]),
                        minutes=(time.perf_counter() - t0) / 60)
             history.append(rec)
             log(json.dumps(rec))

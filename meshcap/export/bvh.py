@@ -29,11 +29,12 @@ CAMERA_TO_Y_UP = np.diag([1.0, -1.0, -1.0])
 
 
 def _fill_invalid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Rows of x (T, ...) with each invalid frame replaced by its nearest valid one (the later
+    one when two are equally near)."""
     idx = np.flatnonzero(valid)
-    nearest = idx[np.clip(np.searchsorted(idx, np.arange(len(valid))), 0, len(idx) - 1)]
-    prev = idx[np.clip(np.searchsorted(idx, np.arange(len(valid))) - 1, 0, len(idx) - 1)]
-    pick = np.where(np.abs(prev - np.arange(len(valid))) < np.abs(nearest - np.arange(len(valid))), prev, nearest)
-    return x[pick]
+    t = np.arange(len(valid))[:, None]
+    nearest = idx[(np.abs(t - idx[None]) - 0.5 * (idx[None] > t)).argmin(1)]
+    return x[nearest]
 
 
 def bvh_text(motion, person: int = 0, body_model=None) -> str:

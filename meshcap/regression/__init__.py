@@ -34,8 +34,7 @@ def regress(net: KeypointRegressor, model: BodyModel, keypoints: torch.Tensor, l
     pred = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
     Kf = torch.as_tensor(K, dtype=torch.float32)
     root_rel = translation(pred["cam"], center, half, Kf)
-    rest_root = torch.stack([model.rest_joints(s[None].to(model.dtype))[0, 0] for s in pred["shape"]]).float() \
-        if len(pred["shape"]) <= 64 else model.rest_joints(pred["shape"].to(model.dtype))[:, 0].float()
+    rest_root = model.rest_joints(pred["shape"].to(model.dtype))[:, 0].float()
     seen = (tokens[..., 2] > 0).sum(-1) >= 6
     sigma = torch.where(seen[:, None], pred["sigma"], torch.full_like(pred["sigma"], UNSEEN_SIGMA))
     return dict(poses=roma.rotmat_to_rotvec(pred["rotmats"]), shape=pred["shape"],

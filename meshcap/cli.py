@@ -1,18 +1,22 @@
 """The `meshcap` command: argument parsing and messages only; the work lives in the library.
 
 Exit codes: 0 success; 1 unexpected internal error; 2 bad input or usage (the message says
-which file and what is wrong).
+which file and what is wrong); 3 something this machine lacks (an optional extra, a system
+library; the message says what to install).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from meshcap.errors import MeshcapError
+from meshcap.errors import DependencyError, MeshcapError
 
-EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_DEPENDENCY = 0, 1, 2, 3
+EXIT_CODES = ("Exit codes: 0 success; 1 internal error (a bug: please report it); 2 bad input or "
+              "usage (the message names the file and what is wrong); 3 missing dependency (the "
+              "message says what to install). A failed run leaves no partial output files.")
 
-_SUBCOMMANDS = ("info", "prepare", "detect", "export")
+_SUBCOMMANDS = ("info", "prepare", "detect", "export", "render")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,10 +27,11 @@ def _parser() -> argparse.ArgumentParser:
         "                                      (meshcap VIDEO --help for its options)\n"
         "  meshcap detect VIDEO --out kp.npz   2D keypoint tracks of the people in a video\n"
         "  meshcap export motion.npz --bvh f.bvh --glb f.glb   animation files from a result\n"
+        "  meshcap render motion.npz --video VIDEO --out overlay.mp4   meshes drawn over the video\n"
         "  meshcap info motion.npz             describe a result\n"
         "  meshcap prepare                     build the body model's mesh cache once for this machine",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Exit codes: 0 success, 1 internal error, 2 bad input (the message names the file).",
+        epilog=EXIT_CODES,
     )
     sub = p.add_subparsers(dest="command")
     info = sub.add_parser("info", help="describe a motion.npz")
@@ -42,7 +47,43 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--bvh", default=None, help="BVH file to write (several people: NAME_p<id>.bvh)")
     exp.add_argument("--glb", default=None, help="glTF file to write (.glb or .gltf): skinned meshes + animation")
     exp.add_argument("--model-path", default=None, help="SMPL-family model file, if the motion uses one")
+    ren = sub.add_parser("render", help="draw a motion's meshes over its video (H.264 .mp4, or one frame as PNG)",
+                         epilog=EXIT_CODES)
+    ren.add_argument("motion", help="a motion.npz written by meshcap")
+    ren.add_argument("--video", required=True, help="the video (or image folder) the motion was captured from")
+    ren.add_argument("--out", default=None, help="overlay video to write (.mp4)")
+    ren.add_argument("--frame", type=int, default=None, help="draw only this motion frame ...")
+    ren.add_argument("--png", default=None, help="... into this PNG")
+    ren.add_argument("--model-path", default=None, help="SMPL-family model file, if the motion uses one")
+    ren.add_argument("--quiet", action="store_true", help="no progress bar")
+    _render_options(ren)
     return p
+
+
+def _render_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--color", choices=("uncertainty", "person"), default="uncertainty",
+                   help="colour meshes by per-vertex uncertainty (with a legend) or per person")
+    p.add_argument("--side-view", action="store_true", help="add a panel seen from the side")
+    p.add_argument("--draw-keypoints", action="store_true", help="draw the detected 2D keypoints")
+    p.add_argument("--draw-skeleton", action="store_true", help="draw the fitted skeleton reprojected")
+
+
+def _overlay_options(args):
+    from meshcap.render.overlay import OverlayOptions
+
+    return OverlayOptions(color=args.color, side_view=args.side_view, keypoints=args.draw_keypoints,
+                          skeleton=args.draw_skeleton)
+
+
+def _render(args, motion, out, model=None) -> None:
+    from meshcap.render.overlay import render_video
+
+    if args.quiet:
+        render_video(motion, args.video, out, _overlay_options(args), model)
+        return
+    update, prog = _progress("rendering")
+    with prog:
+        render_video(motion, args.video, out, _overlay_options(args), model, progress=update)
 
 
 def _range_options(p: argparse.ArgumentParser) -> None:
@@ -120,7 +161,7 @@ def _capture_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="meshcap", description="Capture the people in a video as a motion.npz: detect 2D keypoints, "
         "track people, fit the body model.",
-        epilog="Exit codes: 0 success, 1 internal error, 2 bad input (the message names the file).")
+        epilog=EXIT_CODES)
     p.add_argument("video", help="a video, an image, a folder of images, or a keypoint file/folder")
     p.add_argument("--out", required=True, help="motion.npz to write (replaced only when complete)")
     p.add_argument("--keypoints", default=None,
@@ -136,6 +177,8 @@ def _capture_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--bvh", default=None, help="also write BVH (several people: NAME_p<id>.bvh)")
     p.add_argument("--glb", default=None, help="also write glTF (.glb/.gltf): skinned meshes + animation")
+    p.add_argument("--render", default=None, help="also write an overlay video (.mp4) of the meshes on the input")
+    _render_options(p)
     _range_options(p)
     return p
 
@@ -157,6 +200,12 @@ def _capture(argv: list[str]) -> None:
     src = Path(args.video)
     if not src.exists():
         raise MeshcapError(f"{src}: no such file or folder")
+    if args.render:
+        if not Path(args.render).parent.exists():
+            raise MeshcapError(f"{Path(args.render).parent}: the output folder does not exist")
+        if src.suffix.lower() in (".npz", ".json") or (src.is_dir() and any(src.glob("*.json"))):
+            raise MeshcapError(f"--render draws over the video, but {src} is a keypoint file; "
+                               "give the video and --keypoints FILE")
     t0 = time.perf_counter()
     cache = None if args.no_cache else cache_path_for(out)
     tracker = TrackerOptions(max_gap=args.max_gap, min_length=args.min_track_length)
@@ -180,6 +229,9 @@ def _capture(argv: list[str]) -> None:
 
             motion = capture(src, progress=update, **kw)
     written = _export(motion, args.bvh, args.glb)  # before the motion: a failure leaves no motion.npz
+    if args.render:
+        _render(args, motion, args.render)
+        written.append(Path(args.render))
     motion.save(out)
     for p in written:
         print(f"wrote {p}")
@@ -211,6 +263,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"anny mesh cache ready: {path}")
         elif args.command == "detect":
             _detect(args)
+        elif args.command == "render":
+            from meshcap.motion import Motion
+
+            m = Motion.load(args.motion)
+            model = m.load_body_model(args.model_path)
+            if args.frame is not None or args.png:
+                if args.frame is None or not args.png:
+                    raise MeshcapError("a still needs both --frame N and --png FILE")
+                from meshcap.render.overlay import render_still
+
+                print(f"wrote {render_still(m, args.video, args.frame, args.png, _overlay_options(args), model)}")
+            if args.out:
+                _render(args, m, args.out, model)
+                print(f"wrote {args.out}")
+            elif args.png is None:
+                raise MeshcapError("nothing to render: give --out overlay.mp4 and/or --frame N --png FILE")
         elif args.command == "export":
             from meshcap.motion import Motion
 
@@ -222,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _parser().print_help()
         return EXIT_OK
+    except DependencyError as e:
+        print(f"meshcap: error: {e}", file=sys.stderr)
+        return EXIT_DEPENDENCY
     except MeshcapError as e:
         print(f"meshcap: error: {e}", file=sys.stderr)
         return EXIT_INPUT

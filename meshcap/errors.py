@@ -11,3 +11,8 @@ class InputError(MeshcapError, ValueError):
 
 class MotionFileError(InputError):
     """A motion.npz file is missing, unreadable or does not follow the schema."""
+
+
+class DependencyError(MeshcapError):
+    """Something this machine lacks: an optional extra, a system library (the message says
+    what to install)."""

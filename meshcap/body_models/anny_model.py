@@ -256,6 +256,14 @@ class AnnyModel(BodyModel):
         self._ensure_full()
         return self.template.shape[0]
 
+    def joint_weights(self) -> torch.Tensor:
+        """(V, J) anny's bone weights summed onto each bone's fitted joint (the bones between
+        fitted joints move rigidly with them)."""
+        self._ensure_full()
+        fold = torch.zeros(self.skin_dense.shape[1], self.num_joints, dtype=self.dtype, device=self.device)
+        fold[torch.arange(fold.shape[0], device=self.device), self.bone_joint] = 1.0
+        return self.skin_dense @ fold
+
     def rest_vertices(self, shape: torch.Tensor) -> torch.Tensor:
         """(B, V, 3) the unposed mesh (anny's rest, an A-pose) for `shape` (B, 6)."""
         self._ensure_full()

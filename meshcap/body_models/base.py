@@ -79,6 +79,11 @@ class BodyModel(torch.nn.Module):
         """(F, 3) int64 triangle indices of the full mesh."""
         raise NotImplementedError
 
+    def joint_weights(self) -> torch.Tensor:
+        """(V, J) skinning weight of each mesh vertex on each fitted joint (rows sum to 1):
+        how a per-joint quantity (an uncertainty, a colour) spreads over the surface."""
+        raise NotImplementedError
+
     def skeleton(self, shape: torch.Tensor | None = None) -> Skeleton:
         """Joint names, parents and the rest offsets (B, J, 3) for `shape` (B, S)."""
         if shape is None:

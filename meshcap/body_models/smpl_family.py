@@ -212,6 +212,10 @@ class SMPLFamilyModel(BodyModel):
     def faces(self) -> torch.Tensor:
         return torch.as_tensor(self.layer.faces.astype(np.int64), device=self.device)
 
+    def joint_weights(self) -> torch.Tensor:
+        """(V, J) the model's own linear-blend-skinning weights."""
+        return self.layer.lbs_weights.to(self.dtype)
+
     @property
     def num_vertices(self) -> int:
         return self.layer.v_template.shape[0]

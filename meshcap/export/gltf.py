@@ -25,16 +25,11 @@ from meshcap.fileio import publish, temp_beside
 
 
 def skin_weights(model, max_influences: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Per-vertex (V, 4) joint indices and weights of the fitted skeleton: anny's bone weights
-    summed onto each bone's fitted joint (the bones between fitted joints move rigidly with
-    them), the largest `max_influences` kept and renormalised."""
+    """Per-vertex (V, 4) joint indices and weights of the fitted skeleton (the body model's
+    `joint_weights`), the largest `max_influences` kept and renormalised."""
     if model.name != "anny":
         raise InputError(f"glTF export supports the anny body model for now, not {model.name!r}")
-    model._ensure_full()
-    dense = model.skin_dense.detach().cpu().numpy()  # (V, 104)
-    fold = np.zeros((dense.shape[1], model.num_joints))
-    fold[np.arange(dense.shape[1]), model.bone_joint.cpu().numpy()] = 1.0
-    w = dense @ fold  # (V, J)
+    w = model.joint_weights().detach().cpu().numpy().astype(np.float64)  # (V, J)
     idx = np.argsort(-w, axis=1)[:, :max_influences]
     top = np.take_along_axis(w, idx, axis=1)
     top = top / np.clip(top.sum(1, keepdims=True), 1e-12, None)

@@ -11,6 +11,8 @@ top-left corner. Vertices are given in that camera's frame.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -70,6 +72,28 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(vn, dim=-1)
 
 
+@dataclass
+class Rendering:
+    """What `MeshRenderer.render` drew: only the box (x0, y0, x1, y1) of the image the meshes
+    can reach is rendered (people rarely fill the frame; the rest costs nothing).
+
+    rgb: (y1-y0, x1-x0, 3) uint8, already multiplied by coverage. coverage: (y1-y0, x1-x0)
+    float32 in [0, 1], the fraction of each pixel the meshes cover (edges are anti-aliased).
+    """
+
+    rgb: np.ndarray
+    coverage: np.ndarray
+    box: tuple[int, int, int, int]
+    size: tuple[int, int]  # full image width, height
+
+    def full_coverage(self) -> np.ndarray:
+        """(H, W) coverage over the whole image."""
+        out = np.zeros(self.size[::-1], dtype=np.float32)
+        x0, y0, x1, y1 = self.box
+        out[y0:y1, x0:x1] = self.coverage
+        return out
+
+
 class MeshRenderer:
     """Renders coloured triangle meshes seen by a pinhole camera into RGB images.
 
@@ -78,6 +102,8 @@ class MeshRenderer:
         samples: multisample anti-aliasing (0 or 1 to turn it off).
     Raises DependencyError with what to install when no EGL context can be made.
     """
+
+    _TILE = 128  # buffer sizes are rounded up to this, so a few buffers serve a whole video
 
     def __init__(self, width: int, height: int, samples: int = 4) -> None:
         import moderngl
@@ -91,31 +117,60 @@ class MeshRenderer:
                 f"cannot create an offscreen OpenGL context through EGL ({e}); on Debian/Ubuntu "
                 "install: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri") from None
         self.width, self.height = int(width), int(height)
+        self.samples = samples if samples > 1 else 0
         self.prog = self.ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
-        self.prog["size"].value = (float(width), float(height))
-        size = (self.width, self.height)
-        samples = samples if samples > 1 else 0
-        self._fbo = self.ctx.framebuffer(
-            color_attachments=[self.ctx.renderbuffer(size, 4, samples=samples)],
-            depth_attachment=self.ctx.depth_renderbuffer(size, samples=samples))
-        # Multisampled buffers cannot be read: resolve into a plain one first.
-        self._resolve = self.ctx.framebuffer(color_attachments=[self.ctx.renderbuffer(size, 4)]) if samples else None
+        self._buffers: dict[tuple[int, int], tuple] = {}
+
+    def _framebuffers(self, w: int, h: int):
+        """(draw, read) framebuffers of at least w x h, cached by rounded size."""
+        key = (-(-w // self._TILE) * self._TILE, -(-h // self._TILE) * self._TILE)
+        if key not in self._buffers:
+            ctx, s = self.ctx, self.samples
+            draw = ctx.framebuffer(color_attachments=[ctx.renderbuffer(key, 4, samples=s)],
+                                   depth_attachment=ctx.depth_renderbuffer(key, samples=s))
+            # Multisampled buffers cannot be read: they are resolved into a plain one first.
+            read = ctx.framebuffer(color_attachments=[ctx.renderbuffer(key, 4)]) if s else draw
+            self._buffers[key] = (draw, read)
+        return self._buffers[key]
+
+    def _box(self, meshes, K, near) -> tuple[int, int, int, int] | None:
+        """Pixel box the meshes can cover (the whole image if any vertex is behind the camera
+        plane, where projection says nothing)."""
+        lo, hi = np.array([np.inf, np.inf]), np.array([-np.inf, -np.inf])
+        for vertices, _, _ in meshes:
+            v = np.asarray(vertices, dtype=np.float64)
+            if (v[:, 2] <= near).any():
+                return 0, 0, self.width, self.height
+            uv = v[:, :2] / v[:, 2:] * (K[0, 0], K[1, 1]) + (K[0, 2], K[1, 2])
+            lo, hi = np.minimum(lo, uv.min(0)), np.maximum(hi, uv.max(0))
+        if not np.isfinite(lo).all():
+            return None
+        x0, y0 = np.clip(np.floor(lo) - 2, 0, (self.width, self.height)).astype(int)
+        x1, y1 = np.clip(np.ceil(hi) + 2, 0, (self.width, self.height)).astype(int)
+        return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
 
     def render(self, meshes: list[tuple[np.ndarray, np.ndarray, np.ndarray]], K: np.ndarray,
-               near: float = 0.05, far: float = 200.0) -> tuple[np.ndarray, np.ndarray]:
+               near: float = 0.05, far: float = 200.0) -> Rendering:
         """Draw meshes, each `(vertices (V, 3) in the camera frame, faces (F, 3), colours (V, 3)
-        in [0, 1])`, through intrinsics K (3, 3).
-
-        Returns (rgb (H, W, 3) uint8, coverage (H, W) float32 in [0, 1]): coverage is the
-        fraction of each pixel covered by a mesh (anti-aliased edges are fractional).
-        """
+        in [0, 1] or (3,))`, through intrinsics K (3, 3). Returns a `Rendering`."""
         K = np.asarray(K, dtype=np.float64)
         if K.shape != (3, 3):
             raise ValueError(f"K must be (3, 3), got {K.shape}")
+        box = self._box(meshes, K, near)
+        if box is None:
+            return Rendering(np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), np.float32), (0, 0, 0, 0),
+                             (self.width, self.height))
+        x0, y0, x1, y1 = box
+        w, h = x1 - x0, y1 - y0
+        draw, read = self._framebuffers(w, h)
+        bw, bh = draw.size
         ctx = self.ctx
-        self.prog["intr"].value = (K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+        # The box's corner becomes the buffer's origin: shift the principal point. The half pixel:
+        # OpenCV puts pixel centres at integer coordinates, OpenGL at half-integers.
+        self.prog["intr"].value = (K[0, 0], K[1, 1], K[0, 2] - x0 + 0.5, K[1, 2] - y0 + 0.5)
+        self.prog["size"].value = (float(bw), float(bh))
         self.prog["clip"].value = (near, far)
-        self._fbo.use()
+        draw.use()
         ctx.clear(0.0, 0.0, 0.0, 0.0)
         ctx.enable(ctx.DEPTH_TEST)
         for vertices, faces, colors in meshes:
@@ -133,12 +188,10 @@ class MeshRenderer:
             vao.render()
             for obj in (vao, vbo, ibo):
                 obj.release()
-        src = self._fbo
-        if self._resolve is not None:
-            ctx.copy_framebuffer(self._resolve, self._fbo)
-            src = self._resolve
-        rgba = np.frombuffer(src.read(components=4), dtype=np.uint8).reshape(self.height, self.width, 4)
-        return np.ascontiguousarray(rgba[..., :3]), rgba[..., 3].astype(np.float32) / 255.0
+        if read is not draw:
+            ctx.copy_framebuffer(read, draw)
+        rgba = np.frombuffer(read.read(viewport=(0, 0, w, h), components=4), dtype=np.uint8).reshape(h, w, 4)
+        return Rendering(rgba[..., :3], rgba[..., 3].astype(np.float32) / 255.0, box, (self.width, self.height))
 
     def release(self) -> None:
         self.ctx.release()

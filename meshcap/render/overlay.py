@@ -38,7 +38,8 @@ class OverlayOptions:
     """What to draw. color: "uncertainty" (per-vertex σ with a legend) or "person".
     opacity: of the mesh over the frame. side_view: a second panel seen from the body's side.
     keypoints: the detected 2D keypoints. skeleton: the fitted joints reprojected.
-    sigma_max: metres of σ drawn darkest."""
+    sigma_max: metres of σ drawn darkest. antialias: 4x multisampling (about half the speed
+    at 1080p on a CPU)."""
 
     color: str = "uncertainty"
     opacity: float = 0.85
@@ -46,6 +47,7 @@ class OverlayOptions:
     keypoints: bool = False
     skeleton: bool = False
     sigma_max: float = DEFAULT_SIGMA_MAX
+    antialias: bool = True
 
     def __post_init__(self) -> None:
         if self.color not in ("uncertainty", "person"):
@@ -85,7 +87,7 @@ class OverlayRenderer:
         self.model = body_model if body_model is not None else motion.load_body_model()
         self.faces = self.model.faces.cpu().numpy()
         self.weights = self.model.joint_weights().detach().cpu().numpy()  # (V, J)
-        self.renderer = MeshRenderer(self.width, self.height)
+        self.renderer = MeshRenderer(self.width, self.height, samples=4 if self.opt.antialias else 0)
         self._chunk, self._cache_start, self._cache = chunk, None, None
         self._side = self._side_camera() if self.opt.side_view else None
         h = max(160, self.height // 4)
@@ -156,13 +158,17 @@ class OverlayRenderer:
         return np.concatenate([out, side], axis=1)
 
     def _composite(self, image, meshes, opacity: float | None = None) -> np.ndarray:
+        out = image.copy()
         if not meshes:
-            return image.copy()
-        rgb, cover = self.renderer.render(meshes, self.K)
-        a = (self.opt.opacity if opacity is None else opacity) * cover[..., None]
-        # rgb is already multiplied by coverage (anti-aliased edges blend with the clear colour)
-        out = image.astype(np.float32) * (1.0 - a) + rgb.astype(np.float32) * (a / np.maximum(cover[..., None], 1e-6))
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+            return out
+        r = self.renderer.render(meshes, self.K)
+        x0, y0, x1, y1 = r.box
+        cover = r.coverage[..., None]
+        op = self.opt.opacity if opacity is None else opacity
+        # r.rgb is already multiplied by coverage (anti-aliased edges blend with the clear colour)
+        blend = out[y0:y1, x0:x1].astype(np.float32) * (1.0 - op * cover) + r.rgb.astype(np.float32) * op
+        out[y0:y1, x0:x1] = np.clip(blend + 0.5, 0, 255).astype(np.uint8)
+        return out
 
     def _draw_2d(self, image: np.ndarray, index: int) -> np.ndarray:
         from PIL import Image, ImageDraw

@@ -1,0 +1,130 @@
+"""The offscreen renderer and the overlay video: silhouettes where the mesh projects, colours
+that order uncertainty, and overlays with the input's frames and rate."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data import sports2d_demo
+from meshcap import Motion
+from meshcap.render import MeshRenderer, legend_image, luminance, uncertainty_to_rgb
+from meshcap.synthetic import camera_root_rotation, sample_body_poses
+from meshcap.video import VideoReader, VideoWriter
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "meshcap.cli", *args], capture_output=True, text=True)
+
+
+def _projected_silhouette(vertices, faces, K, width, height):
+    """The mesh's silhouette by an independent route: every triangle projected, and the pixel
+    centres (integer coordinates, OpenCV's convention) inside it marked."""
+    uv = vertices[:, :2] / vertices[:, 2:] @ np.diag([K[0, 0], K[1, 1]]) + K[:2, 2]
+    mask = np.zeros((height, width), bool)
+    for a, b, c in uv[faces]:
+        x0, y0 = np.maximum(np.ceil(np.minimum(np.minimum(a, b), c)), 0).astype(int)
+        x1, y1 = np.minimum(np.floor(np.maximum(np.maximum(a, b), c)), (width - 1, height - 1)).astype(int)
+        if x1 < x0 or y1 < y0:
+            continue
+        X, Y = np.meshgrid(np.arange(x0, x1 + 1), np.arange(y0, y1 + 1))
+        d = [(q[0] - p[0]) * (Y - p[1]) - (q[1] - p[1]) * (X - p[0]) for p, q in ((a, b), (b, c), (c, a))]
+        inside = ((d[0] >= 0) & (d[1] >= 0) & (d[2] >= 0)) | ((d[0] <= 0) & (d[1] <= 0) & (d[2] <= 0))
+        mask[y0: y1 + 1, x0: x1 + 1] |= inside
+    return mask
+
+
+@pytest.mark.parametrize("samples", [0, 4])
+def test_silhouette_matches_the_mesh_projection(anny_full, samples):
+    model = anny_full
+    g = torch.Generator().manual_seed(3)
+    pose = sample_body_poses(model, 2, g)
+    pose[:, 0] = camera_root_rotation(torch.tensor([0.6, -2.0]), torch.tensor([0.1, -0.15]))
+    transl = torch.tensor([[-0.5, 0.1, 4.0], [0.6, -0.2, 5.5]], dtype=pose.dtype)
+    shape = torch.tensor([[0.5, 0.5, 0.5, 0.5, 0.5, 0.5], [0.1, 0.9, 0.3, 0.7, 0.8, 0.4]], dtype=pose.dtype)
+    with torch.no_grad():
+        verts = model(pose, shape, transl).vertices.numpy()
+    faces = model.faces.numpy()
+    W, H = 480, 360
+    K = np.array([[420.0, 0, 250], [0, 420.0, 170], [0, 0, 1]])
+    with MeshRenderer(W, H, samples=samples) as r:
+        out = r.render([(v, faces, (0.7, 0.7, 0.7)) for v in verts], K)
+    got = out.full_coverage() > 0.5
+    want = np.zeros((H, W), bool)
+    for v in verts:
+        want |= _projected_silhouette(v, faces, K, W, H)
+    iou = (got & want).sum() / (got | want).sum()
+    assert want.sum() > 5000  # both bodies are in view
+    assert iou >= 0.95, iou
+    # shading: lit surfaces, no pixels outside the box the renderer reported
+    assert out.rgb[out.coverage > 0.99].mean() > 60
+
+
+def test_uncertainty_colours_are_ordered():
+    sigma = np.linspace(0.0, 0.2, 201)
+    lum = luminance(uncertainty_to_rgb(sigma, sigma_max=0.15))
+    assert (np.diff(lum[:151]) < 0).all()  # darker with every step up to sigma_max
+    assert np.allclose(lum[150:], lum[150])  # saturated beyond
+    assert np.allclose(uncertainty_to_rgb(np.nan), uncertainty_to_rgb(1.0))  # unknown reads as unsure
+    legend = legend_image(0.15, 200, 90)
+    assert legend.shape == (200, 90, 4)
+    bar = legend[25:-12, 12, :3].astype(float) / 255  # the bar's column, top (unsure) to bottom
+    assert luminance(bar[0]) < luminance(bar[-1])
+    with pytest.raises(ValueError, match="sigma_max"):
+        uncertainty_to_rgb(0.1, sigma_max=0)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """The first 1.5 s of the Sports2D demo (45 frames, 30 fps), as its own file."""
+    path = tmp_path_factory.mktemp("clip") / "walk.mp4"
+    with VideoWriter(path, 30.0) as w:
+        for f in VideoReader(sports2d_demo(), end=1.5):
+            w.write(f.image)
+    return path
+
+
+def test_capture_renders_an_overlay_of_the_input(clip, tmp_path):
+    out, overlay = tmp_path / "motion.npz", tmp_path / "overlay.mp4"
+    r = _run(str(clip), "--out", str(out), "--render", str(overlay), "--quiet", "--min-track-length", "5")
+    assert r.returncode == 0, r.stderr
+    src, drawn = VideoReader(clip), VideoReader(overlay)
+    assert (drawn.info.width, drawn.info.height) == (src.info.width, src.info.height)
+    assert drawn.info.fps == pytest.approx(src.info.fps)
+    frames_in = [f.image for f in src]
+    frames_out = [f.image for f in drawn]
+    assert len(frames_out) == len(frames_in) == 45
+    # the bodies are drawn where the fitted joints project, and the rest of the frame is the video
+    m = Motion.load(out)
+    t = int(np.flatnonzero(m.valid.any(0))[len(m.valid[0]) // 2])
+    diff = np.abs(frames_out[t].astype(int) - frames_in[t].astype(int)).sum(-1)
+    K = m.cam_K[0]
+    for p in np.flatnonzero(m.valid[:, t]):
+        uv = m.joints3d[p, t, :, :2] / m.joints3d[p, t, :, 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
+        x, y = np.round(uv[m.joint_names.index("spine03")]).astype(int)
+        assert diff[y - 3: y + 4, x - 3: x + 4].mean() > 30, p  # the torso is painted over
+    assert np.median(diff[:, : diff.shape[1] // 8]) < 12  # far left strip: nobody, codec noise only
+
+    # a still with the side view, and the detected keypoints
+    png = tmp_path / "still.png"
+    r = _run("render", str(out), "--video", str(clip), "--frame", str(t), "--png", str(png), "--side-view",
+             "--draw-keypoints", "--draw-skeleton")
+    assert r.returncode == 0, r.stderr
+    still = np.asarray(Image.open(png))
+    assert still.shape == (src.info.height, 2 * src.info.width, 3)
+    side = still[:, src.info.width:]
+    assert (np.abs(side.astype(int) - 60).sum(-1) > 30).mean() > 0.002  # bodies on the side panel
+
+
+def test_render_bad_input(clip, tmp_path):
+    missing = tmp_path / "none.npz"
+    r = _run("render", str(missing), "--video", str(clip), "--out", str(tmp_path / "o.mp4"))
+    assert r.returncode == 2 and "no such motion file" in r.stderr
+    assert not (tmp_path / "o.mp4").exists()
+    r = _run(str(clip), "--out", str(tmp_path / "m.npz"), "--render", str(tmp_path / "nowhere" / "o.mp4"))
+    assert r.returncode == 2 and "output folder does not exist" in r.stderr
+    assert not (tmp_path / "m.npz").exists()
+    r = _run("render", "--help")
+    assert r.returncode == 0 and "Exit codes" in r.stdout

@@ -16,7 +16,7 @@ EXIT_CODES = ("Exit codes: 0 success; 1 internal error (a bug: please report it)
               "usage (the message names the file and what is wrong); 3 missing dependency (the "
               "message says what to install). A failed run leaves no partial output files.")
 
-_SUBCOMMANDS = ("info", "prepare", "detect", "export", "render")
+_SUBCOMMANDS = ("info", "prepare", "detect", "export", "render", "view")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         "  meshcap detect VIDEO --out kp.npz   2D keypoint tracks of the people in a video\n"
         "  meshcap export motion.npz --bvh f.bvh --glb f.glb   animation files from a result\n"
         "  meshcap render motion.npz --video VIDEO --out overlay.mp4   meshes drawn over the video\n"
+        "  meshcap view motion.npz [--html f.html]   play a result in the browser (or as one offline page)\n"
         "  meshcap info motion.npz             describe a result\n"
         "  meshcap prepare                     build the body model's mesh cache once for this machine",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -57,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     ren.add_argument("--model-path", default=None, help="SMPL-family model file, if the motion uses one")
     ren.add_argument("--quiet", action="store_true", help="no progress bar")
     _render_options(ren)
+    view = sub.add_parser("view", help="play a motion in the browser: live on localhost, or as one offline HTML file",
+                          epilog=EXIT_CODES)
+    view.add_argument("motion", help="a motion.npz written by meshcap")
+    view.add_argument("--html", default=None, help="write a self-contained HTML page instead of serving")
+    view.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: reachable from other machines)")
+    view.add_argument("--port", type=int, default=8080, help="port to serve on")
+    view.add_argument("--model-path", default=None, help="SMPL-family model file, if the motion uses one")
     return p
 
 
@@ -279,6 +287,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {args.out}")
             elif args.png is None:
                 raise MeshcapError("nothing to render: give --out overlay.mp4 and/or --frame N --png FILE")
+        elif args.command == "view":
+            from meshcap.motion import Motion
+            from meshcap.viewer import serve, write_html
+
+            m = Motion.load(args.motion)
+            model = m.load_body_model(args.model_path)
+            if args.html:
+                print(f"wrote {write_html(m, args.html, model)} (open it in a browser; it needs no server)")
+            else:
+                serve(m, model, host=args.host, port=args.port)
         elif args.command == "export":
             from meshcap.motion import Motion
 

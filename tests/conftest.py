@@ -67,3 +67,24 @@ def sports2d_tracks(tmp_path_factory):
     with CountingDetector() as det:
         tracks = video_tracks(sports2d_demo(), detector=det, cache=cache)
     return tracks, cache
+
+
+@pytest.fixture(scope="session")
+def clip_capture(tmp_path_factory):
+    """The first 1.5 s of the Sports2D demo (45 frames, 30 fps) as its own video, captured by
+    the command with an overlay: (clip, motion.npz, overlay.mp4)."""
+    import subprocess
+
+    from data import sports2d_demo
+    from meshcap.video import VideoReader, VideoWriter
+
+    d = tmp_path_factory.mktemp("clip")
+    clip = d / "walk.mp4"
+    with VideoWriter(clip, 30.0) as w:
+        for f in VideoReader(sports2d_demo(), end=1.5):
+            w.write(f.image)
+    out, overlay = d / "motion.npz", d / "overlay.mp4"
+    r = subprocess.run([sys.executable, "-m", "meshcap.cli", str(clip), "--out", str(out), "--render", str(overlay),
+                        "--quiet", "--min-track-length", "5"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return clip, out, overlay

@@ -8,11 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from data import sports2d_demo
 from meshcap import Motion
 from meshcap.render import MeshRenderer, legend_image, luminance, uncertainty_to_rgb
 from meshcap.synthetic import camera_root_rotation, sample_body_poses
-from meshcap.video import VideoReader, VideoWriter
+from meshcap.video import VideoReader
 
 
 def _run(*args):
@@ -76,20 +75,9 @@ def test_uncertainty_colours_are_ordered():
         uncertainty_to_rgb(0.1, sigma_max=0)
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    """The first 1.5 s of the Sports2D demo (45 frames, 30 fps), as its own file."""
-    path = tmp_path_factory.mktemp("clip") / "walk.mp4"
-    with VideoWriter(path, 30.0) as w:
-        for f in VideoReader(sports2d_demo(), end=1.5):
-            w.write(f.image)
-    return path
-
-
-def test_capture_renders_an_overlay_of_the_input(clip, tmp_path):
-    out, overlay = tmp_path / "motion.npz", tmp_path / "overlay.mp4"
-    r = _run(str(clip), "--out", str(out), "--render", str(overlay), "--quiet", "--min-track-length", "5")
-    assert r.returncode == 0, r.stderr
+def test_capture_renders_an_overlay_of_the_input(clip_capture):
+    clip, out, overlay = clip_capture
+    tmp_path = out.parent
     src, drawn = VideoReader(clip), VideoReader(overlay)
     assert (drawn.info.width, drawn.info.height) == (src.info.width, src.info.height)
     assert drawn.info.fps == pytest.approx(src.info.fps)
@@ -118,7 +106,8 @@ def test_capture_renders_an_overlay_of_the_input(clip, tmp_path):
     assert (np.abs(side.astype(int) - 60).sum(-1) > 30).mean() > 0.002  # bodies on the side panel
 
 
-def test_render_bad_input(clip, tmp_path):
+def test_render_bad_input(clip_capture, tmp_path):
+    clip = clip_capture[0]
     missing = tmp_path / "none.npz"
     r = _run("render", str(missing), "--video", str(clip), "--out", str(tmp_path / "o.mp4"))
     assert r.returncode == 2 and "no such motion file" in r.stderr

@@ -1,0 +1,95 @@
+"""The viewer in a real browser: Debian's Chromium, headless, plays the offline HTML page of a
+real capture; the bodies are drawn where they project, and the picture changes over time."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from meshcap import Motion
+from meshcap.viewer.scene import MotionScene
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+W, H = 1200, 900
+UI = [(slice(0, 200), slice(0, 330)), (slice(H - 45, H), slice(0, W))]  # notification, playback bar
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("MESHCAP_REQUIRE_BROWSER"),
+    reason="no chromium on this machine (apt-get install chromium; .ci/run installs it)")
+
+
+def _visible(x: float, y: float) -> bool:
+    """Whether pixel (x, y) is on the canvas and not under the page's controls."""
+    if not (4 <= x < W - 4 and 4 <= y < H - 4):
+        return False
+    return not any(r.start - 4 <= y < r.stop + 4 and c.start - 4 <= x < c.stop + 4 for r, c in UI)
+
+
+def _screenshot(page, out, user_data, virtual_ms: int) -> np.ndarray:
+    assert CHROMIUM, "chromium is required here (MESHCAP_REQUIRE_BROWSER is set)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-quic", f"--user-data-dir={user_data}", f"--window-size={W},{H}",
+             f"--virtual-time-budget={virtual_ms}", f"--screenshot={out}"]
+    r = subprocess.run([CHROMIUM, *flags, page.as_uri()], capture_output=True, text=True, timeout=180)
+    assert out.exists(), r.stderr[-2000:]
+    return np.asarray(Image.open(out).convert("RGB")).astype(int)
+
+
+def _look_at_projection(motion):
+    """Pixel positions (P, T, J, 2) of the motion's joints as the viewer's initial camera sees
+    them (three.js: looks down -z, y up, vertical fov, canvas = window)."""
+    pts = motion.joints3d * (1.0, -1.0, -1.0)
+    seen = pts[motion.valid].reshape(-1, 3)
+    lo, hi = seen.min(0), seen.max(0)
+    center = 0.5 * (lo + hi)
+    half = 0.5 * max(hi[0] - lo[0], hi[1] - lo[1]) + 0.4
+    d = np.array([0.0, 0.2, 1.0]) / np.linalg.norm([0.0, 0.2, 1.0])
+    eye = center + d * (half / np.tan(MotionScene.FOV / 2) + 0.5 * (hi[2] - lo[2]))
+    back = (eye - center) / np.linalg.norm(eye - center)
+    right = np.cross([0.0, 1.0, 0.0], back)
+    right /= np.linalg.norm(right)
+    R = np.stack([right, np.cross(back, right), back])
+    X = (pts - eye) @ R.T
+    f = H / 2 / np.tan(MotionScene.FOV / 2)
+    return np.stack([W / 2 + f * X[..., 0] / -X[..., 2], H / 2 - f * X[..., 1] / -X[..., 2]], -1)
+
+
+def test_offline_page_plays_the_capture_in_chromium(clip_capture, tmp_path):
+    _, motion_path, _ = clip_capture
+    page = tmp_path / "view.html"
+    r = subprocess.run([sys.executable, "-m", "meshcap.cli", "view", str(motion_path), "--html", str(page)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = Motion.load(motion_path)
+    uv = _look_at_projection(m)
+    shots = [_screenshot(page, tmp_path / f"t{ms}.png", tmp_path / f"profile{ms}", ms) for ms in (600, 1400)]
+    masks = []
+    for shot in shots:
+        fg = np.abs(shot - 255).sum(-1) > 40  # the page's background is white
+        for rows, cols in UI:
+            fg[rows, cols] = False
+        ys, xs = np.nonzero(fg)
+        assert len(xs) > 1500, "nothing drawn"
+        # everything drawn lies where the people's joints project over the motion (+ a margin)
+        box = uv[m.valid].reshape(-1, 2)
+        inside = ((xs > box[:, 0].min() - 40) & (xs < box[:, 0].max() + 40)
+                  & (ys > box[:, 1].min() - 40) & (ys < box[:, 1].max() + 40))
+        assert inside.mean() > 0.98, inside.mean()
+        # some frame of the motion matches the picture: every person fitted there has drawn
+        # pixels at their pelvis, chest and head
+        parts = [m.joint_names.index(n) for n in ("root", "spine03", "head")]
+        best = 0.0
+        for t in range(m.num_frames):
+            people = np.flatnonzero(m.valid[:, t])
+            hits = [fg[int(round(y)) - 4: int(round(y)) + 5, int(round(x)) - 4: int(round(x)) + 5].any()
+                    for p in people for x, y in uv[p, t, parts] if _visible(x, y)]
+            if hits:
+                best = max(best, float(np.mean(hits)))
+        assert best == 1.0, best
+        masks.append(fg)
+    changed = (masks[0] ^ masks[1]).sum()
+    assert changed > 200, changed  # the two times show different poses

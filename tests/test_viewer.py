@@ -28,13 +28,13 @@ def _visible(x: float, y: float) -> bool:
     return not any(r.start - 4 <= y < r.stop + 4 and c.start - 4 <= x < c.stop + 4 for r, c in UI)
 
 
-def _screenshot(page, out, user_data, virtual_ms: int) -> np.ndarray:
+def _screenshot(url: str, out, user_data, virtual_ms: int) -> np.ndarray:
     assert CHROMIUM, "chromium is required here (MESHCAP_REQUIRE_BROWSER is set)"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--disable-quic", f"--user-data-dir={user_data}", f"--window-size={W},{H}",
              f"--virtual-time-budget={virtual_ms}", f"--screenshot={out}"]
-    r = subprocess.run([CHROMIUM, *flags, page.as_uri()], capture_output=True, text=True, timeout=180)
+    r = subprocess.run([CHROMIUM, *flags, url], capture_output=True, text=True, timeout=180)
     assert out.exists(), r.stderr[-2000:]
     return np.asarray(Image.open(out).convert("RGB")).astype(int)
 
@@ -58,6 +58,33 @@ def _look_at_projection(motion):
     return np.stack([W / 2 + f * X[..., 0] / -X[..., 2], H / 2 - f * X[..., 1] / -X[..., 2]], -1)
 
 
+def _drawn(shot: np.ndarray, m, uv) -> np.ndarray:
+    """The foreground mask of a screenshot, after checking that it shows the motion: drawn
+    pixels lie where the people project, and some frame's pelvis, chest and head are drawn."""
+    fg = np.abs(shot - 255).sum(-1) > 40  # the page's background is white
+    for rows, cols in UI:
+        fg[rows, cols] = False
+    fg[:340, W - 340:] = False  # the live viewer's control panel
+    ys, xs = np.nonzero(fg)
+    assert len(xs) > 1500, "nothing drawn"
+    # everything drawn lies where the people's joints project over the motion (+ a margin)
+    box = uv[m.valid].reshape(-1, 2)
+    inside = ((xs > box[:, 0].min() - 40) & (xs < box[:, 0].max() + 40)
+              & (ys > box[:, 1].min() - 40) & (ys < box[:, 1].max() + 40))
+    assert inside.mean() > 0.98, inside.mean()
+    # some frame of the motion matches the picture: every person fitted there has drawn
+    # pixels at their pelvis, chest and head
+    parts = [m.joint_names.index(n) for n in ("root", "spine03", "head")]
+    best = 0.0
+    for t in range(m.num_frames):
+        hits = [fg[int(round(y)) - 4: int(round(y)) + 5, int(round(x)) - 4: int(round(x)) + 5].any()
+                for p in np.flatnonzero(m.valid[:, t]) for x, y in uv[p, t, parts] if _visible(x, y)]
+        if hits:
+            best = max(best, float(np.mean(hits)))
+    assert best == 1.0, best
+    return fg
+
+
 def test_offline_page_plays_the_capture_in_chromium(clip_capture, tmp_path):
     _, motion_path, _ = clip_capture
     page = tmp_path / "view.html"
@@ -66,30 +93,33 @@ def test_offline_page_plays_the_capture_in_chromium(clip_capture, tmp_path):
     assert r.returncode == 0, r.stderr
     m = Motion.load(motion_path)
     uv = _look_at_projection(m)
-    shots = [_screenshot(page, tmp_path / f"t{ms}.png", tmp_path / f"profile{ms}", ms) for ms in (600, 1400)]
-    masks = []
-    for shot in shots:
-        fg = np.abs(shot - 255).sum(-1) > 40  # the page's background is white
-        for rows, cols in UI:
-            fg[rows, cols] = False
-        ys, xs = np.nonzero(fg)
-        assert len(xs) > 1500, "nothing drawn"
-        # everything drawn lies where the people's joints project over the motion (+ a margin)
-        box = uv[m.valid].reshape(-1, 2)
-        inside = ((xs > box[:, 0].min() - 40) & (xs < box[:, 0].max() + 40)
-                  & (ys > box[:, 1].min() - 40) & (ys < box[:, 1].max() + 40))
-        assert inside.mean() > 0.98, inside.mean()
-        # some frame of the motion matches the picture: every person fitted there has drawn
-        # pixels at their pelvis, chest and head
-        parts = [m.joint_names.index(n) for n in ("root", "spine03", "head")]
-        best = 0.0
-        for t in range(m.num_frames):
-            people = np.flatnonzero(m.valid[:, t])
-            hits = [fg[int(round(y)) - 4: int(round(y)) + 5, int(round(x)) - 4: int(round(x)) + 5].any()
-                    for p in people for x, y in uv[p, t, parts] if _visible(x, y)]
-            if hits:
-                best = max(best, float(np.mean(hits)))
-        assert best == 1.0, best
-        masks.append(fg)
+    shots = [_screenshot(page.as_uri(), tmp_path / f"t{ms}.png", tmp_path / f"profile{ms}", ms) for ms in (600, 1400)]
+    masks = [_drawn(shot, m, uv) for shot in shots]
     changed = (masks[0] ^ masks[1]).sum()
     assert changed > 200, changed  # the two times show different poses
+
+
+def test_live_viewer_serves_the_capture(clip_capture, tmp_path):
+    import threading
+    import urllib.request
+
+    from meshcap.viewer import serve
+    from meshcap.viewer.scene import _free_port
+
+    m = Motion.load(clip_capture[1])
+    port, stop = _free_port(), threading.Event()
+    server = threading.Thread(target=serve, args=(m,), kwargs=dict(port=port, stop=stop), daemon=True)
+    server.start()
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
+                break
+            except OSError:
+                threading.Event().wait(0.2)
+        shot = _screenshot(f"http://127.0.0.1:{port}/", tmp_path / "live.png", tmp_path / "profile", 2500)
+        _drawn(shot, m, _look_at_projection(m))
+    finally:
+        stop.set()
+        server.join(timeout=10)
+    assert not server.is_alive()

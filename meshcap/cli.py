@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("motion", help="a motion.npz written by meshcap")
     exp.add_argument("--bvh", default=None, help="BVH file to write (several people: NAME_p<id>.bvh)")
     exp.add_argument("--glb", default=None, help="glTF file to write (.glb or .gltf): skinned meshes + animation")
+    exp.add_argument("--fbx", default=None, help='FBX file to write (needs the extra: pip install "meshcap[fbx]")')
     exp.add_argument("--model-path", default=None, help="SMPL-family model file, if the motion uses one")
     ren = sub.add_parser("render", help="draw a motion's meshes over its video (H.264 .mp4, or one frame as PNG)",
                          epilog=EXIT_CODES)
@@ -123,19 +124,50 @@ def _stderr_console():
     return Console(stderr=True)
 
 
-def _export(motion, bvh, glb, model=None) -> list:
+def _export(motion, bvh, glb, fbx=None, model=None, written: list | None = None) -> list:
+    """Write the asked-for files; each path is appended to `written` as soon as it exists."""
     from pathlib import Path
 
-    for target in (bvh, glb):
-        if target and not Path(target).parent.exists():
-            raise MeshcapError(f"{Path(target).parent}: the output folder does not exist")
-    model = model or (motion.load_body_model() if (bvh or glb) else None)
-    written = []
-    if bvh:
-        written += motion.to_bvh(bvh, body_model=model)
+    _check_export_targets(bvh, glb, fbx)
+    model = model or (motion.load_body_model() if (bvh or glb or fbx) else None)
+    written = [] if written is None else written
+    if fbx:  # the slowest and likeliest to fail first
+        written.append(Path(motion.to_fbx(fbx, body_model=model)))
     if glb:
-        written.append(motion.to_gltf(glb, body_model=model))
+        written.append(Path(motion.to_gltf(glb, body_model=model)))
+    if bvh:
+        written += [Path(p) for p in motion.to_bvh(bvh, body_model=model)]
     return written
+
+
+def _outputs(args) -> list:
+    """Files a capture run may write, several-person BVH names included."""
+    from pathlib import Path
+
+    paths = [Path(p) for p in (args.render, args.glb, args.fbx) if p]
+    if args.bvh:
+        b = Path(args.bvh)
+        paths += [b, *b.parent.glob(f"{b.stem}_p*{b.suffix}")]
+    return paths
+
+
+def _check_export_targets(bvh, glb, fbx) -> None:
+    """Fail before any work: missing output folders, wrong suffixes, FBX without Blender."""
+    from pathlib import Path
+
+    for target, suffixes in ((bvh, (".bvh",)), (glb, (".glb", ".gltf")), (fbx, (".fbx",))):
+        if not target:
+            continue
+        if not Path(target).parent.exists():
+            raise MeshcapError(f"{Path(target).parent}: the output folder does not exist")
+        if Path(target).suffix.lower() not in suffixes:
+            raise MeshcapError(f"{target}: expected a {' or '.join(suffixes)} file name")
+    if fbx:
+        from meshcap.export.fbx import blender_available
+
+        if not blender_available():
+            raise DependencyError('--fbx needs Blender\'s Python module, an optional extra: '
+                                  'pip install "meshcap[fbx]" (bpy==5.0.1, Python 3.11)')
 
 
 def _detect(args) -> None:
@@ -185,6 +217,7 @@ def _capture_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--bvh", default=None, help="also write BVH (several people: NAME_p<id>.bvh)")
     p.add_argument("--glb", default=None, help="also write glTF (.glb/.gltf): skinned meshes + animation")
+    p.add_argument("--fbx", default=None, help='also write FBX (needs the extra: pip install "meshcap[fbx]")')
     p.add_argument("--render", default=None, help="also write an overlay video (.mp4) of the meshes on the input")
     _render_options(p)
     _range_options(p)
@@ -208,6 +241,7 @@ def _capture(argv: list[str]) -> None:
     src = Path(args.video)
     if not src.exists():
         raise MeshcapError(f"{src}: no such file or folder")
+    _check_export_targets(args.bvh, args.glb, args.fbx)
     if args.render:
         if not Path(args.render).parent.exists():
             raise MeshcapError(f"{Path(args.render).parent}: the output folder does not exist")
@@ -236,11 +270,21 @@ def _capture(argv: list[str]) -> None:
                 prog.update(tasks[stage], completed=done, total=total)
 
             motion = capture(src, progress=update, **kw)
-    written = _export(motion, args.bvh, args.glb)  # before the motion: a failure leaves no motion.npz
-    if args.render:
-        _render(args, motion, args.render)
-        written.append(Path(args.render))
-    motion.save(out)
+    # Every other output first, the motion last; if any step fails, the files this run made
+    # are removed again (each was written atomically, so none is ever half-written).
+    existed = {p for p in _outputs(args) if p.exists()}
+    written: list[Path] = []
+    try:
+        if args.render:
+            _render(args, motion, args.render)
+            written.append(Path(args.render))
+        _export(motion, args.bvh, args.glb, args.fbx, written=written)
+        motion.save(out)
+    except BaseException:
+        for p in written:
+            if p not in existed:
+                p.unlink(missing_ok=True)
+        raise
     for p in written:
         print(f"wrote {p}")
     secs = time.perf_counter() - t0
@@ -301,9 +345,9 @@ def main(argv: list[str] | None = None) -> int:
             from meshcap.motion import Motion
 
             m = Motion.load(args.motion)
-            if not (args.bvh or args.glb):
-                raise MeshcapError("nothing to export: give --bvh and/or --glb")
-            for path in _export(m, args.bvh, args.glb, m.load_body_model(args.model_path)):
+            if not (args.bvh or args.glb or args.fbx):
+                raise MeshcapError("nothing to export: give --bvh, --glb and/or --fbx")
+            for path in _export(m, args.bvh, args.glb, args.fbx, m.load_body_model(args.model_path)):
                 print(f"wrote {path}")
         else:
             _parser().print_help()

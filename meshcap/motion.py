@@ -200,6 +200,13 @@ class Motion:
 
         return write_gltf(self, path, body_model)
 
+    def to_fbx(self, path: str | Path, body_model=None) -> Path:
+        """Write FBX (metres, Y up), converted from the glTF export by Blender in a child
+        process; needs the optional extra `meshcap[fbx]` (see `meshcap.export.fbx`)."""
+        from meshcap.export.fbx import write_fbx
+
+        return write_fbx(self, path, body_model)
+
     def load_body_model(self, model_path: str | Path | None = None):
         """The body model this motion was fitted with (SMPL family: give the model file)."""
         from meshcap.body_models import load_body_model

@@ -8,9 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from blender_check import assert_blender_matches
 from data import sports2d_demo
 from meshcap import InputError, Motion
 from meshcap.capture import capture
+from meshcap.export.fbx import blender_available
 from meshcap.fitting.camera import project
 
 
@@ -22,8 +24,9 @@ def test_command_captures_the_sports2d_demo(sports2d_tracks, tmp_path):
     _, cache = sports2d_tracks
     out = tmp_path / "motion.npz"
     shutil.copy(cache, tmp_path / "motion.keypoints.npz")  # detections from the session fixture
+    fbx = ["--fbx", str(tmp_path / "walk.fbx")] if blender_available() else []
     r = _run(str(sports2d_demo()), "--out", str(out), "--quiet", "--bvh", str(tmp_path / "walk.bvh"),
-             "--glb", str(tmp_path / "walk.glb"))
+             "--glb", str(tmp_path / "walk.glb"), *fbx)
     assert r.returncode == 0, r.stderr
     assert "2 people, 230 frames" in r.stdout
     m = Motion.load(out)
@@ -44,6 +47,12 @@ def test_command_captures_the_sports2d_demo(sports2d_tracks, tmp_path):
             want = m.joints3d[p, t] @ CAMERA_TO_Y_UP.T
             err = max(np.linalg.norm(got[n] - want[k]) for k, n in enumerate(m.joint_names))
             assert err < 1e-3, (p, t, err)
+    # Blender's importers: every joint on every fitted frame within 1 mm, for each format
+    if blender_available():
+        for p, pid in enumerate(m.person_ids):
+            assert_blender_matches(m, tmp_path / f"walk_p{pid}.bvh", person=p)
+        assert_blender_matches(m, tmp_path / "walk.glb")
+        assert_blender_matches(m, tmp_path / "walk.fbx")
     # the same files from the saved result
     r = _run("export", str(out), "--bvh", str(tmp_path / "again.bvh"))
     assert r.returncode == 0, r.stderr

@@ -1,8 +1,10 @@
 """Exports read back by independent readers: BVH by bvhio, glTF by pygltflib and the Khronos
-validator (npm gltf-validator, installed into the test-data cache on first use)."""
+validator (npm gltf-validator, installed into the test-data cache on first use), and all of
+BVH, glTF and FBX by Blender's importers."""
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from blender_check import assert_blender_matches, needs_blender
 from data import cache
 from meshcap import Motion, load_body_model
 from meshcap.export.bvh import CAMERA_TO_Y_UP
@@ -144,3 +147,23 @@ def test_khronos_validator_finds_no_issue(motion, tmp_path):
         r = subprocess.run(["node", str(script), str(path), str(modules)], capture_output=True, text=True, check=True)
         issues = json.loads(r.stdout)["issues"]
         assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, issues["messages"][:5]
+
+
+@needs_blender
+def test_blender_imports_bvh_gltf_and_fbx_with_the_motions_joints(motion, tmp_path):
+    for p, path in enumerate(motion.to_bvh(tmp_path / "m.bvh")):
+        assert_blender_matches(motion, path, person=p)
+    assert_blender_matches(motion, motion.to_gltf(tmp_path / "m.glb"))
+    fbx = motion.to_fbx(tmp_path / "m.fbx")
+    assert fbx.read_bytes()[:18] == b"Kaydara FBX Binary"
+    assert_blender_matches(motion, fbx)
+
+
+def test_fbx_without_blender_says_what_to_install(motion, tmp_path):
+    motion.save(tmp_path / "m.npz")
+    code = ("import sys; sys.modules['bpy'] = None; from meshcap.cli import main; "
+            f"sys.exit(main(['export', {str(tmp_path / 'm.npz')!r}, '--fbx', {str(tmp_path / 'm.fbx')!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 3, r.stderr
+    assert 'pip install "meshcap[fbx]"' in r.stderr
+    assert not (tmp_path / "m.fbx").exists()

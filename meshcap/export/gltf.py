@@ -128,7 +128,10 @@ def gltf_document(motion, body_model=None):
         doc.meshes.append(g.Mesh(name=f"person {motion.person_ids[p]}", primitives=[prim]))
         doc.nodes.append(g.Node(name=f"p{motion.person_ids[p]}_mesh", mesh=len(doc.meshes) - 1,
                                 skin=len(doc.skins) - 1))
-        doc.scenes[0].nodes += [first, len(doc.nodes) - 1]
+        # A parent node per skeleton, so importers (Blender's) make one armature per person;
+        # the skinned mesh stays at the root, as the spec advises.
+        doc.nodes.append(g.Node(name=f"person {motion.person_ids[p]}", children=[first]))
+        doc.scenes[0].nodes += [len(doc.nodes) - 1, len(doc.nodes) - 2]
 
         # animation: every joint's rotation, the root's translation
         def channel(node: int, path: str, values: np.ndarray, kind: str) -> None:

@@ -117,3 +117,24 @@ def test_render_bad_input(clip_capture, tmp_path):
     assert not (tmp_path / "m.npz").exists()
     r = _run("render", "--help")
     assert r.returncode == 0 and "Exit codes" in r.stdout
+
+
+def test_example_drives_a_mesh_from_the_capture(clip_capture, tmp_path):
+    """examples/drive_mesh.py: the meshes it writes are the fitted bodies (their joints inside)."""
+    from pathlib import Path
+
+    import trimesh
+
+    _, motion_path, _ = clip_capture
+    script = Path(__file__).parents[1] / "examples" / "drive_mesh.py"
+    m = Motion.load(motion_path)
+    t = int(np.flatnonzero(m.valid[0])[5])
+    r = subprocess.run([sys.executable, str(script), str(motion_path), "--frame", str(t), "--out",
+                        str(tmp_path / "f.ply")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    mesh = trimesh.load(tmp_path / "f.ply", process=False)
+    for p in np.flatnonzero(m.valid[:, t]):
+        pelvis = m.joints3d[p, t, 0]
+        assert np.linalg.norm(mesh.vertices - pelvis, axis=1).min() < 0.25  # the surface is around the joints
+    lo, hi = m.joints3d[m.valid[:, t], t].min((0, 1)), m.joints3d[m.valid[:, t], t].max((0, 1))
+    assert (mesh.vertices.min(0) > lo - 0.4).all() and (mesh.vertices.max(0) < hi + 0.4).all()

@@ -23,12 +23,17 @@ prints how well these sigmas match the real errors.
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.autograd.forward_ad as fwad
 
 from meshcap.body_models.base import BodyModel
 from meshcap.fitting.camera import project
+
+# PyTorch's forward-mode AD levels are process-wide: tracks fitted in parallel threads take
+# turns here.
+_DUAL_LEVEL = threading.Lock()
 
 
 def _jacobians(model: BodyModel, layout: str, pose, shape, transl, K, chunk_bodies: int):
@@ -39,6 +44,12 @@ def _jacobians(model: BodyModel, layout: str, pose, shape, transl, K, chunk_bodi
     p_all = torch.cat([pose.reshape(T, -1), transl], 1)
     eye = torch.eye(D, dtype=pose.dtype, device=pose.device)
     step = max(1, chunk_bodies // D)
+    with _DUAL_LEVEL:
+        return _jacobian_chunks(model, layout, p_all, shape, K, J, D, eye, step)
+
+
+def _jacobian_chunks(model, layout, p_all, shape, K, J, D, eye, step):
+    T = p_all.shape[0]
     A, G = [], []
     for s in range(0, T, step):
         p = p_all[s:s + step]

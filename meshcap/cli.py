@@ -151,6 +151,16 @@ def _outputs(args) -> list:
     return paths
 
 
+def _check_writable(target) -> None:
+    """The folder of an output file must exist and be writable (checked before any work)."""
+    import os
+
+    if not target.parent.exists():
+        raise MeshcapError(f"{target.parent}: the output folder does not exist")
+    if not os.access(target.parent, os.W_OK):
+        raise MeshcapError(f"{target.parent}: the output folder is not writable")
+
+
 def _check_export_targets(bvh, glb, fbx) -> None:
     """Fail before any work: missing output folders, wrong suffixes, FBX without Blender."""
     from pathlib import Path
@@ -158,8 +168,7 @@ def _check_export_targets(bvh, glb, fbx) -> None:
     for target, suffixes in ((bvh, (".bvh",)), (glb, (".glb", ".gltf")), (fbx, (".fbx",))):
         if not target:
             continue
-        if not Path(target).parent.exists():
-            raise MeshcapError(f"{Path(target).parent}: the output folder does not exist")
+        _check_writable(Path(target))
         if Path(target).suffix.lower() not in suffixes:
             raise MeshcapError(f"{target}: expected a {' or '.join(suffixes)} file name")
     if fbx:
@@ -214,6 +223,8 @@ def _capture_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="do not reuse or write the keypoint cache")
     p.add_argument("--regressor", action="store_true",
                    help="initialise fitting from the shipped regressor (experimental on real video)")
+    p.add_argument("--regressor-weights", default=None,
+                   help="initialise fitting from these regressor weights (e.g. tuned by python -m meshcap.regression.spin)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--bvh", default=None, help="also write BVH (several people: NAME_p<id>.bvh)")
     p.add_argument("--glb", default=None, help="also write glTF (.glb/.gltf): skinned meshes + animation")
@@ -236,15 +247,13 @@ def _capture(argv: list[str]) -> None:
     out = Path(args.out)
     if out.suffix.lower() != ".npz":
         raise MeshcapError(f"{out}: the output must be a .npz file")
-    if not out.parent.exists():
-        raise MeshcapError(f"{out.parent}: the output folder does not exist")
+    _check_writable(out)
     src = Path(args.video)
     if not src.exists():
         raise MeshcapError(f"{src}: no such file or folder")
     _check_export_targets(args.bvh, args.glb, args.fbx)
     if args.render:
-        if not Path(args.render).parent.exists():
-            raise MeshcapError(f"{Path(args.render).parent}: the output folder does not exist")
+        _check_writable(Path(args.render))
         if src.suffix.lower() in (".npz", ".json") or (src.is_dir() and any(src.glob("*.json"))):
             raise MeshcapError(f"--render draws over the video, but {src} is a keypoint file; "
                                "give the video and --keypoints FILE")
@@ -254,7 +263,7 @@ def _capture(argv: list[str]) -> None:
     kw = dict(keypoints=args.keypoints, body_model=args.body_model, model_path=args.model_path,
               focal=args.focal, start=args.start, end=args.end, stride=args.stride,
               max_people=args.max_people, device=args.device, smooth=args.smooth, tracker=tracker, cache=cache,
-              regressor=args.regressor)
+              regressor=args.regressor_weights or args.regressor)
     if args.quiet:
         motion = capture(src, **kw)
     else:
@@ -360,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
     except (FileNotFoundError, ValueError) as e:
         print(f"meshcap: error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except PermissionError as e:  # an output folder or file this user may not write
+        print(f"meshcap: error: {e.filename or ''}: permission denied ({e.strerror})", file=sys.stderr)
         return EXIT_INPUT
 
 

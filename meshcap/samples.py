@@ -1,6 +1,7 @@
 """Real sample footage for demos and tests, fetched from registry packages on first use and
-cached (never shipped): the Sports2D demo video from the `sports2d` wheel on PyPI. The cache is
-`$MESHCAP_SAMPLES`, else `~/.cache/meshcap/samples`."""
+cached (never shipped): the Sports2D demo video from the `sports2d` wheel on PyPI, and
+Pose2Sim's single-person demo (four synchronised cameras and their calibration) from the
+`pose2sim` wheel. The cache is `$MESHCAP_SAMPLES`, else `~/.cache/meshcap/samples`."""
 from __future__ import annotations
 
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 from meshcap.errors import MeshcapError
 
 SPORTS2D = "sports2d==0.8.34"
+POSE2SIM = "pose2sim==0.10.49"
 
 
 def samples_dir() -> Path:
@@ -20,20 +22,48 @@ def samples_dir() -> Path:
     return d
 
 
+def _wheel(requirement: str) -> Path:
+    """The wheel of `requirement` (name==version), downloaded with pip once into the cache."""
+    name = requirement.split("==")[0]
+    wheels = samples_dir() / "wheels"
+    found = sorted(wheels.glob(f"{name}-{requirement.split('==')[1]}-*.whl"))
+    if found:
+        return found[-1]
+    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), requirement],
+                       capture_output=True, text=True)
+    found = sorted(wheels.glob(f"{name}-*.whl"))
+    if r.returncode != 0 or not found:
+        raise MeshcapError(f"could not fetch the sample footage ({requirement} from PyPI): {r.stderr.strip()[-300:]}")
+    return found[-1]
+
+
+def _extract(wheel: Path, member: str, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as z:
+        tmp = out.with_suffix(out.suffix + ".part")
+        tmp.write_bytes(z.read(member))
+        tmp.replace(out)
+    return out
+
+
 def sports2d_demo() -> Path:
     """Sports2D/Demo/demo.mp4 (two people, 1768x994, 30 fps, 230 frames), BSD-3-Clause, from
     the `sports2d` wheel (downloaded with pip, about 40 MB, once)."""
     out = samples_dir() / "sports2d-demo.mp4"
-    if out.exists():
-        return out
-    wheels = samples_dir() / "wheels"
-    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), SPORTS2D],
-                       capture_output=True, text=True)
-    found = sorted(wheels.glob("sports2d-*.whl"))
-    if r.returncode != 0 or not found:
-        raise MeshcapError(f"could not fetch the sample video ({SPORTS2D} from PyPI): {r.stderr.strip()[-300:]}")
-    with zipfile.ZipFile(found[-1]) as z:
-        tmp = out.with_suffix(".part")
-        tmp.write_bytes(z.read("Sports2D/Demo/demo.mp4"))
-        tmp.replace(out)
+    if not out.exists():
+        _extract(_wheel(SPORTS2D), "Sports2D/Demo/demo.mp4", out)
+    return out
+
+
+def pose2sim_single_person() -> Path:
+    """A folder with Pose2Sim's Demo_SinglePerson: `videos/cam01.mp4` ... `cam04.mp4` (one
+    person, four synchronised portrait cameras, 1080x1920, 60 fps, 100 frames) and
+    `calibration/Calib.qca.txt` (Qualisys export), BSD-3-Clause, from the `pose2sim` wheel
+    (about 50 MB, once)."""
+    out = samples_dir() / "pose2sim-single-person"
+    files = [f"videos/cam0{i}.mp4" for i in range(1, 5)] + ["calibration/Calib.qca.txt"]
+    if not all((out / f).exists() for f in files):
+        wheel = _wheel(POSE2SIM)
+        for f in files:
+            _extract(wheel, f"Pose2Sim/Demo_SinglePerson/{f}", out / f)
     return out

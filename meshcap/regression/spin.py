@@ -1,0 +1,255 @@
+"""The SPIN loop: fits of a user's own unlabelled keypoint tracks fine-tune the regressor.
+
+One round, as SPIN does it with POCO's bootstrap:
+1. regress every frame of every track, and fit from there (the fitting stage as `capture`
+   runs it: temporal terms, the regressor's sigma as the prior's weight);
+2. keep as pseudo-labels only the frames the fit is sure of: a small mean per-joint sigma (the
+   fit's own Laplace uncertainty), a small reprojection error, most keypoints seen; and only
+   the surest `keep_fraction` of each track;
+3. fine-tune the regressor on those frames (the real detector keypoints in, the fitted pose,
+   shape and camera as targets), every step mixed half and half with fresh synthetic people,
+   whose exact labels keep the sigma head honest and the network from forgetting.
+
+    python -m meshcap.regression.spin VIDEO_OR_KEYPOINTS... --out tuned.safetensors
+
+The tuned weights are used with `meshcap VIDEO --regressor --regressor-weights tuned.safetensors`.
+`bench/spin.py` measures whether a round helps: the regressor on a held-out synthetic split,
+and the reprojection error of fits on real footage, before and after.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import roma
+import torch
+
+from meshcap.body_models.base import BodyModel
+from meshcap.errors import InputError
+from meshcap.fitting.camera import intrinsics, project
+from meshcap.fitting.metrics import mpjpe, pa_mpjpe
+from meshcap.fitting.smplify import FitOptions, SingleViewFitter
+from meshcap.keypoints.tracks import Tracks
+from meshcap.regression import regress_track
+from meshcap.regression.model import INPUT_LAYOUT, KeypointRegressor, normalise_keypoints
+from meshcap.regression.train import WEIGHTS, Batch, _grouped, losses, synthetic_batch
+
+
+@dataclass
+class SpinOptions:
+    """steps, batch (half pseudo-labelled, half synthetic), lr: the fine-tuning. max_sigma:
+    metres, the largest mean per-joint fit sigma of a kept frame; keep_fraction: of each
+    track's frames, at most the surest this share; max_reprojection: median reprojection error
+    of a kept frame in units of the person's 2D size; min_seen: share of keypoints seen."""
+
+    steps: int = 300
+    batch: int = 128
+    lr: float = 1e-4
+    max_sigma: float = 0.05
+    keep_fraction: float = 0.5
+    max_reprojection: float = 0.02
+    min_seen: float = 0.6
+    seed: int = 0
+
+
+@dataclass
+class PseudoLabels:
+    """N kept frames: keypoints (N, 33, 3) as detected (blazepose33), K (N, 3, 3), and the fit's
+    poses (N, J, 3), shape (N, S), transl (N, 3); sigma (N,) its mean per-joint sigma."""
+
+    keypoints: torch.Tensor
+    K: torch.Tensor
+    poses: torch.Tensor
+    shape: torch.Tensor
+    transl: torch.Tensor
+    sigma: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+
+@dataclass
+class TrackFit:
+    """What one track's regress-then-fit gave: frames fitted, kept as labels, the median
+    reprojection error (pixels and share of the person's size) of the seen keypoints."""
+
+    frames: int
+    kept: int
+    median_px: float
+    median_rel: float
+
+
+def _spans(tracks: Tracks) -> list[torch.Tensor]:
+    tr = tracks if tracks.layout == INPUT_LAYOUT else tracks.convert(INPUT_LAYOUT)
+    out = []
+    for _, (frames, kp) in sorted(tr.tracks.items()):
+        span = np.zeros((frames.max() - frames.min() + 1, kp.shape[1], 3), np.float32)
+        span[frames - frames.min()] = kp
+        out.append(torch.from_numpy(span))
+    return out
+
+
+def fit_tracks_with(net: KeypointRegressor, model: BodyModel, tracks: list[Tracks],
+                    options: SpinOptions | None = None,
+                    fit_options: FitOptions | None = None) -> tuple[PseudoLabels, list[TrackFit]]:
+    """Regress and fit every track of every video; returns the frames worth learning from
+    (see the module docstring) and per-track figures."""
+    o = options or SpinOptions()
+    fitter = SingleViewFitter(model, INPUT_LAYOUT, fit_options)
+    keep: dict[str, list[torch.Tensor]] = {k: [] for k in ("keypoints", "K", "poses", "shape", "transl", "sigma")}
+    report = []
+    for tr in tracks:
+        K = intrinsics(*tr.image_size)
+        for span in _spans(tr):
+            init = regress_track(net, model, span, INPUT_LAYOUT, K)
+            res = fitter.fit(span, K, init=init, fps=tr.fps)
+            conf = span[..., 2]
+            seen = conf > 0
+            xy = span[..., :2]
+            size = torch.stack([(xy[..., i].where(seen, torch.tensor(-np.inf)).amax(-1)
+                                 - xy[..., i].where(seen, torch.tensor(np.inf)).amin(-1)) for i in range(2)],
+                               -1).amax(-1).clamp(min=1.0)  # (T,) the person's 2D size, pixels
+            err = res.reprojection_px.float()
+            med_px = torch.nanmedian(torch.where(seen, err, torch.full_like(err, float("nan"))), dim=-1).values
+            rel = med_px / size
+            sig = res.uncertainty.float().mean(-1)
+            ok = ((seen.float().mean(-1) >= o.min_seen) & (sig <= o.max_sigma) & (rel <= o.max_reprojection)
+                  & torch.isfinite(rel))
+            idx = torch.nonzero(ok).flatten()
+            n_keep = int(math.floor(o.keep_fraction * len(span)))
+            idx = idx[sig[idx].argsort()[:n_keep]]
+            report.append(TrackFit(len(span), len(idx), float(torch.nanmedian(err[seen])),
+                                   float(torch.nanmedian(rel[torch.isfinite(rel)])) if torch.isfinite(rel).any() else float("nan")))
+            keep["keypoints"].append(span[idx])
+            keep["K"].append(K.expand(len(idx), 3, 3))
+            keep["poses"].append(res.poses[idx].float())
+            keep["shape"].append(res.shape.float().expand(len(idx), -1))
+            keep["transl"].append(res.transl[idx].float())
+            keep["sigma"].append(sig[idx])
+    return PseudoLabels(**{k: torch.cat(v) for k, v in keep.items()}), report
+
+
+def pseudo_batch(model: BodyModel, labels: PseudoLabels, idx: torch.Tensor) -> Batch:
+    """A training batch from kept fits: the detector's keypoints in, the fit's body out."""
+    kp = labels.keypoints[idx]
+    K = labels.K[idx]
+    rot = roma.rotvec_to_rotmat(labels.poses[idx])
+    shape, transl = labels.shape[idx], labels.transl[idx]
+    with torch.no_grad():
+        out = model(rotmats=rot.to(model.dtype), shape=shape.to(model.dtype), transl=transl.to(model.dtype),
+                    layout=INPUT_LAYOUT, vertices=False)
+    joints, kp3 = out.joints.float(), out.keypoints.float()
+    tokens, center, half = normalise_keypoints(kp)
+    clean_box = (project(kp3, K) - center[:, None]) / half[:, None, None]
+    root = joints[:, :1]
+    return Batch(tokens, center, half, K, rot, shape, transl, joints - root, kp3 - root, clean_box)
+
+
+def _pseudo_losses(net: KeypointRegressor, model: BodyModel, b: Batch) -> dict[str, torch.Tensor]:
+    """The training losses on fitted targets, each person posed with their own shape (the
+    synthetic batches share shapes by groups; a user's tracks do not). No sigma term: a fit
+    is not the truth, so the distance to it says nothing exact about the regressor's error."""
+    pred = net(b.tokens)
+    out = model(rotmats=pred["rotmats"].to(model.dtype), shape=b.shape.to(model.dtype),
+                layout=INPUT_LAYOUT, vertices=False)
+    joints, keypoints = out.joints.float(), out.keypoints.float()
+    root = joints[:, :1]
+    j_rel, kp_rel = joints - root, keypoints - root
+    s, t = pred["cam"][:, :1, None], pred["cam"][:, None, 1:]
+    uv = s * (kp_rel[..., :2] + t)
+    return dict(rot=(pred["rotmats"] - b.rotmats).square().sum((-1, -2)).mean(),
+                joints=(j_rel - b.joints_rel).abs().sum(-1).mean(),
+                keypoints=(kp_rel - b.kp_rel).abs().sum(-1).mean(),
+                kp2d=(uv - b.clean_box).abs().sum(-1).mean(),
+                shape=(pred["shape"] - b.shape).square().sum(-1).mean())
+
+
+def fine_tune(net: KeypointRegressor, model: BodyModel, labels: PseudoLabels,
+              options: SpinOptions | None = None, log=None) -> KeypointRegressor:
+    """A copy of `net` fine-tuned on `labels` mixed with synthetic people (module docstring)."""
+    o = options or SpinOptions()
+    if len(labels) == 0:
+        raise InputError("no frame was fitted surely enough to learn from; nothing to fine-tune on")
+    tuned = copy.deepcopy(net).train()
+    torch.manual_seed(o.seed)
+    g = torch.Generator().manual_seed(o.seed)
+    opt = torch.optim.AdamW(tuned.parameters(), lr=o.lr, weight_decay=1e-4)
+    half = max(8, o.batch // 2)
+    half -= half % 8  # synthetic batches come in groups of shapes
+    for step in range(1, o.steps + 1):
+        idx = torch.randint(len(labels), (half,), generator=g)
+        lp = _pseudo_losses(tuned, model, pseudo_batch(model, labels, idx))
+        ls = losses(tuned, model, synthetic_batch(model, half, g))
+        total = sum(WEIGHTS[k] * ls[k] for k in WEIGHTS) + sum(WEIGHTS[k] * lp[k] for k in lp)
+        opt.zero_grad()
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(tuned.parameters(), 1.0)
+        opt.step()
+        if log is not None and (step % 50 == 0 or step == o.steps):
+            log(json.dumps(dict(step=step, loss=round(float(total.detach()), 4))))
+    tuned.record = dict(getattr(net, "record", {}), spin=dict(asdict(o), labels=len(labels)))
+    return tuned.eval()
+
+
+@torch.no_grad()
+def heldout_metrics(net: KeypointRegressor, model: BodyModel, people: int = 512, seed: int = 1234) -> dict:
+    """The regressor alone on a held-out synthetic split (its own seed): MPJPE and PA-MPJPE
+    of the fitted joints, mm."""
+    g = torch.Generator().manual_seed(seed)
+    mp, pa = [], []
+    for _ in range(max(1, people // 256)):
+        b = synthetic_batch(model, 256, g)
+        pred = net(b.tokens)
+        joints, _ = _grouped(model, pred["rotmats"], b.shape)
+        j_rel = joints - joints[:, :1]
+        mp.append(mpjpe(j_rel, b.joints_rel))
+        pa.append(pa_mpjpe(j_rel, b.joints_rel))
+    return dict(mpjpe_mm=1000 * float(torch.cat(mp).mean()), pa_mpjpe_mm=1000 * float(torch.cat(pa).mean()))
+
+
+def spin_round(net: KeypointRegressor, model: BodyModel, tracks: list[Tracks],
+               options: SpinOptions | None = None, log=None) -> tuple[KeypointRegressor, dict]:
+    """One round: pseudo-labels from `tracks`, then fine-tuning. Returns the tuned copy and a
+    report (labels kept per track, and the fits' reprojection error before tuning)."""
+    labels, fits = fit_tracks_with(net, model, tracks, options)
+    tuned = fine_tune(net, model, labels, options, log)
+    return tuned, dict(labels=len(labels), tracks=[asdict(f) for f in fits])
+
+
+def main(argv: list[str] | None = None) -> None:
+    from meshcap.body_models import load_body_model
+    from meshcap.keypoints.pipeline import video_tracks
+    from meshcap.keypoints.readers import read_keypoints
+    from meshcap.regression.weights import load_regressor, save_weights
+
+    ap = argparse.ArgumentParser(prog="python -m meshcap.regression.spin",
+                                 description="fine-tune the regressor on fits of your own videos (one SPIN round)")
+    ap.add_argument("sources", nargs="+", help="videos, or keypoint files/folders (meshcap .npz, COCO .json, OpenPose)")
+    ap.add_argument("--out", required=True, help=".safetensors file to write")
+    ap.add_argument("--weights", default=None, help="weights to start from (default: the shipped ones)")
+    ap.add_argument("--steps", type=int, default=SpinOptions.steps)
+    ap.add_argument("--max-sigma", type=float, default=SpinOptions.max_sigma)
+    args = ap.parse_args(argv)
+    model = load_body_model("anny")
+    net = load_regressor(args.weights)
+    tracks = []
+    for src in args.sources:
+        p = Path(src)
+        keypoint_file = p.suffix.lower() in (".npz", ".json") or (p.is_dir() and any(p.glob("*.json")))
+        tracks.append(read_keypoints(p) if keypoint_file else video_tracks(p))
+    opts = SpinOptions(steps=args.steps, max_sigma=args.max_sigma)
+    before = heldout_metrics(net, model)
+    tuned, report = spin_round(net, model, tracks, opts, log=print)
+    after = heldout_metrics(tuned, model)
+    save_weights(tuned, args.out, tuned.record)
+    print(json.dumps(dict(report, heldout_before=before, heldout_after=after), indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

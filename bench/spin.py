@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
 from meshcap import load_body_model
 from meshcap.keypoints.pipeline import video_tracks
 from meshcap.regression import load_regressor
-from meshcap.regression.spin import SpinOptions, fine_tune, fit_tracks_with, heldout_metrics
+from meshcap.regression.spin import SpinOptions, fit_tracks_with, heldout_metrics, spin_round
 from meshcap.samples import pose2sim_single_person, sports2d_demo
 
 
@@ -49,12 +50,13 @@ def main() -> None:
     print("footage:", ", ".join(f"{n} ({len(t)} tracks, {t.num_frames} frames)" for n, t in named))
     opts = SpinOptions(steps=args.steps)
     t0 = time.perf_counter()
-    labels, fits_before = fit_tracks_with(net, model, tracks, opts)
-    t1 = time.perf_counter()
-    tuned = fine_tune(net, model, labels, opts)
-    t2 = time.perf_counter()
-    print(f"pseudo-labels: {len(labels)} of {sum(f.frames for f in fits_before)} frames kept "
-          f"(fits {t1 - t0:.0f} s, fine-tuning {opts.steps} steps {t2 - t1:.0f} s)")
+    tuned, report = spin_round(net, model, tracks, opts)
+    fits_before = [SimpleNamespace(**f) for f in report["tracks"]]
+    print(f"pseudo-labels: {report['labels']} of {sum(f.frames for f in fits_before)} frames kept; "
+          f"round {time.perf_counter() - t0:.0f} s; validation PA-MPJPE "
+          f"{report['validation_before']['pa_mpjpe_mm']:.1f} mm before, tried: "
+          + ", ".join(f"weight {t['pseudo_weight']}: {t['validation']['pa_mpjpe_mm']:.1f}" for t in report["tried"])
+          + f"; accepted weight {report['accepted_weight']}")
     before, after = heldout_metrics(net, model, args.people), heldout_metrics(tuned, model, args.people)
     print(f"1. held-out synthetic, regressor alone: MPJPE {before['mpjpe_mm']:.1f} -> {after['mpjpe_mm']:.1f} mm, "
           f"PA-MPJPE {before['pa_mpjpe_mm']:.1f} -> {after['pa_mpjpe_mm']:.1f} mm "
@@ -64,7 +66,8 @@ def main() -> None:
           f"   after:  {summary(fits_after)}")
     ratio = np.median([a.median_px / b.median_px for a, b in zip(fits_after, fits_before)])
     print(f"   median per-track ratio after/before: {ratio:.3f} (no worse: <= 1)")
-    print(json.dumps(dict(labels=len(labels), before=before, after=after)))
+    print(json.dumps(dict(labels=report["labels"], accepted_weight=report["accepted_weight"], before=before,
+                          after=after)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,194 @@
+"""Fitting one person seen by several calibrated cameras: the single-view objective summed over
+the views (lens distortion included), in the calibration's world frame.
+
+Stages: (1) triangulate the keypoints robustly (`meshcap.multiview.triangulate`); (2) place
+the root per frame by a rigid fit of the rest body's torso and face to the triangulated ones;
+(3) fit pose, shape and translation to the triangulated keypoints in 3D (robust, metres);
+(4) refine on the 2D keypoints of every view (Geman-McClure in hundredths of the person's size
+in that view), with the pose, joint-limit, shape and temporal terms of single-view fitting.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import roma
+import torch
+
+from meshcap.body_models.base import BodyModel
+from meshcap.errors import InputError
+from meshcap.fitting.priors import limit_penalty
+from meshcap.fitting.smplify import _ROOT_STAGE, FitOptions, SingleViewFitter, _person_size, _second_difference, gmof
+from meshcap.multiview.calibration import Camera, distort_project
+from meshcap.multiview.triangulate import triangulate
+
+
+@dataclass
+class MultiViewResult:
+    """poses (T, J, 3), shape (1, S), transl (T, 3), joints (T, J, 3) world; keypoints3d
+    (T, K, 3) of the fitted body; triangulated (T, K, 3) (NaN where unseen); reprojection_px
+    (C, T, K) per view (NaN where the view saw nothing); uncertainty (T, J) metres."""
+
+    poses: torch.Tensor
+    shape: torch.Tensor
+    transl: torch.Tensor
+    joints: torch.Tensor
+    keypoints3d: torch.Tensor
+    triangulated: np.ndarray
+    reprojection_px: np.ndarray
+    uncertainty: torch.Tensor
+
+
+class MultiViewFitter:
+    """Fits keypoints (C, T, K, 3) of one person seen by C calibrated cameras."""
+
+    def __init__(self, body_model: BodyModel, cameras: list[Camera], layout: str = "blazepose33",
+                 options: FitOptions | None = None, iters_3d: int = 100, iters_2d: int = 100) -> None:
+        self.model = body_model
+        self.cameras = cameras
+        self._single = SingleViewFitter(body_model, layout, options)  # priors and parameterisation
+        self.layout = self._single.layout
+        self.options = self._single.options
+        self.iters_3d, self.iters_2d = iters_3d, iters_2d
+        dt = body_model.dtype
+        self._R = torch.as_tensor(np.stack([c.R for c in cameras]), dtype=dt)
+        self._t = torch.as_tensor(np.stack([c.t for c in cameras]), dtype=dt)
+        self._K = torch.as_tensor(np.stack([c.K for c in cameras]), dtype=dt)
+        self._dist = torch.as_tensor(np.stack([c.dist for c in cameras]), dtype=dt)
+
+    def project(self, X: torch.Tensor) -> torch.Tensor:
+        """(C, ..., 2) pixels in every view of world points X (..., 3)."""
+        out = []
+        for c in range(len(self.cameras)):
+            Xc = X @ self._R[c].T + self._t[c]
+            out.append(distort_project(Xc, self._K[c], self._dist[c]))
+        return torch.stack(out)
+
+    def _root_init(self, tri: torch.Tensor, shape: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame root rotation (T, 3) and translation (T, 3): the rest body's torso and face
+        rigidly aligned to the triangulated ones (frames without enough take their neighbours')."""
+        J = self.model.num_joints
+        dt = tri.dtype
+        rest = self.model(torch.zeros(1, J, 3, dtype=dt), shape, layout=self.layout.name, vertices=False)
+        idx = [self.layout.index(n) for n in _ROOT_STAGE if n in self.layout.names]
+        src = rest.keypoints[0, idx]
+        j0 = self.model.rest_joints(shape)[0, 0]
+        dst = tri[:, idx]
+        ok = torch.isfinite(dst).all(-1)
+        good = ok.sum(-1) >= 4
+        if not good.any():
+            raise InputError("no frame has its torso seen by two cameras: cannot place the body")
+        T = tri.shape[0]
+        R = torch.eye(3, dtype=dt).repeat(T, 1, 1)
+        tr = torch.zeros(T, 3, dtype=dt)
+        for t in torch.nonzero(good).flatten().tolist():
+            m = ok[t]
+            Rt, tt = roma.rigid_points_registration(src[m][None], dst[t, m][None])
+            R[t], tr[t] = Rt[0], tt[0]
+        frames = torch.arange(T)
+        src_f = frames[good]
+        nearest = src_f[(frames[:, None] - src_f[None]).abs().argmin(1)]
+        R, tr = R[nearest], tr[nearest]
+        # X = R (p - j0) + j0 + transl  ==  R p + tr
+        transl = tr + (R @ j0) - j0
+        return roma.rotmat_to_rotvec(R), transl
+
+    def fit(self, keypoints: np.ndarray, fps: float = 30.0) -> MultiViewResult:
+        """Fit keypoints (C, T, K, 3): pixels + confidence per camera, frames synchronised."""
+        kp = np.asarray(keypoints, dtype=np.float64)
+        C = len(self.cameras)
+        if kp.ndim != 4 or kp.shape[0] != C or kp.shape[2:] != (len(self.layout), 3):
+            raise InputError(f"keypoints must be ({C}, T, {len(self.layout)}, 3), got {kp.shape}")
+        T, K = kp.shape[1], kp.shape[2]
+        o, m, dt = self.options, self.model, self.model.dtype
+        X, _, _ = triangulate(kp.reshape(C, T * K, 3), self.cameras)
+        tri_np = X.reshape(T, K, 3)
+        tri = torch.as_tensor(tri_np, dtype=dt)
+        seen3 = torch.isfinite(tri).all(-1)
+        tri0 = torch.nan_to_num(tri)
+        shape_p = torch.zeros(1, m.shape_dim, dtype=dt)
+        root, transl = self._root_init(tri, self._single._shape_from_param(shape_p))
+        body = torch.zeros(T, m.num_joints - 1, 3, dtype=dt)
+        for p in (root, transl, body, shape_p):
+            p.requires_grad_(True)
+
+        xy = torch.as_tensor(np.nan_to_num(kp[..., :2]), dtype=dt)
+        conf = torch.as_tensor(np.nan_to_num(kp[..., 2]), dtype=dt)
+        conf = torch.where(conf >= o.min_confidence, conf.clamp(max=1.0), torch.zeros_like(conf))
+        size = torch.stack([_person_size(xy[c], conf[c]) for c in range(C)])  # (C, T)
+        w3 = seen3.to(dt)
+
+        def priors(out, rotmats):
+            frame = o.w_pose * body.square().sum((-1, -2)) + o.w_limits * limit_penalty(body, self._single._ranges)
+            track = o.w_shape * shape_p.square().sum()
+            if o.temporal and T >= 3:
+                acc = _second_difference(out.joints) * fps * fps
+                track = track + o.w_accel * acc.square().sum()
+                track = track + o.w_rot_vel * ((rotmats[1:] - rotmats[:-1]) * fps).square().sum()
+            return frame.sum() + track
+
+        def forward():
+            pose = torch.cat([root[:, None], body], 1)
+            rotmats = roma.rotvec_to_rotmat(pose)
+            out = m(rotmats=rotmats, shape=self._single._shape_from_param(shape_p), transl=transl,
+                    layout=self.layout.name, vertices=False)
+            return out, rotmats
+
+        # 3D stage: centimetre residuals, Geman-McClure at 10 cm
+        opt = torch.optim.Adam([{"params": [root, body], "lr": o.lr_rot}, {"params": [transl], "lr": o.lr_transl},
+                                {"params": [shape_p], "lr": o.lr_shape}])
+        for _ in range(self.iters_3d):
+            opt.zero_grad()
+            out, rotmats = forward()
+            r2 = ((out.keypoints - tri0) * 100).square().sum(-1)
+            data = (w3 * gmof(r2, 10.0)).sum() / w3.sum().clamp(min=1) * T
+            (data + priors(out, rotmats)).backward()
+            opt.step()
+        # 2D stage: every view's reprojection
+        opt = torch.optim.Adam([{"params": [root, body], "lr": o.lr_rot / 3}, {"params": [transl], "lr": o.lr_transl / 3},
+                                {"params": [shape_p], "lr": o.lr_shape / 3}])
+        for _ in range(self.iters_2d):
+            opt.zero_grad()
+            out, rotmats = forward()
+            uv = self.project(out.keypoints)  # (C, T, K, 2)
+            r2 = ((uv - xy) / (0.01 * size[..., None, None])).square().sum(-1)
+            data = (conf * gmof(r2, o.sigma)).sum() / conf.sum().clamp(min=1e-6) * T
+            (data + priors(out, rotmats)).backward()
+            opt.step()
+
+        with torch.no_grad():
+            out, _ = forward()
+            uv = self.project(out.keypoints)
+            err = (uv - xy).norm(dim=-1)
+            err = torch.where(conf > 0, err, torch.full_like(err, float("nan")))
+            sigma = self._uncertainty(out.joints, err, conf)
+        pose = torch.cat([root[:, None], body], 1).detach()
+        return MultiViewResult(pose, self._single._shape_from_param(shape_p).detach(), transl.detach(),
+                               out.joints, out.keypoints, tri_np, err.numpy(), sigma)
+
+    def _uncertainty(self, joints: torch.Tensor, err: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+        """(T, J) per-joint sigma, metres: each view that saw the person in a frame pins a joint
+        laterally to (its RMS reprojection error in that frame) x depth / focal; independent
+        views combine as inverse variances. A first-order estimate that ignores the angles
+        between views (near-parallel views overstate the certainty of depth)."""
+        C, T = err.shape[:2]
+        inv = torch.zeros(T, joints.shape[1], dtype=joints.dtype)
+        for c in range(C):
+            seen = (conf[c] > 0).sum(-1) >= 4  # (T,)
+            rms = torch.sqrt(torch.nanmean(err[c].square(), dim=-1)).clamp(min=1.0)  # (T,)
+            depth = (joints @ self._R[c].T + self._t[c])[..., 2].clamp(min=0.1)  # (T, J)
+            f = 0.5 * (self._K[c, 0, 0] + self._K[c, 1, 1])
+            s = rms[:, None] * depth / f
+            inv = inv + torch.where(seen[:, None] & torch.isfinite(s), 1.0 / s.square(), torch.zeros_like(s))
+        return torch.where(inv > 0, inv.rsqrt(), torch.full_like(inv, 1.0))
+
+
+def bone_length_std(points: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """(len(pairs),) standard deviation over frames of each segment's length, metres, from
+    points (T, N, 3) (frames with NaN skipped)."""
+    out = []
+    for a, b in pairs:
+        d = np.linalg.norm(points[:, a] - points[:, b], axis=-1)
+        out.append(np.nanstd(d) if np.isfinite(d).sum() > 1 else math.nan)
+    return np.array(out)

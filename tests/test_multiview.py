@@ -1,0 +1,109 @@
+"""Multi-view capture on synthetic scenes with known cameras, and the calibration formats."""
+import numpy as np
+import pytest
+import torch
+
+from meshcap import InputError, load_body_model
+from meshcap.fitting.multiview import MultiViewFitter
+from meshcap.fitting.metrics import mpjpe
+from meshcap.multiview.calibration import Camera, read_calibration, write_calibration
+from meshcap.multiview.triangulate import triangulate
+from meshcap.synthetic import smooth_motion, sample_shapes
+
+
+def look_at(name, position, target=(0.0, 0.9, 0.0), size=(1280, 720), f=1100.0, dist=(0.0,) * 5):
+    """An OpenCV camera at `position` looking at `target`, world y up."""
+    position, target = np.asarray(position, float), np.asarray(target, float)
+    z = (target - position) / np.linalg.norm(target - position)
+    up = np.array([0.0, 1.0, 0.0])
+    y = -(up - up @ z * z)
+    y /= np.linalg.norm(y)
+    R = np.stack([np.cross(y, z), y, z])
+    K = [[f, 0, size[0] / 2], [0, f, size[1] / 2], [0, 0, 1]]
+    return Camera(name, K, R, -R @ position, size, dist)
+
+
+def ring(n=4, radius=4.0, height=1.6, dist=(0.0,) * 5):
+    return [look_at(f"cam{i + 1}", (radius * np.sin(a), height, radius * np.cos(a)), dist=dist)
+            for i, a in enumerate(np.linspace(0, 2 * np.pi, n, endpoint=False) + 0.3)]
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """One person moving for 1 s at 30 fps, seen by four cameras with lens distortion and
+    2 px of noise; returns (model, cameras, observations (C, T, 33, 3), true joints (T, J, 3))."""
+    model = load_body_model("anny")
+    g = torch.Generator().manual_seed(2)
+    T = 30
+    poses = smooth_motion(model, T, 30.0, g)
+    poses[:, 0] = torch.tensor([0.0, 0.7, 0.0])  # upright (world y up), turned
+    shape = sample_shapes(model, 1, g)
+    transl = torch.stack([torch.linspace(-0.3, 0.3, T), torch.zeros(T), torch.zeros(T)], -1)
+    cams = ring(dist=(-0.05, 0.02, 0.001, -0.001, 0.0))
+    with torch.no_grad():
+        out = model(poses, shape, transl, layout="blazepose33", vertices=False)
+    obs = []
+    for cam in cams:
+        uv = cam.project(out.keypoints.double()).numpy()
+        uv += np.random.default_rng(len(obs)).normal(0, 2.0, uv.shape)
+        obs.append(np.concatenate([uv, np.full(uv.shape[:-1] + (1,), 0.9)], -1))
+    return model, cams, np.stack(obs), out.joints, out.keypoints
+
+
+def test_multiview_fit_recovers_the_joints(scene):
+    model, cams, obs, joints, _ = scene
+    res = MultiViewFitter(model, cams).fit(obs, fps=30.0)
+    err = 1000 * float(((res.joints - joints.to(res.joints.dtype)).norm(dim=-1)).mean())
+    assert err < 15.0, err  # mm, absolute (the world is the calibration's)
+    assert np.nanmedian(res.reprojection_px) < 3.0
+    assert res.uncertainty.shape == joints.shape[:2] and (res.uncertainty < 0.05).all()
+
+
+def test_triangulation_down_weights_a_corrupted_view(scene):
+    _, cams, obs, _, kp3 = scene
+    bad = obs.copy()
+    bad[2, ..., :2] += np.random.default_rng(0).normal(0, 80.0, bad[2, ..., :2].shape)  # one view is wrong
+    C, T, K, _ = obs.shape
+    X, w, res = triangulate(bad.reshape(C, T * K, 3), cams)
+    truth = kp3.reshape(-1, 3).double().numpy()
+    err = np.linalg.norm(X - truth, axis=-1)
+    assert np.median(err) < 0.01, np.median(err)  # still within a centimetre
+    assert np.median(w[2]) < 0.1 * np.median(w[[0, 1, 3]])  # the bad view has little say
+    plain, _, _ = triangulate(bad.reshape(C, T * K, 3), cams, iterations=0)
+    assert np.median(np.linalg.norm(plain - truth, axis=-1)) > 3 * np.median(err)
+
+
+@pytest.mark.parametrize("name", ["calib.toml", "calib.json", "yaml_folder"])
+def test_calibration_files_round_trip(tmp_path, name):
+    cams = ring(3, dist=(-0.1, 0.05, 0.001, 0.002, 0.0))
+    target = tmp_path / name
+    if name == "yaml_folder":
+        target.mkdir()
+    write_calibration(cams, target)
+    back = read_calibration(target)
+    assert [c.name for c in back] == [c.name for c in cams]
+    for a, b in zip(cams, back):
+        assert np.allclose(a.K, b.K) and np.allclose(a.R, b.R, atol=1e-9) and np.allclose(a.t, b.t)
+        assert np.allclose(a.dist[:4], b.dist[:4]) and a.size == b.size
+        X = np.array([[0.1, 1.0, 0.2], [-0.4, 0.3, 0.5]])
+        assert np.allclose(a.project(X).numpy(), b.project(X).numpy(), atol=1e-6)
+
+
+def test_bad_calibration_files(tmp_path):
+    with pytest.raises(InputError, match="no such calibration"):
+        read_calibration(tmp_path / "none.toml")
+    bad = tmp_path / "c.toml"
+    bad.write_text('[cam_1]\nname = "cam_1"\nsize = [10, 10]\n')
+    with pytest.raises(InputError, match="lacks matrix"):
+        read_calibration(bad)
+    bad.write_text("not toml [[[")
+    with pytest.raises(InputError, match="unreadable calibration"):
+        read_calibration(bad)
+    (tmp_path / "y").mkdir()
+    with pytest.raises(InputError, match="intri.yml"):
+        read_calibration(tmp_path / "y")
+    rot = tmp_path / "r.json"
+    rot.write_text('{"format": "meshcap.cameras", "cameras": [{"name": "a", "K": [[1,0,0],[0,1,0],[0,0,1]], '
+                   '"R": [[2,0,0],[0,1,0],[0,0,1]], "t": [0,0,0], "size": [4, 4]}]}')
+    with pytest.raises(InputError, match="not a rotation"):
+        read_calibration(rot)

@@ -16,7 +16,7 @@ EXIT_CODES = ("Exit codes: 0 success; 1 internal error (a bug: please report it)
               "usage (the message names the file and what is wrong); 3 missing dependency (the "
               "message says what to install). A failed run leaves no partial output files.")
 
-_SUBCOMMANDS = ("info", "prepare", "detect", "export", "render", "view")
+_SUBCOMMANDS = ("info", "prepare", "detect", "export", "render", "view", "multiview")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         "  meshcap export motion.npz --bvh f.bvh --glb f.glb   animation files from a result\n"
         "  meshcap render motion.npz --video VIDEO --out overlay.mp4   meshes drawn over the video\n"
         "  meshcap view motion.npz [--html f.html]   play a result in the browser (or as one offline page)\n"
+        "  meshcap multiview cam1.mp4 cam2.mp4 ... --calib CALIB --out motion.npz   calibrated cameras\n"
         "  meshcap info motion.npz             describe a result\n"
         "  meshcap prepare                     build the body model's mesh cache once for this machine",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -59,6 +60,20 @@ def _parser() -> argparse.ArgumentParser:
     ren.add_argument("--model-path", default=None, help="SMPL-family model file, if the motion uses one")
     ren.add_argument("--quiet", action="store_true", help="no progress bar")
     _render_options(ren)
+    mv = sub.add_parser("multiview", help="capture people seen by several calibrated, synchronised cameras",
+                        epilog=EXIT_CODES)
+    mv.add_argument("sources", nargs="+", help="one video (or keypoint file/folder) per camera, in the calibration's order")
+    mv.add_argument("--calib", required=True,
+                    help="calibration: Pose2Sim .toml, Qualisys .qca.txt, OpenCV/EasyMocap folder (intri.yml + extri.yml) or meshcap .json")
+    mv.add_argument("--out", required=True, help="motion.npz to write (the calibration's world frame)")
+    mv.add_argument("--offsets", default=None, help="per camera, the frame that shows the first moment: e.g. 0,0,3,0")
+    mv.add_argument("--max-people", type=int, default=None, help="keep at most this many people (the longest seen)")
+    mv.add_argument("--min-track-length", type=int, default=10, help="drop people seen for fewer frames")
+    mv.add_argument("--no-cache", action="store_true", help="do not reuse or write the per-view keypoint caches")
+    mv.add_argument("--quiet", action="store_true", help="no progress bars")
+    mv.add_argument("--bvh", default=None, help="also write BVH")
+    mv.add_argument("--glb", default=None, help="also write glTF (.glb/.gltf)")
+    mv.add_argument("--fbx", default=None, help='also write FBX (needs the extra: pip install "meshcap[fbx]")')
     view = sub.add_parser("view", help="play a motion in the browser: live on localhost, or as one offline HTML file",
                           epilog=EXIT_CODES)
     view.add_argument("motion", help="a motion.npz written by meshcap")
@@ -305,6 +320,52 @@ def _capture(argv: list[str]) -> None:
         print(f"keypoints cached in {cache} (re-runs skip detection)")
 
 
+def _multiview(args) -> None:
+    import time
+    from pathlib import Path
+
+    from meshcap.multiview.capture import capture_multiview
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".npz":
+        raise MeshcapError(f"{out}: the output must be a .npz file")
+    _check_writable(out)
+    _check_export_targets(args.bvh, args.glb, args.fbx)
+    try:
+        offsets = [int(x) for x in args.offsets.split(",")] if args.offsets else None
+    except ValueError:
+        raise MeshcapError(f"--offsets must be comma-separated frame counts, got {args.offsets!r}") from None
+    t0 = time.perf_counter()
+    kw = dict(offsets=offsets, max_people=args.max_people, min_length=args.min_track_length,
+              cache_dir=None if args.no_cache else out.parent)
+    if args.quiet:
+        motion = capture_multiview(args.sources, args.calib, **kw)
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=_stderr_console()) as prog:
+            tasks: dict[str, int] = {}
+
+            def update(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = prog.add_task(stage, total=total)
+                prog.update(tasks[stage], completed=done, total=total)
+
+            motion = capture_multiview(args.sources, args.calib, progress=update, **kw)
+    written: list = []
+    try:
+        _export(motion, args.bvh, args.glb, args.fbx, written=written)
+        motion.save(out)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    for p in written:
+        print(f"wrote {p}")
+    print(f"{out}: {motion.summary()}; {time.perf_counter() - t0:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -340,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {args.out}")
             elif args.png is None:
                 raise MeshcapError("nothing to render: give --out overlay.mp4 and/or --frame N --png FILE")
+        elif args.command == "multiview":
+            _multiview(args)
         elif args.command == "view":
             from meshcap.motion import Motion
             from meshcap.viewer import serve, write_html

@@ -10,6 +10,7 @@ are then linked over frames by the distance between their 3D centres (Hungarian 
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -27,8 +28,9 @@ def _view_costs(kp: np.ndarray, cameras: list[Camera]) -> tuple[np.ndarray, np.n
     X, _, res = triangulate(kp.transpose(1, 0, 2, 3).reshape(C, M * K, 3), cameras, scale_px=_SCALE_PX)
     res = res.reshape(C, M, K)
     used = (kp[..., 2] > 0.3).sum(-1).T >= 4  # (C, M): the view has a detection with enough points
-    with np.errstate(all="ignore"):
-        med = np.nanmedian(np.where(np.isfinite(res), res, np.nan), axis=-1)  # (C, M)
+    with warnings.catch_warnings():  # views that saw nothing give all-NaN rows: that is the point
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(res, axis=-1)  # (C, M)
     cost = np.where(used & np.isfinite(med), np.log1p(np.square(np.nan_to_num(med, nan=1e6) / _SCALE_PX)), _MISSING)
     cost = np.where(used, cost, _MISSING).sum(0)
     cost[used.sum(0) < 2] = np.inf

@@ -55,15 +55,24 @@ def sports2d_demo() -> Path:
     return out
 
 
-def pose2sim_single_person() -> Path:
-    """A folder with Pose2Sim's Demo_SinglePerson: `videos/cam01.mp4` ... `cam04.mp4` (one
-    person, four synchronised portrait cameras, 1080x1920, 60 fps, 100 frames) and
-    `calibration/Calib.qca.txt` (Qualisys export), BSD-3-Clause, from the `pose2sim` wheel
-    (about 50 MB, once)."""
-    out = samples_dir() / "pose2sim-single-person"
+def _pose2sim_demo(demo: str, folder: str) -> Path:
+    out = samples_dir() / folder
     files = [f"videos/cam0{i}.mp4" for i in range(1, 5)] + ["calibration/Calib.qca.txt"]
     if not all((out / f).exists() for f in files):
         wheel = _wheel(POSE2SIM)
         for f in files:
-            _extract(wheel, f"Pose2Sim/Demo_SinglePerson/{f}", out / f)
+            _extract(wheel, f"Pose2Sim/{demo}/{f}", out / f)
     return out
+
+
+def pose2sim_single_person() -> Path:
+    """A folder with Pose2Sim's Demo_SinglePerson: `videos/cam01.mp4` ... `cam04.mp4` (the
+    subject, with two people in the background; four synchronised portrait cameras, 1080x1920,
+    60 fps, 100 frames) and `calibration/Calib.qca.txt` (Qualisys export), BSD-3-Clause, from
+    the `pose2sim` wheel (about 50 MB, once)."""
+    return _pose2sim_demo("Demo_SinglePerson", "pose2sim-single-person")
+
+
+def pose2sim_multi_person() -> Path:
+    """Pose2Sim's Demo_MultiPerson, laid out as `pose2sim_single_person`."""
+    return _pose2sim_demo("Demo_MultiPerson", "pose2sim-multi-person")

@@ -44,7 +44,7 @@ class MultiViewFitter:
     """Fits keypoints (C, T, K, 3) of one person seen by C calibrated cameras."""
 
     def __init__(self, body_model: BodyModel, cameras: list[Camera], layout: str = "blazepose33",
-                 options: FitOptions | None = None, iters_3d: int = 100, iters_2d: int = 100) -> None:
+                 options: FitOptions | None = None, iters_3d: int = 100, iters_2d: int = 200) -> None:
         self.model = body_model
         self.cameras = cameras
         self._single = SingleViewFitter(body_model, layout, options)  # priors and parameterisation

@@ -48,7 +48,9 @@ def associate_frame(candidates: list[list[np.ndarray]], cameras: list[Camera], m
     max_cost = (C - 2) * _MISSING + 2 * np.log1p(4.0) if max_cost is None else max_cost
     free = [list(range(len(cs))) for cs in candidates]
     people = []
-    for _ in range(max_people):
+    for _ in range(2 * max_people):  # duplicates take turns too
+        if len(people) >= max_people:
+            break
         options = [f + [None] for f in free]
         picks = list(itertools.product(*options))
         kp = np.zeros((len(picks), C, K, 3))
@@ -61,11 +63,21 @@ def associate_frame(candidates: list[list[np.ndarray]], cameras: list[Camera], m
         if not np.isfinite(cost[best]) or cost[best] > max_cost:
             break
         pick = list(picks[best])
-        people.append((pick, X[best]))
         for c, i in enumerate(pick):
             if i is not None:
                 free[c].remove(i)
+        # A detector sometimes reports one body twice; such a second pick lands on a person
+        # already found, and is dropped (its detections are used up all the same).
+        if not any(_same_place(X[best], Y) for _, Y in people):
+            people.append((pick, X[best]))
     return people
+
+
+def _same_place(X: np.ndarray, Y: np.ndarray, radius: float = 0.3) -> bool:
+    """Whether two triangulated bodies (K, 3) are the same: median keypoint distance < radius."""
+    d = np.linalg.norm(X - Y, axis=-1)
+    d = d[np.isfinite(d)]
+    return len(d) > 0 and float(np.median(d)) < radius
 
 
 def link_people(frames: list[list[tuple[list[int | None], np.ndarray]]], max_jump: float = 0.5,

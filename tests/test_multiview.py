@@ -107,3 +107,44 @@ def test_bad_calibration_files(tmp_path):
                    '"R": [[2,0,0],[0,1,0],[0,0,1]], "t": [0,0,0], "size": [4, 4]}]}')
     with pytest.raises(InputError, match="not a rotation"):
         read_calibration(rot)
+
+
+def test_pose2sim_demo_four_cameras(tmp_path):
+    """The real Pose2Sim single-person demo (four calibrated cameras, fetched from PyPI): the
+    subject is found in every frame, the fit reprojects onto every view, stands on the floor
+    of the calibration's world (z up), and keeps its bones' lengths."""
+    import subprocess
+    import sys
+
+    from meshcap import Motion
+    from meshcap.samples import pose2sim_single_person
+
+    demo = pose2sim_single_person()
+    videos = [str(demo / "videos" / f"cam0{i}.mp4") for i in range(1, 5)]
+    out = tmp_path / "motion.npz"
+    r = subprocess.run([sys.executable, "-m", "meshcap.cli", "multiview", *videos, "--calib",
+                        str(demo / "calibration" / "Calib.qca.txt"), "--out", str(out), "--max-people", "1",
+                        "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = Motion.load(out)
+    assert m.num_people == 1 and m.valid[0].sum() >= 95 and m.cam_K.shape == (4, 3, 3)
+    j = m.joints3d[0, m.valid[0]]
+    head, feet = j[:, m.joint_names.index("head"), 2], j[:, [m.joint_names.index("foot.L"),
+                                                               m.joint_names.index("foot.R")], 2]
+    assert 1.2 < np.median(head) < 1.9 and -0.2 < np.median(feet.min(1)) < 0.3  # metres, z up
+    # every view: the fitted keypoints land near the detections (portrait 1080x1920 frames)
+    kp3 = m.keypoints3d("blazepose33")[0]
+    from meshcap.multiview.calibration import read_calibration
+
+    cams = read_calibration(demo / "calibration" / "Calib.qca.txt")
+    uv = cams[0].project(torch.as_tensor(kp3[m.valid[0]], dtype=torch.float64)).numpy()
+    obs = m.keypoints2d[0, m.valid[0]]
+    seen = obs[..., 2] > 0.5
+    assert np.median(np.linalg.norm(uv - obs[..., :2], axis=-1)[seen]) < 30.0
+    # one shape per person: bone lengths are constant
+    upper = np.linalg.norm(j[:, m.joint_names.index("upperleg01.L")] - j[:, m.joint_names.index("lowerleg01.L")], axis=-1)
+    assert upper.std() < 1e-3
+    r = subprocess.run([sys.executable, "-m", "meshcap.cli", "multiview", *videos[:2], "--calib",
+                        str(demo / "calibration" / "Calib.qca.txt"), "--out", str(tmp_path / "x.npz")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "4 cameras" in r.stderr and not (tmp_path / "x.npz").exists()

@@ -133,6 +133,25 @@ def _progress(description: str):
     return update, prog
 
 
+def _with_stage_bars(run, quiet: bool):
+    """run(progress) with one rich bar per pipeline stage (progress(stage, done, total)), or
+    run(None) when quiet."""
+    if quiet:
+        return run(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=_stderr_console()) as prog:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = prog.add_task(stage, total=total)
+            prog.update(tasks[stage], completed=done, total=total)
+
+        return run(update)
+
+
 def _stderr_console():
     from rich.console import Console
 
@@ -279,21 +298,7 @@ def _capture(argv: list[str]) -> None:
               focal=args.focal, start=args.start, end=args.end, stride=args.stride,
               max_people=args.max_people, device=args.device, smooth=args.smooth, tracker=tracker, cache=cache,
               regressor=args.regressor_weights or args.regressor)
-    if args.quiet:
-        motion = capture(src, **kw)
-    else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=_stderr_console()) as prog:
-            tasks: dict[str, int] = {}
-
-            def update(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = prog.add_task(stage, total=total)
-                prog.update(tasks[stage], completed=done, total=total)
-
-            motion = capture(src, progress=update, **kw)
+    motion = _with_stage_bars(lambda progress: capture(src, progress=progress, **kw), args.quiet)
     # Every other output first, the motion last; if any step fails, the files this run made
     # are removed again (each was written atomically, so none is ever half-written).
     existed = {p for p in _outputs(args) if p.exists()}
@@ -338,21 +343,8 @@ def _multiview(args) -> None:
     t0 = time.perf_counter()
     kw = dict(offsets=offsets, max_people=args.max_people, min_length=args.min_track_length,
               cache_dir=None if args.no_cache else out.parent)
-    if args.quiet:
-        motion = capture_multiview(args.sources, args.calib, **kw)
-    else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=_stderr_console()) as prog:
-            tasks: dict[str, int] = {}
-
-            def update(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = prog.add_task(stage, total=total)
-                prog.update(tasks[stage], completed=done, total=total)
-
-            motion = capture_multiview(args.sources, args.calib, progress=update, **kw)
+    motion = _with_stage_bars(lambda progress: capture_multiview(args.sources, args.calib, progress=progress, **kw),
+                              args.quiet)
     written: list = []
     try:
         _export(motion, args.bvh, args.glb, args.fbx, written=written)

@@ -53,7 +53,7 @@ def main() -> None:
     videos = sorted((demo / "videos").glob("cam0*.mp4"))
     views = load_views(videos, cams, cache_dir=demo / "videos")
     T = min(v.num_frames for v in views)
-    first, kp = gather_people([v.per_frame() for v in views], cams, [0] * len(cams), T, 1, 10)[0]
+    first, kp = gather_people(views, cams, [0] * len(cams), T, 1, 10)[0]
     C = len(cams)
     print(f"{demo.name}: {C} cameras, {kp.shape[1]} frames of the subject (from frame {first}), "
           f"{views[0].fps:g} fps")

@@ -2,6 +2,7 @@
 calibration in, one `Motion` in the calibration's world frame out."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -11,8 +12,9 @@ import torch
 from meshcap.errors import InputError
 from meshcap.fitting.smplify import FitOptions
 from meshcap.motion import Motion
-from meshcap.multiview.associate import associate_frame, link_people
+from meshcap.multiview.associate import associate_tracks
 from meshcap.multiview.calibration import Camera, check_cameras, read_calibration
+from meshcap.multiview.triangulate import triangulate
 
 KEYPOINT_SUFFIXES = (".npz", ".json")
 
@@ -26,35 +28,57 @@ def _tracks_for(source: Path, cache: Path | None, progress):
     return video_tracks(source, cache=cache, progress=progress)
 
 
-def gather_people(per_frame: list[list[list]], cameras: list[Camera], offsets: list[int], T: int,
+def gather_people(views: list, cameras: list[Camera], offsets: list[int], T: int,
                   max_people: int | None, min_length: int, progress=None) -> list[tuple[int, np.ndarray]]:
-    """People matched across views and over time: per person (first frame, keypoints
-    (C, n, 33, 3) of its n frames in every view, zeros where a view did not see it), in order
-    of first appearance. `per_frame[c][i]` lists camera c's (track id, keypoints) of frame i."""
+    """People matched across views: per person (first frame, keypoints (C, n, 33, 3) of its n
+    frames in every view, zeros where a view did not see it), in order of first appearance.
+    `views` are each camera's `Tracks` (see `associate_tracks`)."""
     C = len(cameras)
-    frames = []
-    for t in range(T):
-        cands = [[kp for _, kp in per_frame[c][t + offsets[c]]] for c in range(C)]
-        frames.append(associate_frame(cands, cameras, max_people or 8))
-        if progress:
-            progress("matching views", t + 1, T)
-    people = [p for p in link_people(frames) if max(p) - min(p) + 1 >= min_length]
-    if not people:
-        raise InputError("no person was seen consistently by two or more cameras")
-    people.sort(key=len, reverse=True)
-    people = people[:max_people] if max_people else people
-    people.sort(key=min)
+    groups = associate_tracks([v.tracks for v in views], cameras, offsets, T)
+    if progress:
+        progress("matching views", 1, 1)
     out = []
-    for ident in people:
-        first, last = min(ident), max(ident)
-        kp = np.zeros((C, last - first + 1, 33, 3))
-        for t, i in ident.items():
-            pick, _ = frames[t][i]
-            for c, d in enumerate(pick):
-                if d is not None:
-                    kp[c, t - first] = per_frame[c][t + offsets[c]][d][1]
-        out.append((first, kp))
-    return out
+    for person in groups:
+        kp = np.zeros((C, T, 33, 3))
+        seen = np.zeros((C, T), bool)
+        for c, tids in person.items():
+            for tid in tids:
+                f, k = views[c].tracks[tid]
+                g = np.asarray(f) - offsets[c]
+                keep = (g >= 0) & (g < T)
+                kp[c, g[keep]] = k[keep]
+                seen[c, g[keep]] = True
+        _drop_inconsistent_views(kp, seen, cameras)
+        frames = np.flatnonzero(seen.sum(0) >= 2)
+        if len(frames) == 0 or frames[-1] - frames[0] + 1 < min_length:
+            continue
+        out.append((int(frames[0]), kp[:, frames[0]: frames[-1] + 1], len(frames)))
+    if not out:
+        raise InputError("no person was seen consistently by two or more cameras")
+    out.sort(key=lambda x: x[2], reverse=True)
+    out = out[:max_people] if max_people else out
+    out.sort(key=lambda x: x[0])
+    return [(first, kp) for first, kp, _ in out]
+
+
+def _drop_inconsistent_views(kp: np.ndarray, seen: np.ndarray, cameras: list[Camera],
+                             max_relative_error: float = 0.05) -> None:
+    """In place: a view whose detection in some frame lies far from where the other views put
+    the person (median reprojection error over 5% of its size after robust triangulation) is
+    taken out of that frame: a track that joined the group by mistake for a while."""
+    C, T, K, _ = kp.shape
+    _, _, res = triangulate(kp.reshape(C, T * K, 3), cameras)
+    res = res.reshape(C, T, K)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(res, axis=-1)  # (C, T)
+    ys = np.where(kp[..., 2] > 0.3, kp[..., 1], np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        size = np.nanmax(ys, -1) - np.nanmin(ys, -1)
+    bad = seen & np.isfinite(med) & (med > max_relative_error * np.maximum(np.nan_to_num(size, nan=1.0), 1.0))
+    kp[bad] = 0.0
+    seen[bad] = False
 
 
 def load_views(sources, cams, cache_dir=None, progress=None) -> list:
@@ -108,10 +132,9 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
     T = min(v.num_frames - o for v, o in zip(views, offsets))
     if T <= 0:
         raise InputError(f"the offsets {offsets} leave no frame seen by every camera")
-    per_frame = [v.per_frame() for v in views]
     fps = float(views[0].fps)
 
-    people = gather_people(per_frame, cams, offsets, T, max_people, min_length, progress)
+    people = gather_people(views, cams, offsets, T, max_people, min_length, progress)
 
     model = load_body_model(body_model, model_path) if body_model != "anny" else load_body_model("anny")
     fitter = MultiViewFitter(model, cams, "blazepose33", fit)

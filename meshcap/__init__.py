@@ -2,6 +2,7 @@
 
 Public API (small on purpose):
     capture(video_or_keypoints, **options) -> Motion   (the whole pipeline)
+    capture_multiview(sources, calibration, **options) -> Motion   (calibrated cameras)
     load_body_model(name, model_path=None) -> BodyModel
     Motion, Motion.load(path)
     get_layout(name), convert_keypoints(kp, src, dst)
@@ -21,7 +22,15 @@ def capture(source, **options) -> Motion:
     return _capture(source, **options)
 
 
+def capture_multiview(sources, calibration, **options) -> Motion:
+    """Capture people seen by several calibrated, synchronised cameras; see
+    `meshcap.multiview.capture.capture_multiview`."""
+    from meshcap.multiview.capture import capture_multiview as _capture_multiview
+
+    return _capture_multiview(sources, calibration, **options)
+
+
 __all__ = [
-    "capture", "BodyModel", "BodyModelOutput", "load_body_model", "Motion", "get_layout",
+    "capture", "capture_multiview", "BodyModel", "BodyModelOutput", "load_body_model", "Motion", "get_layout",
     "convert_keypoints", "MeshcapError", "InputError", "MotionFileError",
 ]

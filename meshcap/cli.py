@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     mv.add_argument("--bvh", default=None, help="also write BVH")
     mv.add_argument("--glb", default=None, help="also write glTF (.glb/.gltf)")
     mv.add_argument("--fbx", default=None, help='also write FBX (needs the extra: pip install "meshcap[fbx]")')
+    mv.add_argument("--render", default=None,
+                    help="also write an overlay video per camera: OUT.mp4 gives OUT_<camera>.mp4 (lens distortion "
+                         "included; --draw-keypoints draws on the first camera's only)")
+    _render_options(mv)
     view = sub.add_parser("view", help="play a motion in the browser: live on localhost, or as one offline HTML file",
                           epilog=EXIT_CODES)
     view.add_argument("motion", help="a motion.npz written by meshcap")
@@ -99,15 +103,18 @@ def _overlay_options(args):
                           skeleton=args.draw_skeleton)
 
 
-def _render(args, motion, out, model=None) -> None:
+def _render(args, motion, out, model=None, video=None, label="rendering", **camera) -> None:
+    """Overlay video `out` of `motion` on `video` (default args.video); `camera` goes to
+    `render_video` (camera, distortion, time_offset)."""
     from meshcap.render.overlay import render_video
 
+    video = args.video if video is None else video
     if args.quiet:
-        render_video(motion, args.video, out, _overlay_options(args), model)
+        render_video(motion, video, out, _overlay_options(args), model, **camera)
         return
-    update, prog = _progress("rendering")
+    update, prog = _progress(label)
     with prog:
-        render_video(motion, args.video, out, _overlay_options(args), model, progress=update)
+        render_video(motion, video, out, _overlay_options(args), model, progress=update, **camera)
 
 
 def _range_options(p: argparse.ArgumentParser) -> None:
@@ -329,6 +336,7 @@ def _multiview(args) -> None:
     import time
     from pathlib import Path
 
+    from meshcap.multiview.calibration import read_calibration
     from meshcap.multiview.capture import capture_multiview
 
     out = Path(args.out)
@@ -340,18 +348,37 @@ def _multiview(args) -> None:
         offsets = [int(x) for x in args.offsets.split(",")] if args.offsets else None
     except ValueError:
         raise MeshcapError(f"--offsets must be comma-separated frame counts, got {args.offsets!r}") from None
+    cams = read_calibration(args.calib)
+    renders: list[Path] = []
+    if args.render:
+        base = Path(args.render)
+        if base.suffix.lower() != ".mp4":
+            raise MeshcapError(f"{base}: --render writes .mp4 videos")
+        for src in args.sources:
+            s = Path(src)
+            if s.is_dir() or s.suffix.lower() in (".npz", ".json"):
+                raise MeshcapError(f"--render draws over the videos, but {s} is not a video")
+        renders = [base.with_name(f"{base.stem}_{c.name}{base.suffix}") for c in cams]
+        for r in renders:
+            _check_writable(r)
     t0 = time.perf_counter()
     kw = dict(offsets=offsets, max_people=args.max_people, min_length=args.min_track_length,
               cache_dir=None if args.no_cache else out.parent)
     motion = _with_stage_bars(lambda progress: capture_multiview(args.sources, args.calib, progress=progress, **kw),
                               args.quiet)
+    existed = {p for p in [*renders, *_outputs(args)] if p.exists()}
     written: list = []
     try:
+        for c, (src, r) in enumerate(zip(args.sources, renders)):
+            _render(args, motion, r, video=src, label=f"rendering {cams[c].name}", camera=c,
+                    distortion=cams[c].dist, time_offset=(offsets[c] if offsets else 0) / motion.fps)
+            written.append(r)
         _export(motion, args.bvh, args.glb, args.fbx, written=written)
         motion.save(out)
     except BaseException:
         for p in written:
-            p.unlink(missing_ok=True)
+            if p not in existed:
+                p.unlink(missing_ok=True)
         raise
     for p in written:
         print(f"wrote {p}")

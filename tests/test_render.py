@@ -75,6 +75,23 @@ def test_uncertainty_colours_are_ordered():
         uncertainty_to_rgb(0.1, sigma_max=0)
 
 
+def test_lens_distortion_is_drawn_where_the_lens_puts_points():
+    """Multi-view overlays: a point moved by `lens_to_pinhole` projects through the plain
+    pinhole onto the distorted pixel (barrel lens, points out to the image corners)."""
+    from meshcap.multiview.calibration import distort_project
+    from meshcap.render.overlay import lens_to_pinhole
+
+    K = np.array([[1400.0, 0, 540], [0, 1400, 960], [0, 0, 1]])
+    dist = np.array([-0.25, 0.08, 0.001, -0.0005, 0.0])
+    g = np.random.default_rng(0)
+    X = np.c_[g.uniform(-1.5, 1.5, (200, 2)), g.uniform(2.0, 6.0, 200)]
+    Y = lens_to_pinhole(X, K, dist)
+    want = distort_project(torch.as_tensor(X), torch.as_tensor(K), torch.as_tensor(dist)).numpy()
+    got = (Y / Y[:, 2:]) @ K.T
+    assert np.allclose(Y[:, 2], X[:, 2]) and np.abs(got[:, :2] - want).max() < 1e-6
+    assert np.abs(want - (X / X[:, 2:]) @ K.T[:, :2]).max() > 20  # the lens does move them
+
+
 def test_capture_renders_an_overlay_of_the_input(clip_capture):
     clip, out, overlay = clip_capture
     tmp_path = out.parent

@@ -6,6 +6,12 @@ the root per frame by a rigid fit of the rest body's torso and face to the trian
 (3) fit pose, shape and translation to the triangulated keypoints in 3D (robust, metres);
 (4) refine on the 2D keypoints of every view (Geman-McClure in hundredths of the person's size
 in that view), with the pose, joint-limit, shape and temporal terms of single-view fitting.
+
+Keypoint offsets: a detector's "hip" or "shoulder" is not exactly where the body model puts
+its keypoint, and the difference is systematic for a person. Several calibrated views see it,
+so stages (3) and (4) also fit one small offset per keypoint, constant over the track, in the
+frame of the bone that carries the keypoint (what marker registration does in OpenSim). The
+skeleton is unchanged by them; they only move the keypoints the views are compared with.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import torch
 
 from meshcap.body_models.base import BodyModel
 from meshcap.errors import InputError
+from meshcap.fitting.flips import global_rotations
 from meshcap.fitting.priors import limit_penalty
 from meshcap.fitting.smplify import _ROOT_STAGE, FitOptions, SingleViewFitter, _person_size, _second_difference, gmof
 from meshcap.multiview.calibration import Camera, distort_project
@@ -40,17 +47,53 @@ class MultiViewResult:
     uncertainty: torch.Tensor
 
 
+def keypoint_bones(model: BodyModel, layout: str) -> torch.Tensor:
+    """(K,) for each keypoint of `layout`, the joint whose rotation carries it rigidly: the
+    deepest joint in the tree that moves it at least half as much as a point fixed to that
+    joint's bone would move (found by turning each joint a little at the rest pose; a keypoint
+    skinned to two bones, like a knee, goes with the deeper one when it follows it that much)."""
+    J, dt, eps = model.num_joints, model.dtype, 1e-3
+    shape = model.default_shape(1)
+    rest = model(torch.zeros(1, J, 3, dtype=dt, device=model.device), shape, layout=layout, vertices=False)
+    p0, x0 = rest.keypoints[0], rest.joints[0]
+    depth = [0] * J
+    for j in range(1, J):
+        depth[j] = depth[model.parents[j]] + 1
+    best = torch.zeros(p0.shape[0], dtype=torch.long)
+    best_depth = torch.zeros(p0.shape[0], dtype=torch.long)
+    for j in range(1, J):
+        ratios = []
+        for axis in range(3):
+            pose = torch.zeros(1, J, 3, dtype=dt, device=model.device)
+            pose[0, j, axis] = eps
+            moved = model(pose, shape, layout=layout, vertices=False).keypoints[0] - p0
+            w = torch.zeros(3, dtype=dt, device=model.device)
+            w[axis] = eps
+            rigid = torch.linalg.cross(w.expand_as(p0), p0 - x0[j]).norm(dim=-1)
+            ratios.append(moved.norm(dim=-1) / rigid.clamp(min=1e-9))
+        carried = (torch.stack(ratios).amin(0) > 0.5).cpu()
+        take = carried & (depth[j] > best_depth)
+        best[take], best_depth[take] = j, depth[j]
+    return best
+
+
 class MultiViewFitter:
-    """Fits keypoints (C, T, K, 3) of one person seen by C calibrated cameras."""
+    """Fits keypoints (C, T, K, 3) of one person seen by C calibrated cameras.
+
+    `offset_sd` (metres): the prior's scale for the per-keypoint offsets (module docstring);
+    0 turns them off."""
 
     def __init__(self, body_model: BodyModel, cameras: list[Camera], layout: str = "blazepose33",
-                 options: FitOptions | None = None, iters_3d: int = 100, iters_2d: int = 200) -> None:
+                 options: FitOptions | None = None, iters_3d: int = 100, iters_2d: int = 200,
+                 offset_sd: float = 0.03) -> None:
         self.model = body_model
         self.cameras = cameras
         self._single = SingleViewFitter(body_model, layout, options)  # priors and parameterisation
         self.layout = self._single.layout
         self.options = self._single.options
         self.iters_3d, self.iters_2d = iters_3d, iters_2d
+        self.offset_sd = offset_sd
+        self._bones = keypoint_bones(body_model, self.layout.name) if offset_sd > 0 else None
         dt = body_model.dtype
         self._R = torch.as_tensor(np.stack([c.R for c in cameras]), dtype=dt)
         self._t = torch.as_tensor(np.stack([c.t for c in cameras]), dtype=dt)
@@ -110,8 +153,10 @@ class MultiViewFitter:
         shape_p = torch.zeros(1, m.shape_dim, dtype=dt)
         root, transl = self._root_init(tri, self._single._shape_from_param(shape_p))
         body = torch.zeros(T, m.num_joints - 1, 3, dtype=dt)
-        for p in (root, transl, body, shape_p):
+        offsets = torch.zeros(K, 3, dtype=dt)  # metres, in the carrying bone's frame
+        for p in (root, transl, body, shape_p, offsets):
             p.requires_grad_(True)
+        use_offsets = self._bones is not None
 
         xy = torch.as_tensor(np.nan_to_num(kp[..., :2]), dtype=dt)
         conf = torch.as_tensor(np.nan_to_num(kp[..., 2]), dtype=dt)
@@ -126,6 +171,8 @@ class MultiViewFitter:
                 acc = _second_difference(out.joints) * fps * fps
                 track = track + o.w_accel * acc.square().sum()
                 track = track + o.w_rot_vel * ((rotmats[1:] - rotmats[:-1]) * fps).square().sum()
+            if use_offsets:  # Gaussian prior, sd offset_sd per axis
+                track = track + (offsets / self.offset_sd).square().sum()
             return frame.sum() + track
 
         def forward():
@@ -133,11 +180,14 @@ class MultiViewFitter:
             rotmats = roma.rotvec_to_rotmat(pose)
             out = m(rotmats=rotmats, shape=self._single._shape_from_param(shape_p), transl=transl,
                     layout=self.layout.name, vertices=False)
+            if use_offsets:
+                R = global_rotations(rotmats, m.parents)[:, self._bones]  # (T, K, 3, 3)
+                out.keypoints = out.keypoints + (R @ offsets[..., None])[..., 0]
             return out, rotmats
 
         # 3D stage: centimetre residuals, Geman-McClure at 10 cm
         opt = torch.optim.Adam([{"params": [root, body], "lr": o.lr_rot}, {"params": [transl], "lr": o.lr_transl},
-                                {"params": [shape_p], "lr": o.lr_shape}])
+                                {"params": [shape_p], "lr": o.lr_shape}, {"params": [offsets], "lr": 0.002}])
         for _ in range(self.iters_3d):
             opt.zero_grad()
             out, rotmats = forward()
@@ -147,7 +197,7 @@ class MultiViewFitter:
             opt.step()
         # 2D stage: every view's reprojection
         opt = torch.optim.Adam([{"params": [root, body], "lr": o.lr_rot / 3}, {"params": [transl], "lr": o.lr_transl / 3},
-                                {"params": [shape_p], "lr": o.lr_shape / 3}])
+                                {"params": [shape_p], "lr": o.lr_shape / 3}, {"params": [offsets], "lr": 0.001}])
         for _ in range(self.iters_2d):
             opt.zero_grad()
             out, rotmats = forward()

@@ -41,13 +41,13 @@ def gather_people(views: list, cameras: list[Camera], offsets: list[int], T: int
     for person in groups:
         kp = np.zeros((C, T, 33, 3))
         seen = np.zeros((C, T), bool)
-        for c, tids in person.items():
-            for tid in tids:
+        for c, pieces in person.items():
+            for tid, frames in pieces:
                 f, k = views[c].tracks[tid]
-                g = np.asarray(f) - offsets[c]
-                keep = (g >= 0) & (g < T)
-                kp[c, g[keep]] = k[keep]
-                seen[c, g[keep]] = True
+                _, rows, _ = np.intersect1d(np.asarray(f), frames, return_indices=True)
+                g = np.asarray(f)[rows] - offsets[c]
+                kp[c, g] = np.asarray(k)[rows]
+                seen[c, g] = True
         _drop_inconsistent_views(kp, seen, cameras)
         frames = np.flatnonzero(seen.sum(0) >= 2)
         if len(frames) == 0 or frames[-1] - frames[0] + 1 < min_length:

@@ -3,7 +3,9 @@
     python -m meshcap.regression.train --out meshcap/regression/data/regressor.safetensors
 
 reproduces the shipped weights (same seed, same steps; see `MODEL_CARD.md` beside them). Every
-batch is new: poses from `meshcap.synthetic` within the joint ranges of motion, varied shapes,
+batch is new: poses from `meshcap.synthetic` (STRUCTURED_FRACTION of them whole-body activities
+with correlated joints, the rest independent per joint for coverage, all within the joint
+ranges of motion), varied shapes,
 random perspective cameras (focal 0.6-1.6x the image diagonal, 2.5-10 m away, any heading,
 camera tilt), projected to `blazepose33`, with detector-like noise (0.5-1.5% of the person's
 size), random confidences, dropped keypoints and limbs, and truncation at the image border.
@@ -28,7 +30,8 @@ from meshcap.body_models.base import BodyModel
 from meshcap.fitting.camera import default_focal, project
 from meshcap.keypoints.layouts import get_layout
 from meshcap.regression.model import INPUT_LAYOUT, KeypointRegressor, RegressorConfig, normalise_keypoints
-from meshcap.synthetic import camera_root_rotation, limb_indices, observe, sample_body_poses, sample_shapes
+from meshcap.synthetic import (camera_root_rotation, limb_indices, observe, sample_body_poses, sample_shapes,
+                               sample_structured_poses)
 
 IMAGE_SIZES = ((1280, 720), (1920, 1080), (720, 1280), (640, 480), (1080, 1080))
 
@@ -50,6 +53,7 @@ class Batch:
     clean_box: torch.Tensor
 
 
+STRUCTURED_FRACTION = 0.75  # the rest: each joint independent within its range (rare poses too)
 SHAPE_GROUPS = 8  # distinct body shapes per batch: the body model's rest skeleton costs per shape
 
 
@@ -64,11 +68,17 @@ def _grouped(model: BodyModel, rotmats: torch.Tensor, shape: torch.Tensor, trans
     return torch.cat([o.joints for o in outs]), torch.cat([o.keypoints for o in outs])
 
 
+def training_poses(model: BodyModel, n: int, g: torch.Generator) -> torch.Tensor:
+    """(n, J, 3) the training mix of structured and per-joint poses, root rotation zero."""
+    k = int(round(n * STRUCTURED_FRACTION))
+    return torch.cat([sample_structured_poses(model, k, g), sample_body_poses(model, n - k, g)])
+
+
 def synthetic_batch(model: BodyModel, n: int, g: torch.Generator) -> Batch:
     """n synthetic people, each with its own camera, in SHAPE_GROUPS groups of one body shape
     (see the module docstring)."""
     layout = get_layout(INPUT_LAYOUT)
-    poses = sample_body_poses(model, n, g)
+    poses = training_poses(model, n, g)
     yaw = (2 * torch.rand(n, generator=g) - 1) * math.pi
     tilt = (2 * torch.rand(n, generator=g) - 1) * 0.35
     poses[:, 0] = camera_root_rotation(yaw, tilt)

@@ -65,10 +65,14 @@ class OverlayRenderer:
             different size than the fit's scales the intrinsics.
         body_model: the motion's body model (loaded from the motion when None).
         options: an `OverlayOptions`.
+        camera: which of the motion's cameras the frames come from.
+        distortion: that camera's lens (OpenCV k1, k2, p1, p2, k3), from its calibration; a
+            motion file keeps only the pinhole part.
     """
 
     def __init__(self, motion, width: int | None = None, height: int | None = None, body_model=None,
-                 options: OverlayOptions | None = None, camera: int = 0, chunk: int = 32) -> None:
+                 options: OverlayOptions | None = None, camera: int = 0, chunk: int = 32,
+                 distortion: np.ndarray | None = None) -> None:
         self.motion = motion
         self.opt = options or OverlayOptions()
         fit_w, fit_h = (int(x) for x in motion.image_size[camera])
@@ -84,6 +88,8 @@ class OverlayRenderer:
         self.K = K
         self.R = motion.cam_R[camera].astype(np.float64)
         self.t = motion.cam_t[camera].astype(np.float64)
+        self.camera = camera
+        self.dist = None if distortion is None or not np.any(distortion) else np.asarray(distortion, np.float64)
         self.model = body_model if body_model is not None else motion.load_body_model()
         self.faces = self.model.faces.cpu().numpy()
         self.weights = self.model.joint_weights().detach().cpu().numpy()  # (V, J)
@@ -109,10 +115,13 @@ class OverlayRenderer:
                         continue
                     out = self.model(torch.as_tensor(m.poses[p, frames]), torch.as_tensor(m.shape[p: p + 1]),
                                      torch.as_tensor(m.transl[p, frames]))
-                    v = out.vertices.cpu().numpy().astype(np.float64) @ self.R.T + self.t
+                    v = self._lens(out.vertices.cpu().numpy().astype(np.float64) @ self.R.T + self.t)
                     for f, vf in zip(frames, v):
                         self._cache.setdefault(int(f), {})[p] = vf
         return self._cache.get(index, {})
+
+    def _lens(self, X: np.ndarray) -> np.ndarray:
+        return X if self.dist is None else lens_to_pinhole(X, self.K, self.dist)
 
     def _colors(self, p: int, index: int) -> np.ndarray:
         if self.opt.color == "person":
@@ -146,7 +155,7 @@ class OverlayRenderer:
         verts = self._camera_vertices(index) if index is not None else {}
         meshes = [(v, self.faces, self._colors(p, index)) for p, v in verts.items()]
         out = self._composite(image, meshes)
-        if index is not None and (self.opt.keypoints or self.opt.skeleton):
+        if index is not None and ((self.opt.keypoints and self.camera == 0) or self.opt.skeleton):
             out = self._draw_2d(out, index)
         if self._legend is not None:
             paste_rgba(out, self._legend, self.width - self._legend.shape[1] - 10, 10)
@@ -186,7 +195,7 @@ class OverlayRenderer:
         for p in range(m.num_people):
             if not m.valid[p, index]:
                 continue
-            if self.opt.keypoints:
+            if self.opt.keypoints and self.camera == 0:  # the motion keeps camera 0's detections
                 kp = m.keypoints2d[p, index].astype(np.float64)
                 xy, ok = kp[:, :2] * (sx, sy), kp[:, 2] > 0.3
                 for a, b in edges:
@@ -196,7 +205,7 @@ class OverlayRenderer:
                     if good:
                         draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 255, 255), outline=(0, 0, 0))
             if self.opt.skeleton:
-                X = m.joints3d[p, index].astype(np.float64) @ self.R.T + self.t
+                X = self._lens(m.joints3d[p, index].astype(np.float64) @ self.R.T + self.t)
                 uv = (X / X[:, 2:3]) @ self.K.T
                 colors = (uncertainty_to_rgb(m.uncertainty[p, index], self.opt.sigma_max) * 255).astype(int)
                 for j, par in enumerate(m.parents):
@@ -208,6 +217,18 @@ class OverlayRenderer:
 
     def release(self) -> None:
         self.renderer.release()
+
+
+def lens_to_pinhole(X: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """(..., 3) camera-frame points X (..., 3) moved, at their depth, to where the pinhole K
+    projects them onto the pixel where the lens (OpenCV k1, k2, p1, p2, k3) puts them. The
+    rasteriser's projection is linear; a body's triangles are small enough for their straight
+    edges to follow the lens' curve."""
+    from meshcap.multiview.calibration import distort_project
+
+    uv = distort_project(torch.as_tensor(X), torch.as_tensor(K), torch.as_tensor(dist)).numpy()
+    xy = (uv - K[:2, 2]) / np.diag(K)[:2]
+    return np.concatenate([xy * X[..., 2:3], X[..., 2:3]], -1)
 
 
 def frame_map(motion_times: np.ndarray, fps: float, video_times: np.ndarray) -> np.ndarray:
@@ -225,9 +246,14 @@ def frame_map(motion_times: np.ndarray, fps: float, video_times: np.ndarray) -> 
 
 
 def render_video(motion, video: str | Path, out: str | Path, options: OverlayOptions | None = None,
-                 body_model=None, progress: Callable[[int, int], None] | None = None) -> Path:
+                 body_model=None, progress: Callable[[int, int], None] | None = None,
+                 camera: int = 0, distortion: np.ndarray | None = None, time_offset: float = 0.0) -> Path:
     """Stream `video`, draw `motion` over every frame, and write H.264 `out` at the video's
-    frame rate and frame count (frames with no fitted person pass through). Returns `out`."""
+    frame rate and frame count (frames with no fitted person pass through). Returns `out`.
+
+    camera, distortion: which of the motion's cameras filmed `video`, and its lens (see
+    `OverlayRenderer`). time_offset: the video's time, seconds, at the motion's time 0 (a
+    multi-view camera's frame offset over its rate)."""
     from meshcap.video import VideoReader, VideoWriter
 
     out = Path(out)
@@ -235,12 +261,13 @@ def render_video(motion, video: str | Path, out: str | Path, options: OverlayOpt
         raise InputError(f"{out.parent}: the output folder does not exist")
     reader = VideoReader(video)
     info = reader.info
-    overlay = OverlayRenderer(motion, info.width, info.height, body_model, options)
+    overlay = OverlayRenderer(motion, info.width, info.height, body_model, options, camera=camera,
+                              distortion=distortion)
     total = len(reader)
     try:
         with VideoWriter(out, info.fps) as writer:
             for n, frame in enumerate(reader):
-                j = int(frame_map(motion.frame_times, motion.fps, np.array([frame.time]))[0])
+                j = int(frame_map(motion.frame_times, motion.fps, np.array([frame.time - time_offset]))[0])
                 writer.write(overlay.frame(j if j >= 0 else None, frame.image))
                 if progress is not None:
                     progress(n + 1, max(total, n + 1))

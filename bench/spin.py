@@ -1,7 +1,7 @@
 """One SPIN round on real footage: does fine-tuning the regressor on fits of unlabelled tracks
 keep it at least as good?
 
-    python bench/spin.py [--steps 300]
+    python bench/spin.py [--steps 300] [--distill 1.0]
 
 Footage: the Sports2D demo (two people) and Pose2Sim's single-person demo (four cameras, each
 used as a monocular video), both fetched from PyPI wheels; keypoints are detected once and
@@ -42,13 +42,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=SpinOptions.steps)
     ap.add_argument("--people", type=int, default=512)
+    ap.add_argument("--distill", type=float, default=SpinOptions.distill_weight,
+                    help="weight of holding the tuned network to the original on synthetic people")
     args = ap.parse_args()
     model = load_body_model("anny")
     net = load_regressor()
     named = real_tracks()
     tracks = [t for _, t in named]
     print("footage:", ", ".join(f"{n} ({len(t)} tracks, {t.num_frames} frames)" for n, t in named))
-    opts = SpinOptions(steps=args.steps)
+    opts = SpinOptions(steps=args.steps, distill_weight=args.distill)
     t0 = time.perf_counter()
     tuned, report = spin_round(net, model, tracks, opts)
     fits_before = [SimpleNamespace(**f) for f in report["tracks"]]

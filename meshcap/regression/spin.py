@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weights", default=None, help="weights to start from (default: the shipped ones)")
     ap.add_argument("--steps", type=int, default=SpinOptions.steps)
     ap.add_argument("--max-sigma", type=float, default=SpinOptions.max_sigma)
+    ap.add_argument("--distill", type=float, default=SpinOptions.distill_weight,
+                    help="weight of holding the tuned network to the original on synthetic people")
     args = ap.parse_args(argv)
     model = load_body_model("anny")
     net = load_regressor(args.weights)
@@ -277,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         p = Path(src)
         keypoint_file = p.suffix.lower() in (".npz", ".json") or (p.is_dir() and any(p.glob("*.json")))
         tracks.append(read_keypoints(p) if keypoint_file else video_tracks(p))
-    opts = SpinOptions(steps=args.steps, max_sigma=args.max_sigma)
+    opts = SpinOptions(steps=args.steps, max_sigma=args.max_sigma, distill_weight=args.distill)
     before = heldout_metrics(net, model)
     tuned, report = spin_round(net, model, tracks, opts, log=print)
     after = heldout_metrics(tuned, model)

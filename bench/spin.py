@@ -34,8 +34,30 @@ def real_tracks():
 def summary(fits) -> str:
     px = np.array([f.median_px for f in fits])
     rel = np.array([f.median_rel for f in fits])
-    return f"median over tracks {np.median(px):.2f} px ({100 * np.median(rel):.2f}% of size); per track " + \
+    return f"median over tracks {np.median(px):.2f} px ({100 * np.median(rel):.2f}% of size), mean {px.mean():.2f} px; per track " + \
         ", ".join(f"{p:.1f}" for p in px)
+
+
+def paired_heldout(a, b, model, people: int = 2048, seed: int = 1234) -> str:
+    """Per-person PA-MPJPE of networks a and b on the same held-out people: the mean paired
+    difference b - a and its standard error (the split's own spread cancels)."""
+    import math
+
+    import torch
+
+    from meshcap.fitting.metrics import pa_mpjpe
+    from meshcap.regression.train import _grouped, synthetic_batch
+
+    g = torch.Generator().manual_seed(seed)
+    da, db = [], []
+    with torch.no_grad():
+        for _ in range(people // 256):
+            bt = synthetic_batch(model, 256, g)
+            for net, out in ((a, da), (b, db)):
+                j, _ = _grouped(model, net(bt.tokens)["rotmats"], bt.shape)
+                out.append(pa_mpjpe(j - j[:, :1], bt.joints_rel))
+    d = (torch.cat(db) - torch.cat(da)) * 1000
+    return f"{d.mean():+.2f} +- {d.std() / math.sqrt(len(d)):.2f} mm (1 SE, {len(d)} people)"
 
 
 def main() -> None:
@@ -57,18 +79,21 @@ def main() -> None:
     print(f"pseudo-labels: {report['labels']} of {sum(f.frames for f in fits_before)} frames kept; "
           f"round {time.perf_counter() - t0:.0f} s; validation PA-MPJPE "
           f"{report['validation_before']['pa_mpjpe_mm']:.1f} mm before, tried: "
-          + ", ".join(f"weight {t['pseudo_weight']}: {t['validation']['pa_mpjpe_mm']:.1f}" for t in report["tried"])
-          + f"; accepted weight {report['accepted_weight']}")
+          + ", ".join(f"weight {t['pseudo_weight']} mix {t['mix']}: {t['validation']['pa_mpjpe_mm']:.2f}"
+                      for t in report["tried"])
+          + f"; accepted weight {report['accepted_weight']}, mix {report['accepted_mix']}")
     before, after = heldout_metrics(net, model, args.people), heldout_metrics(tuned, model, args.people)
     print(f"1. held-out synthetic, regressor alone: MPJPE {before['mpjpe_mm']:.1f} -> {after['mpjpe_mm']:.1f} mm, "
           f"PA-MPJPE {before['pa_mpjpe_mm']:.1f} -> {after['pa_mpjpe_mm']:.1f} mm "
           f"(ratio after/before {after['pa_mpjpe_mm'] / before['pa_mpjpe_mm']:.3f})")
+    print(f"   paired PA-MPJPE difference after - before: {paired_heldout(net, tuned, model)}")
     _, fits_after = fit_tracks_with(tuned, model, tracks, opts)
     print(f"2. real tracks, fit from the regressor, reprojection:\n   before: {summary(fits_before)}\n"
           f"   after:  {summary(fits_after)}")
     ratio = np.median([a.median_px / b.median_px for a, b in zip(fits_after, fits_before)])
     print(f"   median per-track ratio after/before: {ratio:.3f} (no worse: <= 1)")
-    print(json.dumps(dict(labels=report["labels"], accepted_weight=report["accepted_weight"], before=before,
+    print(json.dumps(dict(labels=report["labels"], accepted_weight=report["accepted_weight"],
+                     accepted_mix=report["accepted_mix"], before=before,
                           after=after)))
 
 

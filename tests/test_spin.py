@@ -69,3 +69,11 @@ def test_fine_tuning_moves_the_regressor_toward_the_fits(walk):
     with torch.no_grad():
         again = {k: float(v) for k, v in _pseudo_losses(net, model, batch).items()}
     assert again == before
+    # mixing back toward the original (the gate's fallback) lands between the two
+    from meshcap.regression.spin import interpolate
+
+    with torch.no_grad():
+        half = {k: float(v) for k, v in _pseudo_losses(interpolate(net, tuned, 0.5), model, batch).items()}
+        none = {k: float(v) for k, v in _pseudo_losses(interpolate(net, tuned, 0.0), model, batch).items()}
+    assert after["joints"] < half["joints"] < before["joints"]
+    assert none == pytest.approx(before, rel=1e-5) and interpolate(net, tuned, 0.5).record["spin"]["mix"] == 0.5

@@ -79,8 +79,8 @@ def main() -> None:
     print(f"pseudo-labels: {report['labels']} of {sum(f.frames for f in fits_before)} frames kept; "
           f"round {time.perf_counter() - t0:.0f} s; validation PA-MPJPE "
           f"{report['validation_before']['pa_mpjpe_mm']:.1f} mm before, tried: "
-          + ", ".join(f"weight {t['pseudo_weight']} mix {t['mix']}: {t['validation']['pa_mpjpe_mm']:.2f}"
-                      for t in report["tried"])
+          + ", ".join(f"weight {t['pseudo_weight']} mix {t['mix']}: {t['validation']['pa_mpjpe_mm']:.2f} "
+                      f"({t['paired_diff_mm']:+.3f} +- {t['paired_se_mm']:.3f})" for t in report["tried"])
           + f"; accepted weight {report['accepted_weight']}, mix {report['accepted_mix']}")
     before, after = heldout_metrics(net, model, args.people), heldout_metrics(tuned, model, args.people)
     print(f"1. held-out synthetic, regressor alone: MPJPE {before['mpjpe_mm']:.1f} -> {after['mpjpe_mm']:.1f} mm, "

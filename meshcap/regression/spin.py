@@ -214,9 +214,10 @@ def fine_tune(net: KeypointRegressor, model: BodyModel, labels: PseudoLabels,
 
 
 @torch.no_grad()
-def heldout_metrics(net: KeypointRegressor, model: BodyModel, people: int = 512, seed: int = 1234) -> dict:
+def heldout_metrics(net: KeypointRegressor, model: BodyModel, people: int = 512, seed: int = 1234,
+                    per_person: bool = False) -> dict:
     """The regressor alone on a held-out synthetic split (its own seed): MPJPE and PA-MPJPE
-    of the fitted joints, mm."""
+    of the fitted joints, mm (and, with `per_person`, "pa_per_person" (people,) mm)."""
     g = torch.Generator().manual_seed(seed)
     mp, pa = [], []
     for _ in range(max(1, people // 256)):
@@ -226,7 +227,10 @@ def heldout_metrics(net: KeypointRegressor, model: BodyModel, people: int = 512,
         j_rel = joints - joints[:, :1]
         mp.append(mpjpe(j_rel, b.joints_rel))
         pa.append(pa_mpjpe(j_rel, b.joints_rel))
-    return dict(mpjpe_mm=1000 * float(torch.cat(mp).mean()), pa_mpjpe_mm=1000 * float(torch.cat(pa).mean()))
+    out = dict(mpjpe_mm=1000 * float(torch.cat(mp).mean()), pa_mpjpe_mm=1000 * float(torch.cat(pa).mean()))
+    if per_person:
+        out["pa_per_person"] = 1000 * torch.cat(pa)
+    return out
 
 
 VALIDATION_SEED = 4321  # the gate's synthetic split; bench/spin.py reports on another (1234)
@@ -249,25 +253,30 @@ def spin_round(net: KeypointRegressor, model: BodyModel, tracks: list[Tracks],
                options: SpinOptions | None = None, log=None,
                pseudo_weights: tuple[float, ...] = (1.0, 0.3),
                mixes: tuple[float, ...] = (1.0, 0.5, 0.25),
-               tolerance: float = 0.0) -> tuple[KeypointRegressor, dict]:
-    """One round: pseudo-labels from `tracks`, then fine-tuning, gated: the result is kept
-    only if the regressor stays as good on a synthetic validation split (PA-MPJPE within
-    `tolerance`, a fraction; 512 people). A tuned network that is not is first mixed back
-    toward the original (`interpolate`, the largest share of `mixes` that passes); failing
-    that, the pseudo-labels' weight is lowered and it tries again; if nothing passes, the
-    original is returned unchanged. The report says what happened."""
+               tolerance_se: float = 1.0) -> tuple[KeypointRegressor, dict]:
+    """One round: pseudo-labels from `tracks`, then fine-tuning, gated on a synthetic
+    validation split (512 people): the result is kept only if it is not detectably worse
+    there, i.e. its PA-MPJPE minus the original's, person by person, averages at most
+    `tolerance_se` standard errors of that difference. A tuned network that is worse is first
+    mixed back toward the original (`interpolate`, the largest share of `mixes` that passes);
+    failing that, the pseudo-labels' weight is lowered and it tries again; if nothing passes,
+    the original is returned unchanged. The report says what happened."""
     o = options or SpinOptions()
     labels, fits = fit_tracks_with(net, model, tracks, o)
     report = dict(labels=len(labels), tracks=[asdict(f) for f in fits], tried=[])
-    base = heldout_metrics(net, model, 512, VALIDATION_SEED)
+    base = heldout_metrics(net, model, 512, VALIDATION_SEED, per_person=True)
+    base_pp = base.pop("pa_per_person")
     report["validation_before"] = base
     for w in pseudo_weights:
         tuned = fine_tune(net, model, labels, replace(o, pseudo_weight=w), log)
         for alpha in mixes:
             cand = interpolate(net, tuned, alpha)
-            val = heldout_metrics(cand, model, 512, VALIDATION_SEED)
-            report["tried"].append(dict(pseudo_weight=w, mix=alpha, validation=val))
-            if val["pa_mpjpe_mm"] <= base["pa_mpjpe_mm"] * (1 + tolerance):
+            val = heldout_metrics(cand, model, 512, VALIDATION_SEED, per_person=True)
+            d = val.pop("pa_per_person") - base_pp
+            diff, se = float(d.mean()), float(d.std() / math.sqrt(len(d)))
+            report["tried"].append(dict(pseudo_weight=w, mix=alpha, validation=val, paired_diff_mm=diff,
+                                        paired_se_mm=se))
+            if diff <= tolerance_se * se:
                 report["accepted_weight"], report["accepted_mix"] = w, alpha
                 return cand, report
     report["accepted_weight"] = report["accepted_mix"] = None

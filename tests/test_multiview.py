@@ -58,6 +58,49 @@ def test_multiview_fit_recovers_the_joints(scene):
     assert res.uncertainty.shape == joints.shape[:2] and (res.uncertainty < 0.05).all()
 
 
+def test_keypoint_offsets_absorb_a_detectors_systematic_bias(scene):
+    """A detector that puts hips, shoulders and knees a few centimetres from the body model's
+    keypoints, the same way in every frame (in the bone's frame): the per-keypoint offsets take
+    that up, so the skeleton is fitted closer to the truth than without them. (Only partly: a
+    constant outward shift of both hips is also a wider pelvis, so shape takes some of it;
+    measured 23.5 mm without offsets, 20.9 mm with.)"""
+    import roma
+
+    from meshcap.fitting.flips import global_rotations
+    from meshcap.fitting.multiview import keypoint_bones
+    from meshcap.keypoints.layouts import get_layout
+
+    model, cams, _, joints, _ = scene
+    g = torch.Generator().manual_seed(2)  # the scene's motion again
+    T = 30
+    poses = smooth_motion(model, T, 30.0, g)
+    poses[:, 0] = torch.tensor([0.0, 0.7, 0.0])
+    shape = sample_shapes(model, 1, g)
+    transl = torch.stack([torch.linspace(-0.3, 0.3, T), torch.zeros(T), torch.zeros(T)], -1)
+    names = get_layout("blazepose33").names
+    bias = torch.zeros(33, 3, dtype=torch.float64)
+    for n, d in (("left_hip", (0.04, 0.0, 0.03)), ("right_hip", (-0.04, 0.0, 0.03)),
+                 ("left_shoulder", (0.0, 0.04, -0.02)), ("right_shoulder", (0.0, 0.04, -0.02)),
+                 ("left_knee", (0.0, 0.0, 0.03)), ("right_knee", (0.0, 0.0, 0.03))):
+        bias[names.index(n)] = torch.tensor(d, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(poses, shape, transl, layout="blazepose33", vertices=False)
+        R = global_rotations(roma.rotvec_to_rotmat(poses.double()), model.parents)[:, keypoint_bones(model, "blazepose33")]
+        kp = out.keypoints.double() + (R @ bias[..., None])[..., 0]
+    obs = []
+    for c, cam in enumerate(cams):
+        uv = cam.project(kp).numpy() + np.random.default_rng(c).normal(0, 2.0, (T, 33, 2))
+        obs.append(np.concatenate([uv, np.full((T, 33, 1), 0.9)], -1))
+    obs = np.stack(obs)
+    err = {}
+    for sd in (0.0, 0.03):
+        res = MultiViewFitter(model, cams, offset_sd=sd).fit(obs, fps=30.0)
+        err[sd] = 1000 * float(((res.joints - joints.to(res.joints.dtype)).norm(dim=-1)).mean())
+        if sd:
+            assert np.nanmedian(res.reprojection_px) < 3.0  # the biased keypoints are matched
+    assert err[0.03] < 0.93 * err[0.0], err
+
+
 def test_triangulation_down_weights_a_corrupted_view(scene):
     _, cams, obs, _, kp3 = scene
     bad = obs.copy()

@@ -2,6 +2,7 @@
 by triangulation consistency (see `associate_tracks`)."""
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import numpy as np
@@ -165,9 +166,9 @@ def associate_tracks(tracks: list[dict[int, tuple[np.ndarray, np.ndarray]]], cam
     ids follow the per-camera tracks instead of being re-decided every frame.
 
     Per-camera trackers sometimes swap two people's ids where they cross in that view. So,
-    after merging, a track that agrees with no other view of its group for `min_run` frames or
-    more (per-frame error over `max_frame_error` of the person's size) is cut there, and the
-    pieces are merged again (up to `rounds` times).
+    after merging, where two tracks of a group disagree for `min_run` frames or more in a row
+    (per-frame error over `max_frame_error` of the person's size) both are cut there, and the
+    pieces are merged again (at most `rounds` merges); see `_switches` and `_merge`.
     """
     C = len(cameras)
     spans: dict[Key, tuple[np.ndarray, np.ndarray]] = {}
@@ -177,8 +178,11 @@ def associate_tracks(tracks: list[dict[int, tuple[np.ndarray, np.ndarray]]], cam
             keep = (g >= 0) & (g < T)
             if keep.sum():
                 spans[(c, tid, 0)] = (g[keep], np.asarray(kp)[keep])
-    for _ in range(rounds):
+    pieces = itertools.count(1)  # piece numbers only need to be unique
+    for merge in range(rounds):
         groups = _merge(spans, cameras, max_relative_error, min_shared)
+        if merge == rounds - 1:
+            break  # no merge would follow a cut: the groups must keep describing `spans`
         cuts: dict[Key, list[int]] = {}
         for g in groups:
             if len({k[0] for k in g}) >= 2:
@@ -189,8 +193,7 @@ def associate_tracks(tracks: list[dict[int, tuple[np.ndarray, np.ndarray]]], cam
             f, kp = spans.pop(key)
             bounds = [0, *at, len(f)]
             for i in range(len(bounds) - 1):
-                piece = (key[0], key[1], max(k[2] for k in [*spans, key] if k[:2] == key[:2]) + 1)
-                spans[piece] = (f[bounds[i]:bounds[i + 1]], kp[bounds[i]:bounds[i + 1]])
+                spans[(key[0], key[1], next(pieces))] = (f[bounds[i]:bounds[i + 1]], kp[bounds[i]:bounds[i + 1]])
     people = []
     for g in groups:
         if len({k[0] for k in g}) < 2:

@@ -247,6 +247,29 @@ def _detect(args) -> None:
           + (f"; {spans}" if spans else ""))
 
 
+def _write_outputs(args, motion, out, renders: list) -> None:
+    """Overlays (`renders`: (path, `_render` keyword arguments) each), animation files, and
+    the motion `out` last; if any step fails, the files this run made are removed again
+    (each was written atomically, so none is ever half-written)."""
+    from pathlib import Path
+
+    existed = {p for p in [*(r for r, _ in renders), *_outputs(args)] if p.exists()}
+    written: list[Path] = []
+    try:
+        for path, kw in renders:
+            _render(args, motion, path, **kw)
+            written.append(path)
+        _export(motion, args.bvh, args.glb, args.fbx, written=written)
+        motion.save(out)
+    except BaseException:
+        for p in written:
+            if p not in existed:
+                p.unlink(missing_ok=True)
+        raise
+    for p in written:
+        print(f"wrote {p}")
+
+
 def _capture_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="meshcap", description="Capture the people in a video as a motion.npz: detect 2D keypoints, "
@@ -306,23 +329,7 @@ def _capture(argv: list[str]) -> None:
               max_people=args.max_people, device=args.device, smooth=args.smooth, tracker=tracker, cache=cache,
               regressor=args.regressor_weights or args.regressor)
     motion = _with_stage_bars(lambda progress: capture(src, progress=progress, **kw), args.quiet)
-    # Every other output first, the motion last; if any step fails, the files this run made
-    # are removed again (each was written atomically, so none is ever half-written).
-    existed = {p for p in _outputs(args) if p.exists()}
-    written: list[Path] = []
-    try:
-        if args.render:
-            _render(args, motion, args.render)
-            written.append(Path(args.render))
-        _export(motion, args.bvh, args.glb, args.fbx, written=written)
-        motion.save(out)
-    except BaseException:
-        for p in written:
-            if p not in existed:
-                p.unlink(missing_ok=True)
-        raise
-    for p in written:
-        print(f"wrote {p}")
+    _write_outputs(args, motion, out, [(Path(args.render), {})] if args.render else [])
     secs = time.perf_counter() - t0
     n = int(motion.valid.any(0).sum())
     print(f"{out}: {motion.num_people} {'person' if motion.num_people == 1 else 'people'}, "
@@ -366,22 +373,10 @@ def _multiview(args) -> None:
               cache_dir=None if args.no_cache else out.parent)
     motion = _with_stage_bars(lambda progress: capture_multiview(args.sources, args.calib, progress=progress, **kw),
                               args.quiet)
-    existed = {p for p in [*renders, *_outputs(args)] if p.exists()}
-    written: list = []
-    try:
-        for c, (src, r) in enumerate(zip(args.sources, renders)):
-            _render(args, motion, r, video=src, label=f"rendering {cams[c].name}", camera=c,
-                    distortion=cams[c].dist, time_offset=(offsets[c] if offsets else 0) / motion.fps)
-            written.append(r)
-        _export(motion, args.bvh, args.glb, args.fbx, written=written)
-        motion.save(out)
-    except BaseException:
-        for p in written:
-            if p not in existed:
-                p.unlink(missing_ok=True)
-        raise
-    for p in written:
-        print(f"wrote {p}")
+    _write_outputs(args, motion, out, [
+        (r, dict(video=src, label=f"rendering {cam.name}", camera=c, distortion=cam.dist,
+                 time_offset=(offsets[c] if offsets else 0) / motion.fps))
+        for c, (src, r, cam) in enumerate(zip(args.sources, renders, cams))])
     print(f"{out}: {motion.summary()}; {time.perf_counter() - t0:.1f} s")
 
 

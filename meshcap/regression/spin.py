@@ -196,12 +196,13 @@ def fine_tune(net: KeypointRegressor, model: BodyModel, labels: PseudoLabels,
         idx = torch.randint(len(labels), (half,), generator=g)
         lp = _pseudo_losses(tuned, model, pseudo_batch(model, labels, idx))
         sb = synthetic_batch(model, half, g)
-        ls = losses(tuned, model, sb)
+        pred = tuned(sb.tokens)
+        ls = losses(tuned, model, sb, pred)
         total = sum(WEIGHTS[k] * ls[k] for k in WEIGHTS) + o.pseudo_weight * sum(WEIGHTS[k] * lp[k] for k in lp)
         if o.distill_weight > 0:
             with torch.no_grad():
                 target = teacher(sb.tokens)["rotmats"]
-            total = total + o.distill_weight * (tuned(sb.tokens)["rotmats"] - target).square().sum((-1, -2)).mean()
+            total = total + o.distill_weight * (pred["rotmats"] - target).square().sum((-1, -2)).mean()
         opt.zero_grad()
         total.backward()
         torch.nn.utils.clip_grad_norm_(tuned.parameters(), 1.0)

@@ -133,8 +133,11 @@ def roma_compose(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return roma.rotmat_to_rotvec(roma.rotvec_to_rotmat(a) @ roma.rotvec_to_rotmat(b))
 
 
-def losses(net: KeypointRegressor, model: BodyModel, b: Batch) -> dict[str, torch.Tensor]:
-    pred = net(b.tokens)
+def losses(net: KeypointRegressor, model: BodyModel, b: Batch,
+           pred: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The training losses of `net` on `b` (`pred`: its outputs on b.tokens, if the caller
+    already has them)."""
+    pred = net(b.tokens) if pred is None else pred
     # the pose is judged on the true body shape (shape has its own loss): one rest skeleton
     # per shape group instead of one per person keeps a training step cheap
     joints, keypoints = _grouped(model, pred["rotmats"], b.shape)

@@ -43,20 +43,8 @@ def paired_heldout(a, b, model, people: int = 2048, seed: int = 1234) -> str:
     difference b - a and its standard error (the split's own spread cancels)."""
     import math
 
-    import torch
-
-    from meshcap.fitting.metrics import pa_mpjpe
-    from meshcap.regression.train import _grouped, synthetic_batch
-
-    g = torch.Generator().manual_seed(seed)
-    da, db = [], []
-    with torch.no_grad():
-        for _ in range(people // 256):
-            bt = synthetic_batch(model, 256, g)
-            for net, out in ((a, da), (b, db)):
-                j, _ = _grouped(model, net(bt.tokens)["rotmats"], bt.shape)
-                out.append(pa_mpjpe(j - j[:, :1], bt.joints_rel))
-    d = (torch.cat(db) - torch.cat(da)) * 1000
+    d = (heldout_metrics(b, model, people, seed, per_person=True)["pa_per_person"]
+         - heldout_metrics(a, model, people, seed, per_person=True)["pa_per_person"])
     return f"{d.mean():+.2f} +- {d.std() / math.sqrt(len(d)):.2f} mm (1 SE, {len(d)} people)"
 
 

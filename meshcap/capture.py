@@ -46,6 +46,22 @@ def load_tracks(source: str | Path, *, keypoints: str | Path | None = None, star
                         cache=cache, progress=step)
 
 
+def fit_setup(model, regressor: str | Path | bool = False, fit: FitOptions | None = None):
+    """(regressor network or None, fit options) as `capture` uses them: `regressor` True for the
+    shipped weights, a weights file, or False; with a regressor the body stage needs half the
+    steps (unless `fit` is given)."""
+    net = None
+    if regressor is not False and model.name == "anny":
+        from meshcap.regression import SHIPPED, load_regressor
+
+        path = SHIPPED if regressor is True else Path(regressor)
+        if regressor is not True or path.exists():
+            net = load_regressor(path)
+            if fit is None:
+                fit = FitOptions(iters_body=FitOptions().iters_body // 2)
+    return net, fit
+
+
 def capture(source: str | Path, *, keypoints: str | Path | None = None, body_model: str = "anny",
             model_path: str | Path | None = None, focal: float | None = None,
             start: float | None = None, end: float | None = None, stride: int = 1,
@@ -92,15 +108,7 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
     step = (lambda d, t: progress("fitting bodies", d, t)) if progress else None
     if progress:
         progress("fitting bodies", 0, len(chosen))
-    net = None
-    if regressor is not False and model.name == "anny":
-        from meshcap.regression import SHIPPED, load_regressor
-
-        path = SHIPPED if regressor is True else Path(regressor)
-        if regressor is not True or path.exists():
-            net = load_regressor(path)
-            if fit is None:
-                fit = FitOptions(iters_body=FitOptions().iters_body // 2)
+    net, fit = fit_setup(model, regressor, fit)
     # the rate of the frames actually used (a stride or a variable frame rate changes it)
     dt = np.diff(tracks.frame_times)
     fps = 1.0 / float(np.median(dt)) if len(dt) and np.median(dt) > 0 else tracks.fps

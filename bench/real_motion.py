@@ -31,55 +31,12 @@ import torch
 
 from meshcap import load_body_model
 from meshcap.capture import fit_setup
-from meshcap.fitting.metrics import accel_error, pa_mpjpe
+from meshcap.fitting.metrics import pa_mpjpe
 from meshcap.fitting.tracks import fit_tracks
 from meshcap.regression import mocap
-from meshcap.regression.mocap import BODY
+from meshcap.regression.mocap import score_motion, spearman
 
 CONDITIONS = (("body-only", False, 0.0), ("body-only", False, 3.0), ("full", True, 0.0), ("full", True, 3.0))
-# the body model's joint whose sigma speaks for each COCO body keypoint
-SIGMA_JOINT = {"shoulder": "upperarm01", "elbow": "lowerarm01", "wrist": "wrist", "hip": "upperleg01",
-               "knee": "lowerleg01", "ankle": "foot"}
-
-
-def sigma_columns(model) -> list[int]:
-    cols = []
-    for n in BODY:
-        side, part = n.split("_")
-        cols.append(model.joint_names.index(f"{SIGMA_JOINT[part]}.{'L' if side == 'left' else 'R'}"))
-    return cols
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def evaluate(model, motion, truth: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-frame errors of a one-person Motion against truth (T, 12, 3) camera frame."""
-    with torch.no_grad():
-        out = model(torch.as_tensor(motion.poses[0]), torch.as_tensor(motion.shape[:1]),
-                    torch.as_tensor(motion.transl[0]), layout="coco17", vertices=False)
-    names = model.keypoint_names("coco17")
-    pred = out.keypoints[:, [names.index(n) for n in BODY]].float()
-    gt = torch.as_tensor(truth)
-    pa = pa_mpjpe(pred, gt) * 1000
-    hip = [BODY.index("left_hip"), BODY.index("right_hip")]
-    mid = lambda x: x[:, hip].mean(1, keepdim=True)  # noqa: E731
-    mp = ((pred - mid(pred)) - (gt - mid(gt))).norm(dim=-1).mean(-1) * 1000
-    acc = accel_error(pred * 1000, gt * 1000)
-    fp, fg = mocap.torso_forward(pred), mocap.torso_forward(gt)
-    facing = (fp * fg).sum(-1) < 0
-    # per-joint PA-aligned error, for the sigma's ranking
-    import roma
-
-    R, t, s = roma.rigid_points_registration(pred, gt, compute_scaling=True)
-    aligned = s[:, None, None] * (pred @ R.transpose(-1, -2)) + t[:, None]
-    jerr = (aligned - gt).norm(dim=-1).numpy()
-    sig = motion.uncertainty[0][:, sigma_columns(model)]
-    return dict(pa=pa.numpy(), mpjpe=mp.numpy(), accel=float(acc), facing=facing.numpy(), jerr=jerr, sigma=sig)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--paths", default="default", help="comma-separated: default, rest, regressor")
@@ -118,7 +75,7 @@ def main() -> None:
                 T = len(v.keypoints)
                 motion = fit_tracks(model, {0: (np.arange(T), v.keypoints)}, num_frames=T, image_size=v.image_size,
                                     fps=mocap.FPS, layout="coco17", K=v.K, options=fit, regressor=net)
-                r = evaluate(model, motion, v.truth)
+                r = score_motion(model, motion, v.truth)
                 r["name"] = name
                 rows.append(r)
                 nframes += T

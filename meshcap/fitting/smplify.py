@@ -55,7 +55,9 @@ class FitOptions:
     `w_pose` per rad^2 of body-joint rotation, `w_limits` per rad^2 beyond a joint's range of
     motion, `w_init` per joint at one sigma from the initialisation. Temporal terms are per
     frame too, in m/s^2 (joint acceleration) and rad/s (rotation velocity), so they hold at
-    any frame rate."""
+    any frame rate. `iters_heading` steps fit the body under both of each frame's torso headings
+    (`iters_heading` 0 turns it off); `w_heading_change` is the cost of a root turn between two
+    frames, per rad^2, in the path chosen through them."""
 
     sigma: float = 10.0
     min_confidence: float = 0.1
@@ -68,6 +70,9 @@ class FitOptions:
     w_rot_vel: float = 1e-4
     iters_camera: int = 30
     iters_body: int = 150
+    iters_heading: int = 30
+    w_heading_change: float = 10.0
+    mirror_cost: float = 0.5
     lr_rot: float = 0.03
     lr_transl: float = 0.03
     lr_shape: float = 0.05
@@ -286,6 +291,86 @@ class SingleViewFitter:
         body.copy_(new[:, 1:])
         return flipped
 
+    @torch.no_grad()
+    def _mirror_heading(self, root: torch.Tensor, transl: torch.Tensor, shape_p: torch.Tensor) -> torch.Tensor:
+        """(N, 3) the root turned about the body's own up axis to the torso's depth mirror: a
+        torso turned by an angle away from facing the camera projects (nearly) as one turned by
+        the same angle the other way, and a side view's two mirrors face opposite ways."""
+        R = roma.rotvec_to_rotmat(root)
+        up = R[:, :, 1]
+        fwd = R[:, :, 2]
+        root_pos = self.model.rest_joints(self._shape_from_param(shape_p))[0, 0]
+        to_cam = -(R @ root_pos + root_pos + transl)  # from the root joint toward the camera
+        # both directions within the plane the body turns in (perpendicular to its up axis)
+        c = to_cam - (to_cam * up).sum(-1, keepdim=True) * up
+        c = c / c.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+        mirrored = 2 * (fwd * c).sum(-1, keepdim=True) * c - fwd
+        angle = torch.atan2((torch.linalg.cross(fwd, mirrored, dim=-1) * up).sum(-1), (fwd * mirrored).sum(-1))
+        return roma.rotmat_to_rotvec(roma.rotvec_to_rotmat(up * angle[:, None]) @ R)
+
+    def _choose_headings(self, root, body, transl, shape_p, obs, init_joints=None, init_w=None):
+        """Carry each frame's two torso headings (the current one and its depth mirror) through
+        a short body stage, frame by frame, then choose one path through them over the whole
+        track (Viterbi): each frame's cost after the body stage plus `w_heading_change` per
+        rad^2 of root turn between frames, so a wrong heading cannot persist where the limbs
+        (knees bend one way, joint limits) say otherwise. Returns (root, body, transl, margin,
+        mirrored): margin (T,) the cost of the other heading's best path through each frame
+        minus the chosen one's (small where the heading is in doubt); mirrored (T,) where the
+        mirror was chosen. An initialisation with its own sigma votes through its pull on the
+        joints (`init_joints`, `init_w`)."""
+        o = self.options
+        T = root.shape[0]
+        everything = torch.ones(len(self.layout), dtype=body.dtype, device=body.device)
+        start = torch.cat([root, self._mirror_heading(root, transl, shape_p)])
+        r2 = start.clone().requires_grad_(True)
+        b2 = body.repeat(2, 1, 1).clone().requires_grad_(True)
+        t2 = transl.repeat(2, 1).clone().requires_grad_(True)
+        obs2 = (obs[0].repeat(2, 1, 1), obs[1].repeat(2, 1), obs[2].repeat(2), obs[3], obs[4])
+        opt = torch.optim.Adam([{"params": [r2, b2], "lr": o.lr_rot}, {"params": [t2], "lr": o.lr_transl}])
+        def cost_per_frame():
+            frame, _, out = self._loss(r2, b2, shape_p.detach(), t2, obs2, mask=everything)
+            if init_joints is not None:
+                rel = out.joints - out.joints[:, :1]
+                frame = frame + o.w_init * (init_w.repeat(2, 1) * (rel - init_joints.repeat(2, 1, 1)).square().sum(-1)).mean(-1)
+            return frame
+
+        for _ in range(o.iters_heading):
+            opt.zero_grad()
+            cost_per_frame().sum().backward()
+            opt.step()
+        # frames that are not a sequence (temporal terms off) choose each for itself
+        w_turn = o.w_heading_change if o.temporal else 0.0
+        with torch.no_grad():
+            cost = cost_per_frame().reshape(2, T)
+            # the root stage's own choice stands unless the mirror is clearly better: after a
+            # short stage, exact input leaves both near zero and the difference is noise
+            cost[1] += o.mirror_cost
+            R = roma.rotvec_to_rotmat(r2.reshape(2, T, 3))
+            # forward and backward Viterbi passes over the two states
+            fwd_cost = torch.empty(2, T, dtype=cost.dtype)
+            back = torch.zeros(2, T, dtype=torch.long)
+            fwd_cost[:, 0] = cost[:, 0]
+            for t in range(1, T):
+                turn = roma.rotmat_geodesic_distance(R[:, None, t], R[None, :, t - 1]).square()  # (2 now, 2 before)
+                total = fwd_cost[None, :, t - 1] + w_turn * turn
+                fwd_cost[:, t], back[:, t] = total.min(1)
+                fwd_cost[:, t] += cost[:, t]
+            bwd_cost = torch.zeros(2, T, dtype=cost.dtype)
+            for t in range(T - 2, -1, -1):
+                turn = roma.rotmat_geodesic_distance(R[:, None, t], R[None, :, t + 1]).square()
+                bwd_cost[:, t] = (bwd_cost[None, :, t + 1] + cost[None, :, t + 1] + w_turn * turn).min(1).values
+            path = torch.empty(T, dtype=torch.long)
+            path[-1] = fwd_cost[:, -1].argmin()
+            for t in range(T - 1, 0, -1):
+                path[t - 1] = back[path[t], t]
+            through = fwd_cost + bwd_cost  # best path cost through each state at each frame
+            idx = torch.arange(T)
+            margin = through[1 - path, idx] - through[path, idx]
+            pick = path * T + idx
+        # the body stage starts from the chosen headings, not from the short stage's limbs:
+        # started from the rest pose, descent favours the natural one of a limb's mirror images
+        return start[pick].clone(), body.clone(), transl.clone(), margin, path == 1
+
     def fit(self, keypoints: torch.Tensor, K: torch.Tensor, init: FitInit | None = None,
             fps: float = 30.0) -> FitResult:
         """Fit the track.
@@ -353,6 +438,13 @@ class SingleViewFitter:
                 ij = self.model(init.poses, self._shape_from_param(shape_p), vertices=False).joints
             init_joints = ij - ij[:, :1]
             init_w = init.sigma.square().reciprocal()
+
+        heading_margin = mirrored = None
+        if o.iters_heading > 0:
+            root, body, transl, heading_margin, mirrored = self._choose_headings(
+                root, body, transl, shape_p, obs, init_joints, init_w)
+            if init_w is not None:  # the initialisation's joints face the other way there
+                init_w = torch.where(mirrored[:, None], torch.zeros_like(init_w), init_w)
 
         root.requires_grad_(True)
         transl.requires_grad_(True)

@@ -278,7 +278,8 @@ def torso_forward(points: np.ndarray | torch.Tensor, names=BODY):
 @dataclass
 class View:
     """A clip seen by one camera: keypoints (T, 17, 3) coco17 pixels + confidence, K (3, 3),
-    image_size (w, h), truth (T, 12, 3) the body joints in the camera frame (OpenCV), metres."""
+    image_size (w, h), truth (T, 12, 3) the body joints in the camera frame (OpenCV), metres;
+    R (3, 3) world -> camera, t (T, 3) per frame (the camera follows the person)."""
 
     keypoints: np.ndarray
     K: np.ndarray
@@ -288,33 +289,44 @@ class View:
     t: np.ndarray
 
 
+def _follow(x: np.ndarray, seconds: float = 1.0) -> np.ndarray:
+    """(T, 3) a moving average over `seconds` (edges padded): where a camera operator following
+    the person would aim."""
+    k = max(1, int(round(seconds * FPS)) | 1)
+    pad = np.pad(x, ((k // 2, k // 2), (0, 0)), mode="edge")
+    kernel = np.ones(k) / k
+    return np.stack([np.convolve(pad[:, i], kernel, mode="valid") for i in range(3)], 1)
+
+
 def view(take: Take, frames: slice, rng: np.random.Generator, *, face: bool = False, noise_px: float = 0.0,
          dropout: float = 0.05) -> View:
     """Project a clip through a random perspective camera: any azimuth (front, side, back),
-    eye height 0.5-2.5 m, focal 800-2000 px on a 1920x1080 or 1080x1920 frame, at the distance
-    that keeps the whole clip in the picture (at least 2.5 m); Gaussian noise of `noise_px`
-    per coordinate; `dropout` of the keypoints missing (confidence 0); face points seen only
-    with `face`. Confidences of the points seen are drawn in [0.5, 1]."""
+    eye 0.5-2.5 m above the ground, focal 800-2000 px on a 1920x1080 or 1080x1920 frame, at the
+    distance that keeps the person in the picture (at least 2.5 m). The camera keeps its
+    orientation and follows the person's one-second average position (a tracking shot), so a
+    run across 20 m stays in view at a sensible size; the truth is in the moving camera's
+    frame. Gaussian noise of `noise_px` per coordinate; `dropout` of the keypoints missing
+    (confidence 0); face points seen only with `face`; confidences of the points seen are
+    drawn in [0.5, 1]."""
     body, head, neck = take.body[frames], take.head[frames], take.neck[frames]
     pts = np.concatenate([face_points(body, head, neck), body], 1)  # coco17 order
     w, h = (1920, 1080) if rng.random() < 0.7 else (1080, 1920)
     f = rng.uniform(800, 2000)
-    center = pts.reshape(-1, 3).mean(0)
-    radius = np.linalg.norm(pts.reshape(-1, 3) - center, axis=-1).max()
+    aim = _follow(pts.mean(1))
+    radius = np.linalg.norm(pts - aim[:, None], axis=-1).max()
     dist = max(2.5, 1.15 * f * radius / (0.45 * min(w, h)))
     az = rng.uniform(0, 2 * math.pi)
-    eye = center + np.array([dist * math.sin(az), 0.0, dist * math.cos(az)])
-    eye[1] = rng.uniform(0.5, 2.5) + (center[1] - 1.0) * 0.5
-    z = center - eye
-    z /= np.linalg.norm(z)
+    offset = np.array([dist * math.sin(az), 0.0, dist * math.cos(az)])
+    offset[1] = rng.uniform(0.5, 2.5) - aim[0, 1]  # eye height above the ground at the start
+    z = -offset / np.linalg.norm(offset)
     roll = rng.uniform(-0.05, 0.05)
     down = np.array([math.sin(roll), -math.cos(roll), 0.0])
     x = np.cross(down, z)
     x /= np.linalg.norm(x)
     y = np.cross(z, x)
     R = np.stack([x, y, z])  # world -> camera (OpenCV: x right, y down, z forward)
-    t = -R @ eye
-    cam = pts @ R.T + t
+    eye = aim + offset
+    cam = np.einsum("ij,tkj->tki", R, pts - eye[:, None])
     K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])
     uv = cam[..., :2] / cam[..., 2:3] * f + K[:2, 2]
     uv = uv + rng.normal(0, noise_px, uv.shape) if noise_px > 0 else uv
@@ -323,7 +335,58 @@ def view(take: Take, frames: slice, rng: np.random.Generator, *, face: bool = Fa
     if not face:
         conf[:, :5] = 0.0
     kp = np.concatenate([uv, conf[..., None]], -1).astype(np.float32)
-    return View(kp, K.astype(np.float32), (w, h), cam[:, 5:].astype(np.float32), R, t)
+    return View(kp, K.astype(np.float32), (w, h), cam[:, 5:].astype(np.float32), R, -eye @ R.T)
+
+
+# -- scoring a fit ------------------------------------------------------------------------------
+
+# the body model's joint whose sigma speaks for each COCO body keypoint
+SIGMA_JOINT = {"shoulder": "upperarm01", "elbow": "lowerarm01", "wrist": "wrist", "hip": "upperleg01",
+               "knee": "lowerleg01", "ankle": "foot"}
+
+
+def sigma_columns(model) -> list[int]:
+    cols = []
+    for n in BODY:
+        side, part = n.split("_")
+        cols.append(model.joint_names.index(f"{SIGMA_JOINT[part]}.{'L' if side == 'left' else 'R'}"))
+    return cols
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two samples (no ties expected: continuous errors)."""
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def score_motion(model, motion, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """Errors of a one-person Motion against truth (T, 12, 3) (camera frame, `BODY` order),
+    on the body model's COCO-17 body keypoints: per frame pa (PA-MPJPE) and mpjpe (mid-hips
+    aligned), mm; accel (mm/frame^2); facing (T,) torso normal over 90 degrees off; jerr
+    (T, 12) PA-aligned error per joint, m; sigma (T, 12) the fit's sigma of the joint
+    carrying each keypoint, m."""
+    from meshcap.fitting.metrics import accel_error, pa_mpjpe
+
+    with torch.no_grad():
+        out = model(torch.as_tensor(motion.poses[0]), torch.as_tensor(motion.shape[:1]),
+                    torch.as_tensor(motion.transl[0]), layout="coco17", vertices=False)
+    names = model.keypoint_names("coco17")
+    pred = out.keypoints[:, [names.index(n) for n in BODY]].float()
+    gt = torch.as_tensor(truth)
+    pa = pa_mpjpe(pred, gt) * 1000
+    hip = [BODY.index("left_hip"), BODY.index("right_hip")]
+    mid = lambda x: x[:, hip].mean(1, keepdim=True)  # noqa: E731
+    mp = ((pred - mid(pred)) - (gt - mid(gt))).norm(dim=-1).mean(-1) * 1000
+    acc = accel_error(pred * 1000, gt * 1000)
+    fp, fg = torso_forward(pred), torso_forward(gt)
+    facing = (fp * fg).sum(-1) < 0
+    # per-joint PA-aligned error, for the sigma's ranking
+    R, t, s = roma.rigid_points_registration(pred, gt, compute_scaling=True)
+    aligned = s[:, None, None] * (pred @ R.transpose(-1, -2)) + t[:, None]
+    jerr = (aligned - gt).norm(dim=-1).numpy()
+    sig = motion.uncertainty[0][:, sigma_columns(model)]
+    return dict(pa=pa.numpy(), mpjpe=mp.numpy(), accel=float(acc), facing=facing.numpy(), jerr=jerr, sigma=sig)
+
 
 
 # -- the body model on a take ------------------------------------------------------------------
@@ -375,3 +438,31 @@ def fit_points3d(model, points: torch.Tensor, layout: str = "coco17", names=BODY
         out = model(pose, shape_of(shape_p), transl, layout=layout, vertices=False)
     return dict(poses=pose.detach(), shape=shape_of(shape_p).detach(), transl=transl.detach(),
                 keypoints=out.keypoints[:, idx])
+
+
+def mirror_poses(model, poses: torch.Tensor) -> torch.Tensor:
+    """(..., J, 3) axis-angle poses of the body's mirror image (left and right swapped, the
+    reflection through the body's sagittal plane x = 0 of the canonical frame)."""
+    names = list(model.joint_names)
+    perm = [names.index(n[:-2] + (".R" if n.endswith(".L") else ".L")) if n[-2:] in (".L", ".R") else i
+            for i, n in enumerate(names)]
+    out = poses[..., perm, :].clone()
+    out[..., 1:] = -out[..., 1:]
+    return out
+
+
+def pose_bank(model, takes: list[Take] | None = None) -> torch.Tensor:
+    """(N, J, 3) body-model poses of the training takes (`fit_points3d` on each, then their
+    mirror images), the root's orientation in the take's y-up world; cached per machine."""
+    cached = cache_dir() / "mocap" / f"poses-{model.name}-v1.npz"
+    if cached.exists():
+        return torch.as_tensor(np.load(cached)["poses"])
+    takes = split(load_takes())[0] if takes is None else takes
+    poses = []
+    for take in takes:
+        fit = fit_points3d(model, torch.as_tensor(take.body, dtype=torch.float32))
+        poses.append(fit["poses"].float())
+    poses = torch.cat(poses)
+    poses = torch.cat([poses, mirror_poses(model, poses)])
+    save_npz_atomic(cached, {"poses": poses.numpy()})
+    return poses

@@ -74,9 +74,11 @@ def training_poses(model: BodyModel, n: int, g: torch.Generator) -> torch.Tensor
     return torch.cat([sample_structured_poses(model, k, g), sample_body_poses(model, n - k, g)])
 
 
-def synthetic_batch(model: BodyModel, n: int, g: torch.Generator) -> Batch:
+def synthetic_batch(model: BodyModel, n: int, g: torch.Generator, real: torch.Tensor | None = None,
+                    real_fraction: float = 0.0) -> Batch:
     """n synthetic people, each with its own camera, in SHAPE_GROUPS groups of one body shape
-    (see the module docstring)."""
+    (see the module docstring); `real_fraction` of them posed from `real` (N, J, 3), the
+    body-model poses of real motion capture (`meshcap.regression.mocap.pose_bank`)."""
     layout = get_layout(INPUT_LAYOUT)
     poses = training_poses(model, n, g)
     yaw = (2 * torch.rand(n, generator=g) - 1) * math.pi
@@ -85,6 +87,14 @@ def synthetic_batch(model: BodyModel, n: int, g: torch.Generator) -> Batch:
     # some lean and roll of the whole body too
     lean = roma_small_rotation(n, 0.25, g)
     poses[:, 0] = roma_compose(lean, poses[:, 0])
+    if real is not None and real_fraction > 0:
+        # real motion: a random frame of the training takes (mirrored half the time), its root
+        # kept as the take had it against gravity (lying, upside down) and seen from the camera
+        k = int(round(n * real_fraction))
+        rows = torch.randperm(n, generator=g)[:k]
+        pick = real[torch.randint(len(real), (k,), generator=g)].to(poses.dtype)
+        poses[rows, 1:] = pick[:, 1:]
+        poses[rows, 0] = roma_compose(camera_root_rotation(yaw[rows], tilt[rows]), pick[:, 0])
     G = SHAPE_GROUPS if n % SHAPE_GROUPS == 0 else 1
     shape = sample_shapes(model, G, g).repeat_interleave(n // G, dim=0)
     sizes = torch.tensor(IMAGE_SIZES, dtype=torch.float32)[torch.randint(len(IMAGE_SIZES), (n,), generator=g)]
@@ -164,21 +174,29 @@ WEIGHTS = dict(rot=0.5, joints=5.0, keypoints=5.0, kp2d=1.0, shape=0.2, nll=0.05
 
 def train(steps: int, batch: int = 256, lr: float = 1e-3, seed: int = 0, log_every: int = 200,
           config: RegressorConfig | None = None, model: BodyModel | None = None,
-          log=print) -> tuple[KeypointRegressor, list[dict]]:
-    """Train from scratch; returns the network (eval mode) and the logged metrics."""
+          log=print, real_fraction: float = 0.0, init: KeypointRegressor | None = None,
+          ) -> tuple[KeypointRegressor, list[dict]]:
+    """Train from scratch (or go on from `init`); `real_fraction` of every batch is posed by
+    real motion capture (the training takes of `meshcap.regression.mocap`). Returns the
+    network (eval mode) and the logged metrics."""
     from meshcap.body_models import load_body_model
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = model or load_body_model("anny")
-    net = KeypointRegressor(config or RegressorConfig(num_joints=model.num_joints, shape_dim=model.shape_dim,
-                                                      body_model=model.name))
+    net = init.train() if init is not None else KeypointRegressor(
+        config or RegressorConfig(num_joints=model.num_joints, shape_dim=model.shape_dim, body_model=model.name))
+    real = None
+    if real_fraction > 0:
+        from meshcap.regression.mocap import pose_bank
+
+        real = pose_bank(model)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 2), pct_start=0.05)
     history = []
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
-        b = synthetic_batch(model, batch, g)
+        b = synthetic_batch(model, batch, g, real, real_fraction)
         ls = losses(net, model, b)
         total = sum(WEIGHTS[k] * ls[k] for k in WEIGHTS)
         opt.zero_grad()
@@ -201,11 +219,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--real-fraction", type=float, default=0.0,
+                    help="share of each batch posed by real motion capture (the mocap training takes)")
+    ap.add_argument("--init", default=None, help="go on from these weights instead of starting afresh")
     args = ap.parse_args()
-    net, history = train(args.steps, args.batch, args.lr, args.seed)
-    from meshcap.regression.weights import save_weights
+    from meshcap.regression.weights import load_regressor, save_weights
 
+    init = load_regressor(args.init) if args.init else None
+    net, history = train(args.steps, args.batch, args.lr, args.seed, real_fraction=args.real_fraction, init=init)
     save_weights(net, args.out, dict(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                                     real_fraction=args.real_fraction, init=args.init,
                                      final=history[-1] if history else {}))
     print(f"wrote {args.out}")
 

@@ -24,13 +24,14 @@ with its PA-aligned error. The floor is the body model fitted straight to the tr
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 
 import numpy as np
 import torch
 
 from meshcap import load_body_model
-from meshcap.capture import fit_setup
+from meshcap.capture import capture, fit_setup
 from meshcap.fitting.metrics import pa_mpjpe
 from meshcap.fitting.tracks import fit_tracks
 from meshcap.regression import mocap
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--max-clips", type=int, default=2, help="clips per held-out take")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-floor", action="store_true")
+    ap.add_argument("--weights", default=None, help="regressor weights for --paths regressor (default: the shipped ones)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     model = load_body_model("anny")
@@ -62,7 +64,9 @@ def main() -> None:
 
     summary = []
     for path in args.paths.split(","):
-        regressor = {"default": True, "rest": False, "regressor": True}[path]
+        # "default": whatever meshcap.capture does when not told
+        regressor = {"default": inspect.signature(capture).parameters["regressor"].default, "rest": False,
+                     "regressor": args.weights or True}[path]
         net, fit = fit_setup(model, regressor, None)
         for cond, face, noise in CONDITIONS:
             rows = []

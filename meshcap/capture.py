@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from meshcap.errors import InputError
 from meshcap.fitting.camera import intrinsics
@@ -31,19 +32,80 @@ def is_keypoint_source(path: str | Path) -> bool:
 def load_tracks(source: str | Path, *, keypoints: str | Path | None = None, start: float | None = None,
                 end: float | None = None, stride: int = 1, tracker: TrackerOptions | None = None,
                 smooth: bool = False, cache: str | Path | None = None,
+                image_size: tuple[int, int] | None = None, fps: float | None = None,
                 progress: Progress | None = None) -> Tracks:
-    """2D tracks from a video (detected, cached in `cache`) or from a keypoint source."""
+    """2D tracks from a video (detected, cached in `cache`) or from a keypoint source.
+
+    image_size (width, height) and fps describe keypoint input (default: how far the keypoints
+    reach, and 30 fps); with a video beside the keypoints, the video's own size and rate are
+    used, and values that contradict them are an error, as are keypoints far outside the image.
+    """
     from meshcap.keypoints.pipeline import video_tracks
     from meshcap.keypoints.readers import read_keypoints
     from meshcap.keypoints.tracks import smooth_tracks
+    from meshcap.video import VideoReader
 
+    if image_size is not None:
+        image_size = (int(image_size[0]), int(image_size[1]))
+        if min(image_size) < 1:
+            raise InputError(f"image size must be positive, got {image_size[0]}x{image_size[1]}")
+    if fps is not None and not (np.isfinite(fps) and fps > 0):
+        raise InputError(f"fps must be positive, got {fps}")
     kp_source = keypoints if keypoints is not None else (source if is_keypoint_source(source) else None)
+    if kp_source is None or keypoints is not None and not is_keypoint_source(source):
+        # a video is there: its size and rate are facts
+        info = VideoReader(source, fps=fps).info
+        size = (info.width, info.height)
+        if image_size is not None and image_size != size:
+            raise InputError(f"{source} is {size[0]}x{size[1]}, but the image size given is "
+                             f"{image_size[0]}x{image_size[1]}")
+        if fps is not None and info.kind == "video" and abs(fps - info.fps) > 1e-3 * info.fps:
+            raise InputError(f"{source} runs at {info.fps:g} fps, but the fps given is {fps:g}")
+        image_size, fps = size, info.fps
     if kp_source is not None:
-        tracks = read_keypoints(kp_source, tracker=tracker)
+        tracks = read_keypoints(kp_source, fps=fps or 30.0, image_size=image_size, tracker=tracker)
+        if image_size is not None and tuple(tracks.image_size) != image_size:
+            raise InputError(f"{kp_source} says its images are {tracks.image_size[0]}x{tracks.image_size[1]}, "
+                             f"but the image size given is {image_size[0]}x{image_size[1]}")
+        if fps is not None and abs(tracks.fps - fps) > 1e-3 * fps:
+            raise InputError(f"{kp_source} says it runs at {tracks.fps:g} fps, but the fps given is {fps:g}")
+        tracks.check_in_image(str(kp_source))
         return smooth_tracks(tracks) if smooth else tracks
     step = (lambda d, t: progress("detecting people", d, t)) if progress else None
     return video_tracks(source, start=start, end=end, stride=stride, tracker=tracker, smooth=smooth,
                         cache=cache, progress=step)
+
+
+def monocular_camera(camera, camera_name: str | None, focal: float | None, image_size: tuple[int, int]):
+    """(K (3, 3), lens distortion (5,) or None) of a monocular capture: from a calibration file
+    (or a `Camera`), else a pinhole with `focal` (default: the image diagonal) at the centre."""
+    from meshcap.multiview.calibration import Camera, read_camera
+
+    if camera is None:
+        if camera_name is not None:
+            raise InputError("a camera name was given without a camera file")
+        return intrinsics(*image_size, focal), None
+    if focal is not None:
+        raise InputError("give a focal length or a camera file, not both (the file's K holds the focal)")
+    cam = camera if isinstance(camera, Camera) else read_camera(camera, camera_name)
+    if tuple(cam.size) != tuple(image_size) and all(cam.size):
+        raise InputError(f"camera {cam.name} was calibrated at {cam.size[0]}x{cam.size[1]}, but the images are "
+                         f"{image_size[0]}x{image_size[1]}")
+    dist = cam.dist if np.any(cam.dist) else None
+    return torch.as_tensor(cam.K, dtype=torch.float32), dist
+
+
+def undistort_tracks(tracks: dict, K, dist) -> dict:
+    """Tracks {id: (frames, keypoints (n, K, 3))} with the keypoints moved from the lens's
+    pixels to those of the pinhole camera K, which is what fitting projects through."""
+    from meshcap.multiview.calibration import undistort_points
+
+    out = {}
+    for tid, (f, kp) in tracks.items():
+        kp = kp.copy()
+        kp[..., :2] = undistort_points(kp[..., :2], np.asarray(K, np.float64), dist).astype(kp.dtype)
+        out[tid] = (f, kp)
+    return out
 
 
 def fit_setup(model, regressor: str | Path | bool = False, fit: FitOptions | None = None):
@@ -68,6 +130,8 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
             max_people: int | None = None, device: str = "cpu", smooth: bool = False,
             tracker: TrackerOptions | None = None, fit: FitOptions | None = None,
             regressor: str | Path | bool = False,
+            image_size: tuple[int, int] | None = None, fps: float | None = None,
+            camera=None, camera_name: str | None = None,
             cache: str | Path | None = None, progress: Progress | None = None) -> Motion:
     """Capture the people in a video as a Motion.
 
@@ -85,6 +149,11 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
             needs half the steps), a weights file, or False (default) to fit from the rest
             pose. Not the default yet: on the Sports2D demo its initialisation leaves a median
             reprojection of 7.8 px against 2.9 px from the rest pose (synthetic-to-real gap).
+        image_size, fps: (width, height) and frame rate of keypoint input (a video's own are
+            used when there is one; values that contradict it are an error).
+        camera, camera_name: a calibration file (any format `meshcap multiview` reads) or a
+            `Camera`: its intrinsics and lens distortion replace `focal`; a file with several
+            cameras needs `camera_name`.
         progress: progress(stage, done, total).
     """
     from meshcap.body_models import load_body_model
@@ -94,8 +163,19 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
     if focal is not None and not focal > 0:
         raise InputError(f"focal must be positive (pixels), got {focal}")
     model = load_body_model(body_model, model_path).to(device)  # bad model paths fail before detection
+    if camera is None and camera_name is not None:
+        raise InputError("a camera name was given without a camera file")
+    if camera is not None:  # a bad camera file fails before detection
+        from meshcap.multiview.calibration import Camera, read_camera
+
+        if focal is not None:
+            raise InputError("give a focal length or a camera file, not both (the file's K holds the focal)")
+        camera = camera if isinstance(camera, Camera) else read_camera(camera, camera_name)
+        if image_size is None and all(camera.size) and (keypoints is not None or is_keypoint_source(source)):
+            image_size = camera.size
     tracks = load_tracks(source, keypoints=keypoints, start=start, end=end, stride=stride,
-                         tracker=tracker, smooth=smooth, cache=cache, progress=progress)
+                         tracker=tracker, smooth=smooth, cache=cache, image_size=image_size, fps=fps,
+                         progress=progress)
     if not tracks.tracks:
         raise InputError(f"{source}: no person found (no track of {tracker.min_length if tracker else 10}"
                          " or more frames)")
@@ -104,7 +184,10 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
         rank = sorted(chosen, key=lambda t: -float(chosen[t][1][..., 2].sum()))
         chosen = {t: chosen[t] for t in sorted(rank[:max_people])}
     w, h = tracks.image_size
-    K = intrinsics(w, h, focal)
+    K, dist = monocular_camera(camera, camera_name, focal, (w, h))
+    detected = chosen
+    if dist is not None:
+        chosen = undistort_tracks(chosen, K, dist)
     step = (lambda d, t: progress("fitting bodies", d, t)) if progress else None
     if progress:
         progress("fitting bodies", 0, len(chosen))
@@ -112,9 +195,14 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
     # the rate of the frames actually used (a stride or a variable frame rate changes it)
     dt = np.diff(tracks.frame_times)
     fps = 1.0 / float(np.median(dt)) if len(dt) and np.median(dt) > 0 else tracks.fps
+    if abs(fps - tracks.fps) < 1e-6 * tracks.fps:
+        fps = tracks.fps  # the stated rate, not its round-off through the timestamps
     motion = fit_tracks(model, chosen, num_frames=tracks.num_frames, image_size=(w, h), fps=fps,
                         layout=tracks.layout, K=K, frame_times=tracks.frame_times, options=fit,
                         regressor=net, progress=step)
+    for p, tid in enumerate(motion.person_ids):  # keypoints2d: as detected, through the lens
+        f, kp = detected[int(tid)]
+        motion.keypoints2d[p, f] = kp
     if model_path is not None:
         motion.body_model_settings["model_path"] = str(Path(model_path).resolve())
     return motion

@@ -270,6 +270,16 @@ def _write_outputs(args, motion, out, renders: list) -> None:
         print(f"wrote {p}")
 
 
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, e.g. 1920x1080, got {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
+    return w, h
+
+
 def _capture_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="meshcap", description="Capture the people in a video as a motion.npz: detect 2D keypoints, "
@@ -282,6 +292,13 @@ def _capture_parser() -> argparse.ArgumentParser:
     p.add_argument("--body-model", default="anny", choices=("anny", "smpl", "smplh", "smplx"))
     p.add_argument("--model-path", default=None, help="SMPL-family model file or folder (yours; never downloaded)")
     p.add_argument("--focal", type=float, default=None, help="focal length in pixels (default: the image diagonal)")
+    p.add_argument("--camera", default=None,
+                   help="calibration of the camera (any format `meshcap multiview` reads): intrinsics and lens "
+                   "distortion, instead of --focal")
+    p.add_argument("--camera-name", default=None, help="which camera of a --camera file with several")
+    p.add_argument("--image-size", default=None, type=_image_size,
+                   help="WxH of the images that keypoint input came from (default: how far the keypoints reach)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate of keypoint input (default 30)")
     p.add_argument("--max-people", type=int, default=None, help="keep at most this many people")
     p.add_argument("--device", default="cpu", help="torch device for fitting (cpu, cuda, ...)")
     p.add_argument("--no-cache", action="store_true", help="do not reuse or write the keypoint cache")
@@ -327,9 +344,16 @@ def _capture(argv: list[str]) -> None:
     kw = dict(keypoints=args.keypoints, body_model=args.body_model, model_path=args.model_path,
               focal=args.focal, start=args.start, end=args.end, stride=args.stride,
               max_people=args.max_people, device=args.device, smooth=args.smooth, tracker=tracker, cache=cache,
-              regressor=args.regressor_weights or args.regressor)
+              regressor=args.regressor_weights or args.regressor, image_size=args.image_size, fps=args.fps,
+              camera=args.camera, camera_name=args.camera_name)
+    render_kw = {}
+    if args.camera:
+        from meshcap.multiview.calibration import read_camera
+
+        kw["camera"] = read_camera(args.camera, args.camera_name)
+        render_kw["distortion"] = kw["camera"].dist
     motion = _with_stage_bars(lambda progress: capture(src, progress=progress, **kw), args.quiet)
-    _write_outputs(args, motion, out, [(Path(args.render), {})] if args.render else [])
+    _write_outputs(args, motion, out, [(Path(args.render), render_kw)] if args.render else [])
     secs = time.perf_counter() - t0
     n = int(motion.valid.any(0).sum())
     print(f"{out}: {motion.num_people} {'person' if motion.num_people == 1 else 'people'}, "

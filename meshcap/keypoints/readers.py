@@ -71,7 +71,11 @@ def _build(layout: str, per_frame: list[list[tuple[int | None, np.ndarray]]], fp
         linked = track_detections(dets, tracker)
     if image_size is None:
         xy = np.concatenate([kp[kp[:, 2] > 0, :2] for *_, kp in rows]) if rows else np.zeros((1, 2))
-        image_size = (int(np.ceil(xy[:, 0].max())) + 1, int(np.ceil(xy[:, 1].max())) + 1)
+        reach = xy.max(0)
+        if (reach > 100_000).any() or (xy.min(0) < -100_000).any():
+            raise InputError(f"{where}: keypoint coordinates reach ({xy[:, 0].min():.4g}..{reach[0]:.4g}, "
+                             f"{xy[:, 1].min():.4g}..{reach[1]:.4g}) pixels: corrupt coordinates")
+        image_size = (int(np.ceil(reach[0])) + 1, int(np.ceil(reach[1])) + 1)
     return Tracks(layout, fps, np.arange(T) / fps, tuple(image_size), linked)
 
 

@@ -68,6 +68,24 @@ class Tracks:
     def num_frames(self) -> int:
         return len(self.frame_times)
 
+    def check_in_image(self, where: str = "keypoints", margin: float = 0.5) -> None:
+        """Raise InputError naming the first seen keypoint that lies more than `margin` of the
+        image's size beyond its edges: a wrong image size or corrupt coordinates (detectors
+        place truncated joints a little outside the frame, never far)."""
+        w, h = self.image_size
+        lo = np.array([-margin * w, -margin * h])
+        hi = np.array([(1 + margin) * w, (1 + margin) * h])
+        names = get_layout(self.layout).names
+        for tid, (f, kp) in self.tracks.items():
+            xy = kp[..., :2]
+            bad = (kp[..., 2] > 0) & ((xy < lo) | (xy > hi) | ~np.isfinite(xy)).any(-1)
+            if bad.any():
+                i, k = np.argwhere(bad)[0]
+                x, y = xy[i, k]
+                raise InputError(f"{where}: person {tid}, frame {int(self.frame_index[f[i]])}: keypoint "
+                                 f"{names[k]} at ({x:.4g}, {y:.4g}) lies far outside the {w}x{h} image "
+                                 "(a wrong --image-size, or corrupt coordinates)")
+
     def __len__(self) -> int:
         return len(self.tracks)
 

@@ -45,6 +45,9 @@ class Camera:
         d = np.asarray(self.dist, dtype=np.float64).reshape(-1)
         if len(d) not in (4, 5, 8):
             raise InputError(f"camera {self.name}: distortion must have 4, 5 or 8 values, got {len(d)}")
+        if len(d) == 8 and np.any(d[5:] != 0):
+            raise InputError(f"camera {self.name}: the rational lens model (k4, k5, k6 = {d[5:].tolist()}) "
+                             "is not supported; meshcap reads OpenCV's k1, k2, p1, p2, k3")
         self.dist = np.concatenate([d, np.zeros(5 - len(d))]) if len(d) < 5 else d[:5]
         self.size = (int(self.size[0]), int(self.size[1]))
         for what, a in (("K", self.K), ("R", self.R), ("t", self.t), ("distortion", self.dist)):
@@ -82,7 +85,39 @@ def distort_project(Xc: torch.Tensor, K: torch.Tensor, dist: torch.Tensor) -> to
     return torch.stack([K[0, 0] * xd + K[0, 1] * yd + K[0, 2], K[1, 1] * yd + K[1, 2]], -1)
 
 
+def undistort_points(xy: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """(..., 2) pixels of the ideal pinhole camera K for pixels `xy` (..., 2) seen through the
+    lens `dist` (k1, k2, p1, p2, k3): the inverse of `distort_project`."""
+    import cv2
+
+    xy = np.asarray(xy, dtype=np.float64)
+    flat = xy.reshape(-1, 1, 2)
+    if not len(flat):
+        return xy.copy()
+    # the iterative solver: the default stops after 5 iterations, short for strong lenses
+    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-9)
+    out = cv2.undistortPointsIter(flat, K, dist, None, K, crit)
+    return out.reshape(xy.shape)
+
+
 # -- reading -------------------------------------------------------------------------------------
+
+
+def read_camera(path: str | Path, name: str | None = None) -> Camera:
+    """The one camera of a calibration file that a monocular capture uses: the only one, or the
+    one called `name`."""
+    cams = read_calibration(path)
+    names = [c.name for c in cams]
+    if name is None:
+        if len(cams) > 1:
+            raise InputError(f"{path}: holds {len(cams)} cameras ({', '.join(names)}); "
+                             "say which one filmed the video (--camera-name)")
+        return cams[0]
+    for c in cams:
+        if c.name == name:
+            return c
+    raise InputError(f"{path}: no camera named {name!r}; it holds {', '.join(names)}")
+
 
 
 def read_calibration(path: str | Path) -> list[Camera]:

@@ -75,10 +75,11 @@ def training_poses(model: BodyModel, n: int, g: torch.Generator) -> torch.Tensor
 
 
 def synthetic_batch(model: BodyModel, n: int, g: torch.Generator, real: torch.Tensor | None = None,
-                    real_fraction: float = 0.0) -> Batch:
+                    real_fraction: float = 0.0, sparse_fraction: float = 0.0) -> Batch:
     """n synthetic people, each with its own camera, in SHAPE_GROUPS groups of one body shape
     (see the module docstring); `real_fraction` of them posed from `real` (N, J, 3), the
-    body-model poses of real motion capture (`meshcap.regression.mocap.pose_bank`)."""
+    body-model poses of real motion capture (`meshcap.regression.mocap.pose_bank`);
+    `sparse_fraction` of them seen only through a sparser detector's keypoints (SPARSE_INPUTS)."""
     layout = get_layout(INPUT_LAYOUT)
     poses = training_poses(model, n, g)
     yaw = (2 * torch.rand(n, generator=g) - 1) * math.pi
@@ -123,12 +124,41 @@ def synthetic_batch(model: BodyModel, n: int, g: torch.Generator, real: torch.Te
             o, _ = observe(kp3[rows], K[rows], (w, h), noise[rows], drop=0.1, limb_drop=0.15, generator=g,
                            limbs=limb_indices(layout))
             obs[rows] = o
+    if sparse_fraction > 0:
+        obs = _sparse_inputs(obs, sparse_fraction, g)
     too_few = (obs[..., 2] > 0).sum(-1) < 6  # nearly all outside the image: keep them all seen
     obs[too_few, :, 2] = torch.where(obs[too_few, :, 2] > 0, obs[too_few, :, 2], 0.5)
     tokens, center, half = normalise_keypoints(obs)
     clean_box = (clean2d - center[:, None]) / half[:, None, None]
     root = joints[:, :1]
     return Batch(tokens, center, half, K, rot, shape, transl, joints - root, kp3 - root, clean_box)
+
+
+# The keypoints that common detectors give, as a subset of the network's input layout: most
+# keypoint files (COCO results, OpenPose body, ViTPose) carry COCO-17, and seen from behind
+# (or from a body-only detector) only its 12 body points; a network that has only seen the
+# full 33 points in training reads such an input poorly.
+SPARSE_INPUTS = {
+    "coco17": ("nose", "left_eye", "right_eye", "left_ear", "right_ear") + tuple(
+        f"{s}_{j}" for j in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle") for s in ("left", "right")),
+    "body12": tuple(f"{s}_{j}" for j in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle") for s in ("left", "right")),
+}
+
+
+def _sparse_inputs(obs: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor:
+    """obs (B, 33, 3) with `fraction` of the rows reduced to one of SPARSE_INPUTS (equal shares):
+    the other keypoints unseen (confidence 0), as `prepare_input` leaves them."""
+    layout = get_layout(INPUT_LAYOUT)
+    n = obs.shape[0]
+    pick = torch.rand(n, generator=g) < fraction
+    kind = torch.randint(len(SPARSE_INPUTS), (n,), generator=g)
+    obs = obs.clone()
+    for i, names in enumerate(SPARSE_INPUTS.values()):
+        keep = torch.zeros(len(layout), dtype=torch.bool)
+        keep[[layout.index(name) for name in names]] = True
+        rows = pick & (kind == i)
+        obs[rows[:, None] & ~keep[None], 2] = 0.0
+    return obs
 
 
 def roma_small_rotation(n: int, max_angle: float, g: torch.Generator) -> torch.Tensor:
@@ -175,10 +205,11 @@ WEIGHTS = dict(rot=0.5, joints=5.0, keypoints=5.0, kp2d=1.0, shape=0.2, nll=0.05
 def train(steps: int, batch: int = 256, lr: float = 1e-3, seed: int = 0, log_every: int = 200,
           config: RegressorConfig | None = None, model: BodyModel | None = None,
           log=print, real_fraction: float = 0.0, init: KeypointRegressor | None = None,
-          ) -> tuple[KeypointRegressor, list[dict]]:
+          sparse_fraction: float = 0.0) -> tuple[KeypointRegressor, list[dict]]:
     """Train from scratch (or go on from `init`); `real_fraction` of every batch is posed by
-    real motion capture (the training takes of `meshcap.regression.mocap`). Returns the
-    network (eval mode) and the logged metrics."""
+    real motion capture (the training takes of `meshcap.regression.mocap`), `sparse_fraction`
+    seen through COCO-17 or its body points only. Returns the network (eval mode) and the
+    logged metrics."""
     from meshcap.body_models import load_body_model
 
     torch.manual_seed(seed)
@@ -196,7 +227,7 @@ def train(steps: int, batch: int = 256, lr: float = 1e-3, seed: int = 0, log_eve
     history = []
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
-        b = synthetic_batch(model, batch, g, real, real_fraction)
+        b = synthetic_batch(model, batch, g, real, real_fraction, sparse_fraction)
         ls = losses(net, model, b)
         total = sum(WEIGHTS[k] * ls[k] for k in WEIGHTS)
         opt.zero_grad()
@@ -221,14 +252,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--real-fraction", type=float, default=0.0,
                     help="share of each batch posed by real motion capture (the mocap training takes)")
+    ap.add_argument("--sparse-fraction", type=float, default=0.0,
+                    help="share of each batch seen only through COCO-17 keypoints or its 12 body points")
     ap.add_argument("--init", default=None, help="go on from these weights instead of starting afresh")
     args = ap.parse_args()
     from meshcap.regression.weights import load_regressor, save_weights
 
     init = load_regressor(args.init) if args.init else None
-    net, history = train(args.steps, args.batch, args.lr, args.seed, real_fraction=args.real_fraction, init=init)
+    net, history = train(args.steps, args.batch, args.lr, args.seed, real_fraction=args.real_fraction, init=init,
+                         sparse_fraction=args.sparse_fraction)
     save_weights(net, args.out, dict(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                                      real_fraction=args.real_fraction, init=args.init,
+                                     sparse_fraction=args.sparse_fraction,
                                      final=history[-1] if history else {}))
     print(f"wrote {args.out}")
 

@@ -1,5 +1,5 @@
 """Load a capture and drive the body mesh with it in trimesh: every person's mesh, frame by
-frame, in the camera's world (metres; OpenCV axes: x right, y down, z forward).
+frame, in the motion's world (metres; a capture stands on its ground, y up: see `motion.world`).
 
     python examples/drive_mesh.py motion.npz --frame 40 --out frame40.ply
     python examples/drive_mesh.py motion.npz --every 10 --out frames/   # one .ply per 10th frame

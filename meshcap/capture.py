@@ -17,6 +17,7 @@ from meshcap.fitting.smplify import FitOptions
 from meshcap.fitting.tracks import fit_tracks
 from meshcap.keypoints.tracks import Tracks, TrackerOptions
 from meshcap.motion import Motion
+from meshcap.world import place_in_world
 
 Progress = Callable[[str, int, int], None]
 
@@ -110,8 +111,9 @@ def undistort_tracks(tracks: dict, K, dist) -> dict:
 
 def fit_setup(model, regressor: str | Path | bool = False, fit: FitOptions | None = None):
     """(regressor network or None, fit options) as `capture` uses them: `regressor` True for the
-    shipped weights, a weights file, or False; with a regressor the body stage needs half the
-    steps (unless `fit` is given)."""
+    shipped weights, a weights file, or False; from a regressor the fit is pulled toward the
+    regressed joints at half the default weight (`w_init` 0.5; measured on the real-motion
+    benchmark and the Sports2D demo, see MODEL_CARD.md), unless `fit` is given."""
     net = None
     if regressor is not False and model.name == "anny":
         from meshcap.regression import SHIPPED, load_regressor
@@ -120,7 +122,7 @@ def fit_setup(model, regressor: str | Path | bool = False, fit: FitOptions | Non
         if regressor is not True or path.exists():
             net = load_regressor(path)
             if fit is None:
-                fit = FitOptions(iters_body=FitOptions().iters_body // 2)
+                fit = FitOptions(w_init=0.5)
     return net, fit
 
 
@@ -129,9 +131,9 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
             start: float | None = None, end: float | None = None, stride: int = 1,
             max_people: int | None = None, device: str = "cpu", smooth: bool = False,
             tracker: TrackerOptions | None = None, fit: FitOptions | None = None,
-            regressor: str | Path | bool = False,
+            regressor: str | Path | bool = True,
             image_size: tuple[int, int] | None = None, fps: float | None = None,
-            camera=None, camera_name: str | None = None,
+            camera=None, camera_name: str | None = None, world: str | None = None,
             cache: str | Path | None = None, progress: Progress | None = None) -> Motion:
     """Capture the people in a video as a Motion.
 
@@ -145,19 +147,24 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
         max_people: keep only this many tracks (the longest, most confident ones).
         device: torch device for fitting. smooth: One-Euro filter the 2D tracks first.
         cache: keypoint cache file (detections are reused when it matches).
-        regressor: True for the shipped regressor weights (initialising the fit, which then
-            needs half the steps), a weights file, or False (default) to fit from the rest
-            pose. Not the default yet: on the Sports2D demo its initialisation leaves a median
-            reprojection of 7.8 px against 2.9 px from the rest pose (synthetic-to-real gap).
+        regressor: True (default) to initialise the fit from the shipped regressor weights, a
+            weights file, or False to fit from the rest pose (the old path: on the real-motion
+            benchmark it is about 45 mm PA-MPJPE worse, see MODEL_CARD.md).
         image_size, fps: (width, height) and frame rate of keypoint input (a video's own are
             used when there is one; values that contradict it are an error).
         camera, camera_name: a calibration file (any format `meshcap multiview` reads) or a
             `Camera`: its intrinsics and lens distortion replace `focal`; a file with several
             cameras needs `camera_name`.
+        world: None (default): stand the people on the ground estimated from their feet (y up,
+            the ground at y = 0, see `meshcap.world`), or, with a warning, keep the camera's
+            frame when no feet are seen; "ground": the same, an error without feet;
+            "camera": the camera's frame.
         progress: progress(stage, done, total).
     """
     from meshcap.body_models import load_body_model
 
+    if world not in (None, "ground", "camera"):
+        raise InputError(f"world must be 'ground' or 'camera', got {world!r}")
     if max_people is not None and max_people < 1:
         raise InputError(f"max_people must be at least 1, got {max_people}")
     if focal is not None and not focal > 0:
@@ -205,4 +212,4 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
         motion.keypoints2d[p, f] = kp
     if model_path is not None:
         motion.body_model_settings["model_path"] = str(Path(model_path).resolve())
-    return motion
+    return place_in_world(motion, model, world)

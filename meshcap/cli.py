@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     mv.add_argument("--out", required=True, help="motion.npz to write (the calibration's world frame)")
     mv.add_argument("--offsets", default=None, help="per camera, the frame that shows the first moment: e.g. 0,0,3,0")
     mv.add_argument("--max-people", type=int, default=None, help="keep at most this many people (the longest seen)")
+    mv.add_argument("--world", choices=("ground", "camera"), default=None,
+                    help="default: the calibration's world (its floor on the animation tool's when its cameras "
+                    "stand upright in a z-up or y-up world, else the ground under the feet); ground: the ground "
+                    "under the feet; camera: the calibration's world as it is")
     mv.add_argument("--min-track-length", type=int, default=10, help="drop people seen for fewer frames")
     mv.add_argument("--no-cache", action="store_true", help="do not reuse or write the per-view keypoint caches")
     mv.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -300,10 +304,15 @@ def _capture_parser() -> argparse.ArgumentParser:
                    help="WxH of the images that keypoint input came from (default: how far the keypoints reach)")
     p.add_argument("--fps", type=float, default=None, help="frame rate of keypoint input (default 30)")
     p.add_argument("--max-people", type=int, default=None, help="keep at most this many people")
+    p.add_argument("--world", choices=("ground", "camera"), default=None,
+                   help="ground: stand the people on the ground seen under their feet, y up (the default, "
+                   "falling back to the camera's frame with a warning when no feet are seen); camera: the "
+                   "camera's frame")
     p.add_argument("--device", default="cpu", help="torch device for fitting (cpu, cuda, ...)")
     p.add_argument("--no-cache", action="store_true", help="do not reuse or write the keypoint cache")
-    p.add_argument("--regressor", action="store_true",
-                   help="initialise fitting from the shipped regressor (experimental on real video)")
+    p.add_argument("--no-regressor", action="store_true",
+                   help="fit from the rest pose instead of the shipped regressor's initialisation (the old path)")
+    p.add_argument("--regressor", action="store_true", help=argparse.SUPPRESS)  # the default now; old scripts pass it
     p.add_argument("--regressor-weights", default=None,
                    help="initialise fitting from these regressor weights (e.g. tuned by python -m meshcap.regression.spin)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -344,8 +353,8 @@ def _capture(argv: list[str]) -> None:
     kw = dict(keypoints=args.keypoints, body_model=args.body_model, model_path=args.model_path,
               focal=args.focal, start=args.start, end=args.end, stride=args.stride,
               max_people=args.max_people, device=args.device, smooth=args.smooth, tracker=tracker, cache=cache,
-              regressor=args.regressor_weights or args.regressor, image_size=args.image_size, fps=args.fps,
-              camera=args.camera, camera_name=args.camera_name)
+              regressor=False if args.no_regressor else (args.regressor_weights or True), image_size=args.image_size, fps=args.fps,
+              camera=args.camera, camera_name=args.camera_name, world=args.world)
     render_kw = {}
     if args.camera:
         from meshcap.multiview.calibration import read_camera
@@ -394,7 +403,7 @@ def _multiview(args) -> None:
             _check_writable(r)
     t0 = time.perf_counter()
     kw = dict(offsets=offsets, max_people=args.max_people, min_length=args.min_track_length,
-              cache_dir=None if args.no_cache else out.parent)
+              cache_dir=None if args.no_cache else out.parent, world=args.world)
     motion = _with_stage_bars(lambda progress: capture_multiview(args.sources, args.calib, progress=progress, **kw),
                               args.quiet)
     _write_outputs(args, motion, out, [

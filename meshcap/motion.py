@@ -25,8 +25,14 @@ was not seen are `valid == False` and hold zeros (their numbers carry no meaning
 | cam_K                | (C, 3, 3) f32       | intrinsics per camera                                    |
 | cam_R, cam_t         | (C, 3, 3), (C, 3)   | world -> camera (OpenCV: x right, y down, z forward)     |
 | image_size           | (C, 2) int          | width, height per camera                                 |
+| world                | str (optional)      | "y-up", "z-up" or "camera" (absent: "camera"), see below |
 
-A monocular capture's world is camera 0's frame (cam_R = I, cam_t = 0). The body model's
+A monocular capture stands on its ground: world "y-up", y against gravity, the ground at
+y = 0, the origin under the first person's first position, the camera placed by cam_R/cam_t
+(`meshcap.world`); with `--world camera`, or when no feet were seen, the world is camera 0's
+frame (cam_R = I, cam_t = 0; world "camera"). A calibrated capture keeps its calibration's
+world ("z-up" or "y-up" when its floor is known). Exports and the viewer turn every world
+y-up (`Motion.y_up_rotation`). The body model's
 canonical frame is y up, facing +z; root rotations in `poses` map it into the world.
 """
 from __future__ import annotations
@@ -43,6 +49,13 @@ from meshcap.fileio import save_npz_atomic
 
 FORMAT = "meshcap.motion"
 VERSION = 1
+
+# What the world frame is (the optional key `world`; files without it are "camera"):
+# "camera": camera 0's frame as it was (OpenCV: y down), no gravity known;
+# "y-up": y against gravity, the ground at y = 0 (a grounded capture, or a y-up calibration);
+# "z-up": z against gravity, the floor at z = 0 (Qualisys and Pose2Sim calibrations).
+WORLDS = ("camera", "y-up", "z-up")
+_Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
 # key -> (dtype kind, number of dims); kinds: f float, i int, b bool, U str
 _SCHEMA: dict[str, tuple[str, int]] = {
@@ -82,8 +95,12 @@ class Motion:
     person_ids: np.ndarray | None = None
     frame_times: np.ndarray | None = None
     body_model_settings: dict = field(default_factory=dict)
+    world: str = "camera"
 
     def __post_init__(self) -> None:
+        self.world = str(self.world)
+        if self.world not in WORLDS:
+            raise ValueError(f"invalid Motion: world must be one of {', '.join(WORLDS)}, got {self.world!r}")
         f32 = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
         self.poses, self.shape, self.transl = f32(self.poses), f32(self.shape), f32(self.transl)
         self.joints3d, self.keypoints2d = f32(self.joints3d), f32(self.keypoints2d)
@@ -110,6 +127,16 @@ class Motion:
         problems = _check_consistency(self._arrays())
         if problems:
             raise ValueError("invalid Motion: " + "; ".join(problems))
+
+    def y_up_rotation(self) -> np.ndarray:
+        """(3, 3) the rotation from this Motion's world into the y-up frame that exports and the
+        viewer use: the world itself when it knows gravity; otherwise camera 0's view turned
+        half a turn about x (its image's up as y)."""
+        if self.world == "y-up":
+            return np.eye(3)
+        if self.world == "z-up":
+            return _Z_UP_TO_Y_UP.copy()
+        return np.diag([1.0, -1.0, -1.0]) @ self.cam_R[0].astype(np.float64)
 
     # -- sizes ---------------------------------------------------------------------------------
 
@@ -176,6 +203,8 @@ class Motion:
         except json.JSONDecodeError as e:
             raise MotionFileError(f"{path}: body_model_settings is not valid JSON ({e})") from None
         kw = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        if "world" in data and str(data["world"]) not in WORLDS:
+            raise MotionFileError(f"{path}: world is {str(data['world'])!r}, expected one of {', '.join(WORLDS)}")
         kw.update(fps=float(data["fps"]), body_model=str(data["body_model"]),
                   keypoint_layout=str(data["keypoint_layout"]), body_model_settings=settings,
                   joint_names=[str(n) for n in data["joint_names"]])

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from meshcap.export.bvh import CAMERA_TO_Y_UP
 from meshcap.export.fbx import BLENDER_SCRIPT, blender_available
 
 needs_blender = pytest.mark.skipif(
@@ -38,7 +37,7 @@ def assert_blender_matches(motion, path: Path, person: int | None = None, tol: f
     files) in Blender matches the motion within `tol` metres on every valid frame; returns the
     largest error."""
     got = blender_joints(path, motion.num_frames, motion.fps)
-    C = Y_UP_TO_BLENDER @ CAMERA_TO_Y_UP @ motion.cam_R[0].astype(np.float64)
+    C = Y_UP_TO_BLENDER @ motion.y_up_rotation()
     people = range(motion.num_people) if person is None else [person]
     worst = 0.0
     for p in people:

@@ -37,14 +37,14 @@ def test_command_captures_the_sports2d_demo(sports2d_tracks, tmp_path):
     # BVH, one per person, re-read by an independent parser: its joints are the motion's
     import bvhio
 
-    from meshcap.export.bvh import CAMERA_TO_Y_UP
+    assert m.world == "y-up"  # stands on its ground
 
     for p, pid in enumerate(m.person_ids):
         root = bvhio.readAsHierarchy(str(tmp_path / f"walk_p{pid}.bvh"))
         for t in np.flatnonzero(m.valid[p])[::25]:
             root.loadPose(int(t))
             got = {j.Name: np.array(j.PositionWorld) for j, _, _ in root.layout()}
-            want = m.joints3d[p, t] @ CAMERA_TO_Y_UP.T
+            want = m.joints3d[p, t] @ m.y_up_rotation().T
             err = max(np.linalg.norm(got[n] - want[k]) for k, n in enumerate(m.joint_names))
             assert err < 1e-3, (p, t, err)
     # Blender's importers: every joint on every fitted frame within 1 mm, for each format
@@ -60,8 +60,9 @@ def test_command_captures_the_sports2d_demo(sports2d_tracks, tmp_path):
         assert (tmp_path / f"again_p{pid}.bvh").read_text() == (tmp_path / f"walk_p{pid}.bvh").read_text()
     assert m.num_people == 2 and m.fps == pytest.approx(30.0)
     assert m.valid[0].sum() > 200 and m.valid[1].sum() > 150
-    # the fitted bodies project onto what was detected: median error a few pixels
-    kp3 = m.keypoints3d(m.keypoint_layout)
+    # the fitted bodies project onto what was detected through the stored camera: median error
+    # a few pixels
+    kp3 = m.keypoints3d(m.keypoint_layout) @ m.cam_R[0].T + m.cam_t[0]
     K = torch.tensor(m.cam_K[0])
     for p in range(2):
         v = m.valid[p]
@@ -71,7 +72,7 @@ def test_command_captures_the_sports2d_demo(sports2d_tracks, tmp_path):
         err = np.linalg.norm(uv - obs[..., :2], axis=-1)[seen]
         assert np.median(err) < 6.0, np.median(err)
         # standing adults: upright (head above feet), 1.2-2.2 m tall, in front of the camera
-        j = m.joints3d[p][v]
+        j = m.joints3d[p][v] @ m.cam_R[0].T + m.cam_t[0]  # the camera's frame
         extent = j[:, :, 1].max(1) - j[:, :, 1].min(1)
         assert 1.0 < np.median(extent) < 2.2
         assert (j[:, 0, 2] > 1.0).all()

@@ -107,7 +107,8 @@ def test_capture_renders_an_overlay_of_the_input(clip_capture):
     diff = np.abs(frames_out[t].astype(int) - frames_in[t].astype(int)).sum(-1)
     K = m.cam_K[0]
     for p in np.flatnonzero(m.valid[:, t]):
-        uv = m.joints3d[p, t, :, :2] / m.joints3d[p, t, :, 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
+        jc = m.joints3d[p, t] @ m.cam_R[0].T + m.cam_t[0]  # the camera's frame
+        uv = jc[:, :2] / jc[:, 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
         x, y = np.round(uv[m.joint_names.index("spine03")]).astype(int)
         assert diff[y - 3: y + 4, x - 3: x + 4].mean() > 30, p  # the torso is painted over
     assert np.median(diff[:, : diff.shape[1] // 8]) < 12  # far left strip: nobody, codec noise only

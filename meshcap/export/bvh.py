@@ -4,8 +4,10 @@ Hand-written: BVH is a small text format, and the Python BVH packages on PyPI re
 used by the tests, is one) but none writes a skeleton with per-frame Euler channels from
 arrays. Conventions written into the file:
 
-- units: metres; axes: y up, right-handed, as the Motion's world rotated half a turn about x
-  (the OpenCV camera frame, y down, becomes y up; the camera looks along -z);
+- units: metres; axes: y up, right-handed: the Motion's world turned y-up
+  (`Motion.y_up_rotation`): a grounded capture as it is (the ground at y = 0), a z-up
+  calibration's floor on y = 0, and a world without gravity (the camera frame) half a turn
+  about x, the camera's image up as y;
 - hierarchy: the body model's fitted skeleton; offsets are the rest offsets of the person's
   fitted shape, in a rest pose whose joint frames are world-aligned (so a joint's channels are
   its local rotation, exactly the Motion's `poses`);
@@ -54,10 +56,7 @@ def bvh_text(motion, person: int = 0, body_model=None) -> str:
     offsets = sk.offsets[0].cpu().numpy().astype(np.float64)
     names, parents = list(sk.joint_names), list(sk.parents)
     J = len(names)
-    C = CAMERA_TO_Y_UP
-    if motion.cam_R is not None and len(motion.cam_R):
-        # world -> camera 0 -> y up, so a calibrated world comes out as camera 0 sees it
-        C = C @ motion.cam_R[0].astype(np.float64)
+    C = motion.y_up_rotation()  # the world as it stands (or camera 0's view when it knows no gravity)
     poses = _fill_invalid(motion.poses[person].astype(np.float64), valid)
     transl = _fill_invalid(motion.transl[person].astype(np.float64), valid)
     R = Rotation.from_rotvec(poses.reshape(-1, 3)).as_matrix().reshape(len(poses), J, 3, 3)

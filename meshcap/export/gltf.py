@@ -20,7 +20,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from meshcap.errors import InputError
-from meshcap.export.bvh import CAMERA_TO_Y_UP, _fill_invalid
+from meshcap.export.bvh import _fill_invalid
 from meshcap.fileio import publish, temp_beside
 
 
@@ -51,9 +51,7 @@ def gltf_document(motion, body_model=None):
         raise InputError("the motion has no fitted frame to export")
     faces = model.faces.cpu().numpy().astype(np.uint32)
     joints_idx, joints_w = skin_weights(model)
-    C = CAMERA_TO_Y_UP
-    if motion.cam_R is not None and len(motion.cam_R):
-        C = C @ motion.cam_R[0].astype(np.float64)
+    C = motion.y_up_rotation()
     times = (motion.frame_times - motion.frame_times[0]).astype(np.float32)
     if len(times) == 1:
         times = np.zeros(1, np.float32)

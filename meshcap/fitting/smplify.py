@@ -57,7 +57,8 @@ class FitOptions:
     frame too, in m/s^2 (joint acceleration) and rad/s (rotation velocity), so they hold at
     any frame rate. `iters_heading` steps fit the body under both of each frame's torso headings
     (`iters_heading` 0 turns it off); `w_heading_change` is the cost of a root turn between two
-    frames, per rad^2, in the path chosen through them."""
+    frames, per rad^2, in the path chosen through them. The body stage's rates fall to
+    `lr_final` of themselves over its last half (1.0: constant)."""
 
     sigma: float = 10.0
     min_confidence: float = 0.1
@@ -76,6 +77,7 @@ class FitOptions:
     lr_rot: float = 0.03
     lr_transl: float = 0.03
     lr_shape: float = 0.05
+    lr_final: float = 0.05
 
 
 @dataclass
@@ -454,6 +456,10 @@ class SingleViewFitter:
         # sigma already says which way the limbs point).
         flip_at = set() if init_w is not None else {o.iters_body // 3, 2 * o.iters_body // 3}
         history: list[float] = []
+        # Adam at a constant rate ends wandering about the minimum by about its rate (0.03 rad
+        # per step: jitter from frame to frame, and a result that depends on round-off); the
+        # last half after the last flip anneals the rate (cosine) to `lr_final` of it.
+        settle = (max(flip_at, default=0) + o.iters_body) // 2
         for it in range(o.iters_body):
             if it == 0 or it in flip_at:
                 if it in flip_at:
@@ -461,6 +467,10 @@ class SingleViewFitter:
                 opt = torch.optim.Adam([{"params": [root, body], "lr": o.lr_rot},
                                         {"params": [transl], "lr": o.lr_transl},
                                         {"params": [shape_p], "lr": o.lr_shape}])
+            if it >= settle:
+                scale = o.lr_final + (1 - o.lr_final) * 0.5 * (1 + math.cos(math.pi * (it - settle) / max(o.iters_body - settle, 1)))
+                for group, lr in zip(opt.param_groups, (o.lr_rot, o.lr_transl, o.lr_shape)):
+                    group["lr"] = lr * scale
             opt.zero_grad()
             frame, track, _ = self._loss(root, body, shape_p, transl, obs, init_joints, init_w)
             loss = frame.sum() + track

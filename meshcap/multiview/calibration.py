@@ -85,18 +85,21 @@ def distort_project(Xc: torch.Tensor, K: torch.Tensor, dist: torch.Tensor) -> to
     return torch.stack([K[0, 0] * xd + K[0, 1] * yd + K[0, 2], K[1, 1] * yd + K[1, 2]], -1)
 
 
-def undistort_points(xy: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    """(..., 2) pixels of the ideal pinhole camera K for pixels `xy` (..., 2) seen through the
-    lens `dist` (k1, k2, p1, p2, k3): the inverse of `distort_project`."""
+def undistort_points(xy: np.ndarray, K: np.ndarray, dist: np.ndarray, pixels: bool = True) -> np.ndarray:
+    """(..., 2) pixels of the ideal pinhole camera K (or, `pixels` False, normalised
+    coordinates x/z, y/z) for pixels `xy` (..., 2) seen through the lens `dist` (k1, k2, p1,
+    p2, k3): the inverse of `distort_project`."""
     import cv2
 
     xy = np.asarray(xy, dtype=np.float64)
-    flat = xy.reshape(-1, 1, 2)
+    flat = np.ascontiguousarray(xy).reshape(-1, 1, 2)
     if not len(flat):
         return xy.copy()
-    # the iterative solver: the default stops after 5 iterations, short for strong lenses
+    K = np.asarray(K, dtype=np.float64)
+    # the iterative solver with a tight stop: the default stops after 5 iterations, short for
+    # strong lenses
     crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-9)
-    out = cv2.undistortPointsIter(flat, K, dist, None, K, crit)
+    out = cv2.undistortPointsIter(flat, K, np.asarray(dist, dtype=np.float64), None, K if pixels else None, crit)
     return out.reshape(xy.shape)
 
 

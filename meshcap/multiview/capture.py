@@ -14,6 +14,7 @@ from meshcap.motion import Motion
 from meshcap.multiview.associate import associate_tracks
 from meshcap.multiview.calibration import Camera, check_cameras, read_calibration
 from meshcap.multiview.triangulate import triangulate
+from meshcap.world import place_in_world
 
 KEYPOINT_SUFFIXES = (".npz", ".json")
 
@@ -100,6 +101,7 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
                       offsets: list[int] | None = None, max_people: int | None = None,
                       min_length: int = 10, body_model: str = "anny", model_path: str | Path | None = None,
                       fit: FitOptions | None = None, cache_dir: str | Path | None = None,
+                      world: str | None = None,
                       progress: Callable[[str, int, int], None] | None = None) -> Motion:
     """Detect (or read) every view, match people across views and over time, fit each person
     to all views at once.
@@ -111,8 +113,12 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
             (default 0 for all: already synchronised).
         max_people: keep the longest this many people; min_length: drop shorter ones (frames).
         cache_dir: keep each view's detections there (`<name>.keypoints.npz`) for re-runs.
+        world: None (default): the calibration's world, marked "z-up"/"y-up" when its cameras
+            stand upright in it (exports put its floor on the tool's), else the ground
+            estimated from the feet as for one camera; "camera": the calibration's world as it
+            is, without a known up; "ground": the estimated ground in any case.
         progress: called as progress(stage, done, total).
-    Returns a Motion whose world is the calibration's, with every camera's K, R, t.
+    Returns a Motion with every camera's K, R, t.
     """
     from meshcap.body_models import load_body_model
     from meshcap.fitting.multiview import MultiViewFitter
@@ -157,9 +163,10 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
         if progress:
             progress("fitting", p + 1, P)
     times = views[0].frame_times[offsets[0]: offsets[0] + T]
-    return Motion(fps=fps, body_model=model.name, joint_names=list(model.joint_names),
+    motion = Motion(fps=fps, body_model=model.name, joint_names=list(model.joint_names),
                   parents=np.asarray(model.parents), valid=valid, keypoint_layout="blazepose33",
                   cam_K=np.stack([c.K for c in cams]), cam_R=np.stack([c.R for c in cams]),
                   cam_t=np.stack([c.t for c in cams]), image_size=np.array([c.size for c in cams]),
                   person_ids=np.arange(P), frame_times=times - times[0], **out,
                   body_model_settings={} if model.name == "anny" else {"model_path": str(model_path)})
+    return place_in_world(motion, model, world, None if world == "ground" else cams)

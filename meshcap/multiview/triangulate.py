@@ -10,17 +10,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from meshcap.multiview.calibration import Camera
+from meshcap.multiview.calibration import Camera, undistort_points
 
 
 def undistort(points: np.ndarray, camera: Camera) -> np.ndarray:
     """(N, 2) normalised image coordinates (x/z, y/z) of pixels (N, 2) seen by `camera`."""
-    import cv2
-
-    pts = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 1, 2)
-    if not len(pts):
-        return np.zeros((0, 2))
-    return cv2.undistortPoints(pts, camera.K, camera.dist).reshape(-1, 2)
+    return undistort_points(np.asarray(points, dtype=np.float64).reshape(-1, 2), camera.K, camera.dist, pixels=False)
 
 
 def dlt(xn: np.ndarray, P: np.ndarray, w: np.ndarray) -> np.ndarray:

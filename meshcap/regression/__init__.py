@@ -43,7 +43,7 @@ def regress(net: KeypointRegressor, model: BodyModel, keypoints: torch.Tensor, l
 
 def regress_track(net: KeypointRegressor, model: BodyModel, keypoints: torch.Tensor, layout: str,
                   K: torch.Tensor):
-    """A `FitInit` for one track (T, K, 3): per-frame pose, translation and sigma; one shape
+    """A `FitInit` for one track (T, K, 3): per-frame pose and sigma; one shape
     (the confidence-weighted mean over the frames seen); frames with too few keypoints take
     the nearest seen frame's pose with a sigma of `UNSEEN_SIGMA`."""
     from meshcap.fitting.smplify import FitInit
@@ -58,5 +58,7 @@ def regress_track(net: KeypointRegressor, model: BodyModel, keypoints: torch.Ten
     w = (1.0 / r["sigma"][seen].mean(-1))[:, None]
     shape = (r["shape"][seen] * w).sum(0, keepdim=True) / w.sum()
     dt = model.dtype
-    return FitInit(poses=r["poses"][nearest].to(dt), shape=shape.to(dt), transl=r["transl"][nearest].to(dt),
-                   sigma=r["sigma"].to(dt))
+    # No translation: the fit places the body from its torso's 2D size and its own shape,
+    # which keeps real footage on its keypoints (the Sports2D demo's second person reprojects
+    # 3.2 px from there, 8.4 px from the regressor's weak-perspective depth; see MODEL_CARD.md).
+    return FitInit(poses=r["poses"][nearest].to(dt), shape=shape.to(dt), transl=None, sigma=r["sigma"].to(dt))

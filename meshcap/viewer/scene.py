@@ -11,7 +11,7 @@ meshcap.
 What is drawn, per person: the body mesh (skinned, so a frame costs 20 bone poses, not a
 mesh), semi-transparent so the skeleton shows through; the skeleton's joints and bones,
 coloured per frame by the fit's uncertainty (the renderer's colour map); people who were not
-fitted in a frame are hidden. The Motion's world (camera 0, y down) is turned y-up.
+fitted in a frame are hidden. The Motion's world is turned y-up (`Motion.y_up_rotation`).
 """
 from __future__ import annotations
 
@@ -29,8 +29,10 @@ from meshcap.errors import DependencyError, InputError
 from meshcap.render.colors import DEFAULT_SIGMA_MAX, uncertainty_to_rgb
 from meshcap.render.overlay import PERSON_COLORS
 
-# The Motion's camera frame (y down, z forward) turned half a turn about x: y up (wxyz).
-_Y_UP_WXYZ = (0.0, 1.0, 0.0, 0.0)
+def _y_up_wxyz(motion) -> tuple[float, float, float, float]:
+    """The Motion's world turned y up (`Motion.y_up_rotation`), as a wxyz quaternion."""
+    x, y, z, w = roma.rotmat_to_unitquat(torch.as_tensor(motion.y_up_rotation())).tolist()
+    return (w, x, y, z)
 
 
 def _viser():
@@ -70,7 +72,7 @@ class MotionScene:
         J = len(motion.joint_names)
         self._bones = [(j, p) for j, p in enumerate(motion.parents) if p >= 0]
         server.scene.set_up_direction("+y")
-        server.scene.add_frame("/motion", wxyz=_Y_UP_WXYZ, show_axes=False)
+        server.scene.add_frame("/motion", wxyz=_y_up_wxyz(motion), show_axes=False)
         self._world_rot = []
         self.meshes, self.joints, self.bones = [], [], []
         for p in range(motion.num_people):
@@ -102,7 +104,7 @@ class MotionScene:
         """Look at the people from where the video's camera stood, a little higher, far enough
         back to keep everyone's whole path in view."""
         m = self.motion
-        pts = m.joints3d[m.valid].reshape(-1, 3) * (1.0, -1.0, -1.0)  # y up, as drawn
+        pts = m.joints3d[m.valid].reshape(-1, 3) @ m.y_up_rotation().T  # y up, as drawn
         lo, hi = pts.min(0), pts.max(0)
         center = 0.5 * (lo + hi)
         half = 0.5 * max(hi[0] - lo[0], hi[1] - lo[1]) + 0.4

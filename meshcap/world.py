@@ -1,0 +1,286 @@
+"""The world a Motion stands in: the ground and gravity's direction from the feet on it, and the
+rigid move that puts a Motion on that ground (y up, the ground at y = 0).
+
+A monocular fit lives in its camera's frame, tilted by the camera's pitch and roll and metres
+away from the origin; an animation tool wants the character standing on its floor grid. The
+ground is estimated from the soles (heel and toe points of the fitted body) in the frames where
+a foot is planted: low, and slow. Walking alone leaves the plane's tilt about the walking line
+open (the soles lie along a line), so the bodies' own up direction (hips to shoulders, averaged
+over every frame) enters as a prior on the normal; people standing, turning, or several people
+on one floor pin it down from the data. The fit is robust (reweighted) so that a minority of
+soles off the floor (someone on a box, a mis-fitted frame) does not tilt it.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from meshcap.errors import InputError
+
+SOLE_POINTS = ("left_heel", "left_foot_index", "right_heel", "right_foot_index")
+CONTACT_SPEED = 0.5  # m/s: a planted foot in a monocular fit (depth jitter moves it a little)
+CONTACT_HEIGHT = 0.08  # m above the lower foot, or above the ground once it is known
+PRIOR_WEIGHT = 0.0025  # m^2: how much the bodies' mean up direction steers the plane's normal
+ROBUST_SCALE = 0.05  # m: soles this far off the plane weigh half
+
+
+class WorldError(InputError):
+    """The ground cannot be estimated from this motion (no feet on it)."""
+
+
+@dataclass
+class Ground:
+    """A ground plane in a Motion's frame: the points X with up . X = height.
+
+    up (3,) unit normal, against gravity; height () metres; contacts (P, T, 2) bool: the
+    (left, right) foot of each person planted in each frame; residual (): robust RMS distance
+    of the planted soles from the plane, metres; points: how many soles it rests on; heights
+    (P,): each person's own plane (monocular depth places people on parallel planes), of
+    which `height` is that of the person with the most planted feet."""
+
+    up: np.ndarray
+    height: float
+    contacts: np.ndarray
+    residual: float
+    points: int
+    heights: np.ndarray | None = None
+
+    def tilt_to(self, other: "Ground") -> float:
+        """Angle between the two planes' normals, degrees."""
+        return float(np.degrees(np.arccos(np.clip(self.up @ other.up, -1.0, 1.0))))
+
+
+def sole_points(motion, body_model=None) -> np.ndarray:
+    """(P, T, 2, 2, 3) heel and toe (last but one axis) of the left and right foot of each person
+    in each frame, in the Motion's frame; NaN where the person was not fitted."""
+    from meshcap.keypoints.layouts import get_layout
+
+    kp = motion.keypoints3d("blazepose33", body_model)
+    names = get_layout("blazepose33").names
+    idx = [names.index(n) for n in SOLE_POINTS]
+    return kp[:, :, idx].reshape(kp.shape[0], kp.shape[1], 2, 2, 3)
+
+
+def body_up(motion, body_model=None) -> np.ndarray:
+    """(3,) unit: the mean direction from mid-hip to mid-shoulder over every fitted frame."""
+    from meshcap.keypoints.layouts import get_layout
+
+    kp = motion.keypoints3d("coco17", body_model)
+    names = get_layout("coco17").names
+    sh = kp[:, :, [names.index("left_shoulder"), names.index("right_shoulder")]].mean(2)
+    hip = kp[:, :, [names.index("left_hip"), names.index("right_hip")]].mean(2)
+    d = (sh - hip)[motion.valid]
+    d = d / np.linalg.norm(d, axis=-1, keepdims=True)
+    m = np.nanmean(d, axis=0)
+    if not np.isfinite(m).all() or np.linalg.norm(m) < 1e-6:
+        raise WorldError("cannot estimate the ground: nobody was fitted")
+    return m / np.linalg.norm(m)
+
+
+def _speeds(x: np.ndarray, valid: np.ndarray, fps: float) -> np.ndarray:
+    """(T, ...) speed, m/s, of positions x (T, ..., 3) from central differences two frames
+    apart (one frame apart is mostly fitting jitter); inf where a neighbour is missing."""
+    T = len(x)
+    out = np.full(x.shape[:-1], np.inf)
+    for t in range(T):
+        a, b = max(t - 2, 0), min(t + 2, T - 1)
+        if b > a and valid[a] and valid[b]:
+            out[t] = np.linalg.norm(x[b] - x[a], axis=-1) * fps / (b - a)
+    return out
+
+
+def feet_seen(motion, min_confidence: float = 0.5) -> np.ndarray:
+    """(P, T, 2) whether each (left, right) ankle was detected in 2D (camera 0): a foot the
+    detector did not see is the fit's guess and says nothing about the ground."""
+    from meshcap.keypoints.layouts import get_layout
+
+    names = get_layout(motion.keypoint_layout).names
+    if "left_ankle" not in names or "right_ankle" not in names:
+        return np.broadcast_to(motion.valid[..., None], motion.valid.shape + (2,)).copy()
+    conf = motion.keypoints2d[..., [names.index("left_ankle"), names.index("right_ankle")], 2]
+    return motion.valid[..., None] & (conf >= min_confidence)
+
+
+def _contacts(soles: np.ndarray, valid: np.ndarray, seen: np.ndarray, fps: float, up: np.ndarray,
+              heights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(contacts (P, T, 2) bool, sole points (P, T, 2, 3)): each foot's lower point along `up`,
+    planted when seen, slow and low (near the lower foot, or near that person's ground
+    `heights` (P,) once known)."""
+    h = soles @ up  # (P, T, 2, 2)
+    fin = np.isfinite(h)
+    low = np.take_along_axis(soles, np.where(fin, h, np.inf).argmin(-1)[..., None, None], axis=3)[:, :, :, 0]
+    hl = np.where(fin.any(-1), np.where(fin, h, np.inf).min(-1), np.nan)  # (P, T, 2)
+    if heights is None:
+        ref = np.where(np.isfinite(hl), hl, np.inf).min(-1, keepdims=True)
+    else:
+        ref = np.broadcast_to(np.asarray(heights)[:, None, None], hl.shape[:2] + (1,))
+    mid = soles.mean(3)  # (P, T, 2, 3)
+    speed = np.stack([_speeds(mid[p], valid[p], fps) for p in range(len(mid))])
+    with np.errstate(invalid="ignore"):
+        c = valid[..., None] & seen & (speed < CONTACT_SPEED) & (hl - ref < CONTACT_HEIGHT)
+    return c & np.isfinite(hl), low
+
+
+def _fit_plane(points: np.ndarray, group: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(normal, heights (G,), weights (N,)) of parallel planes through points (N, 3), one
+    height per `group` (N,) int in [0, G): reweighted (Cauchy at ROBUST_SCALE), the normal
+    drawn toward `prior` by PRIOR_WEIGHT.
+
+    One height per person, because a monocular fit places each person at the depth their
+    body's size implies: people on one floor come out on parallel planes, not on one."""
+    G = int(group.max()) + 1
+    w = np.ones(len(points))
+    n = prior
+    d = np.zeros(G)
+    # the prior acts on the plane's tilt: it penalises the normal's departure from `prior`
+    P = PRIOR_WEIGHT * (np.eye(3) - np.outer(prior, prior))
+    for _ in range(10):
+        c = np.zeros((G, 3))
+        for g in range(G):
+            sel = group == g
+            if sel.any():
+                c[g] = (w[sel, None] * points[sel]).sum(0) / w[sel].sum()
+        X = points - c[group]
+        M = (w[:, None, None] * X[:, :, None] * X[:, None, :]).sum(0) / w.sum() + P
+        n = np.linalg.eigh(M)[1][:, 0]
+        n = n if n @ prior > 0 else -n
+        d = c @ n
+        r = points @ n - d[group]
+        w = 1.0 / (1.0 + (r / ROBUST_SCALE) ** 2)
+    return n, d, w
+
+
+def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) -> Ground:
+    """The ground under the people of `motion` (indices `people`, default all), in its frame.
+    Raises WorldError when too few planted feet are seen."""
+    model = body_model if body_model is not None else motion.load_body_model()
+    soles = sole_points(motion, model)
+    valid = motion.valid.copy()
+    if people is not None:
+        keep = np.zeros(len(valid), bool)
+        keep[list(people)] = True
+        valid &= keep[:, None]
+    if not valid.any():
+        raise WorldError("cannot estimate the ground: nobody was fitted")
+    prior = up = body_up(motion, model)
+    seen = feet_seen(motion)
+    heights = None
+    for _ in range(2):  # contacts from the bodies' up, then from the ground found with them
+        contacts, low = _contacts(soles, valid, seen, motion.fps, up, heights)
+        pts = low[contacts]
+        group = np.nonzero(contacts)[0]
+        if len(pts) < min_points:
+            raise WorldError(f"cannot estimate the ground: feet planted and seen in only {len(pts)} "
+                             f"foot-frames (need {min_points}); are the feet in view?")
+        up, d, w = _fit_plane(pts, group, prior)
+        heights = np.full(len(valid), np.nan)
+        heights[:len(d)] = d
+        counts = np.bincount(group, minlength=len(valid))
+        heights[counts == 0] = np.nan
+        # people without planted feet of their own: the mean (a guess; they keep their depth)
+        heights = np.where(np.isfinite(heights), heights, np.nanmean(heights))
+    residual = float(np.sqrt((w * (pts @ up - heights[group]) ** 2).sum() / w.sum()))
+    ref = int(counts.argmax())  # the person with the most planted feet sets the height
+    return Ground(up, float(heights[ref]), contacts, residual, len(pts), heights)
+
+
+def ground_frame(ground: Ground, motion) -> tuple[np.ndarray, np.ndarray]:
+    """(R (3, 3), t (3,)) with X_world = R X + t: y along the ground's up, the ground at y = 0,
+    z toward camera 0 (level), x to its right; the origin under the first person's first
+    fitted root position."""
+    y = ground.up
+    cam_R = np.asarray(motion.cam_R[0], dtype=np.float64)
+    forward = cam_R.T @ np.array([0.0, 0.0, 1.0])  # camera 0's viewing direction, motion frame
+    z = -(forward - (forward @ y) * y)
+    if np.linalg.norm(z) < 1e-6:  # looking straight down: keep the camera's own up as -z
+        z = cam_R.T @ np.array([0.0, 1.0, 0.0])
+        z = z - (z @ y) * y
+    z /= np.linalg.norm(z)
+    x = np.cross(y, z)
+    R = np.stack([x, y, z])
+    p = int(np.flatnonzero(motion.valid.any(1))[0])
+    t0 = int(np.flatnonzero(motion.valid[p])[0])
+    root = motion.joints3d[p, t0, 0].astype(np.float64)
+    origin = root - (root @ y - ground.height) * y
+    return R, -R @ origin
+
+
+def move_motion(motion, R: np.ndarray, t: np.ndarray, world: str, body_model=None):
+    """A copy of `motion` moved rigidly by X' = R X + t into the frame called `world` (see
+    `meshcap.motion`): joints, root rotations and translations, and the cameras' extrinsics
+    so that every camera still sees the same image."""
+    import copy
+
+    import roma
+    import torch
+
+    model = body_model if body_model is not None else motion.load_body_model()
+    R = np.asarray(R, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    m = copy.deepcopy(motion)
+    with torch.no_grad():
+        rest_root = model.rest_joints(torch.as_tensor(motion.shape, dtype=model.dtype))[:, 0].cpu().numpy()
+    v = m.valid
+    root = roma.rotvec_to_rotmat(torch.as_tensor(m.poses[..., 0, :], dtype=torch.float64)).numpy()
+    new_root = roma.rotmat_to_rotvec(torch.as_tensor(R @ root)).numpy()
+    # the root turns about its own joint: joint = R_root (rest - rest_root) + rest_root + transl
+    anchor = m.transl + rest_root[:, None]
+    new_transl = anchor @ R.T + t - rest_root[:, None]
+    m.poses[..., 0, :] = np.where(v[..., None], new_root, 0.0)
+    m.transl = np.where(v[..., None], new_transl, 0.0).astype(np.float32)
+    m.joints3d = np.where(v[..., None, None], m.joints3d @ R.T + t, 0.0).astype(np.float32)
+    cam_R = m.cam_R.astype(np.float64) @ R.T
+    m.cam_t = (m.cam_t - np.einsum("cij,j->ci", cam_R, t)).astype(np.float32)
+    m.cam_R = cam_R.astype(np.float32)
+    m.world = world
+    return m
+
+
+def ground_motion(motion, body_model=None, required: bool = False):
+    """`motion` moved onto its ground (world "y-up": y up, the ground at y = 0) and that
+    Ground (in the original frame), or, when the ground cannot be estimated, `motion` as it is
+    with a warning (`required` False) or a WorldError (`required` True)."""
+    model = body_model if body_model is not None else motion.load_body_model()
+    try:
+        ground = estimate_ground(motion, model)
+    except WorldError as e:
+        if required:
+            raise
+        warnings.warn(f"{e}; the motion stays in the camera's frame", stacklevel=2)
+        return motion, None
+    R, t = ground_frame(ground, motion)
+    return move_motion(motion, R, t, "y-up", model), ground
+
+
+def calibration_up(cameras) -> str | None:
+    """"z-up" or "y-up" when a calibration's cameras agree on which world axis points up (their
+    images' up directions average within 30 degrees of +z or +y: cameras stand upright), else
+    None (a calibration whose world is tilted or arbitrary)."""
+    ups = np.stack([-np.asarray(c.R, dtype=np.float64)[1] for c in cameras])  # image up, world frame
+    m = ups.mean(0)
+    if np.linalg.norm(m) < 1e-6:
+        return None
+    m /= np.linalg.norm(m)
+    for name, axis in (("z-up", np.array([0.0, 0.0, 1.0])), ("y-up", np.array([0.0, 1.0, 0.0]))):
+        if m @ axis > np.cos(np.radians(30.0)):
+            return name
+    return None
+
+
+def place_in_world(motion, body_model=None, world: str | None = None, cameras=None):
+    """The Motion in the world a user wants (see `meshcap.motion`): `world` "camera" keeps it
+    as fitted; "ground" (required) or None (with a warning and the camera frame when the ground
+    cannot be estimated) stands it on its ground. With `cameras` (a calibrated capture), a
+    calibration whose cameras stand upright in a z-up or y-up world keeps that world."""
+    if world not in (None, "ground", "camera"):
+        raise InputError(f"world must be 'ground' or 'camera', got {world!r}")
+    if world == "camera":
+        return motion
+    if cameras is not None:
+        up = calibration_up(cameras)
+        if up is not None:
+            motion.world = up
+            return motion
+    return ground_motion(motion, body_model, required=world == "ground")[0]

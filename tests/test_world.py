@@ -1,0 +1,102 @@
+"""The world a capture stands in: the ground from the planted feet, the rigid move onto it, and
+exports that put it on the animation tool's floor."""
+import numpy as np
+import pytest
+import torch
+
+from meshcap import Motion
+from meshcap.capture import capture
+from meshcap.fitting.camera import project
+from meshcap.world import WorldError, estimate_ground, ground_frame, move_motion, place_in_world, sole_points
+
+
+@pytest.fixture(scope="module")
+def camera_frame(sports2d_tracks):
+    _, cache = sports2d_tracks
+    return capture(cache, world="camera")
+
+
+def test_people_on_one_floor_agree_on_its_tilt(camera_frame):
+    m = camera_frame
+    model = m.load_body_model()
+    both = estimate_ground(m, model)
+    alone = [estimate_ground(m, model, people=[p]) for p in range(m.num_people)]
+    # the camera looks roughly level at people walking on flat ground: up is about -y
+    assert both.up @ np.array([0.0, -1.0, 0.0]) > np.cos(np.radians(15))
+    # each person alone finds nearly the same plane (measured 4.0 degrees apart: the man's
+    # fitted feet bob in depth); the shared estimate lies between them
+    assert alone[0].tilt_to(alone[1]) < 6.0
+    assert all(a.tilt_to(both) < 4.0 for a in alone)
+    assert both.residual < 0.05 and both.points > 40
+
+
+def test_the_move_onto_the_ground_keeps_bodies_and_images(camera_frame, tmp_path):
+    m = camera_frame
+    model = m.load_body_model()
+    w = place_in_world(m, model)
+    assert w.world == "y-up" and m.world == "camera"
+    # the moved poses and translations give the moved joints (the body model agrees)
+    for p in range(w.num_people):
+        v = np.flatnonzero(w.valid[p])[::20]
+        with torch.no_grad():
+            out = model(torch.as_tensor(w.poses[p, v]), torch.as_tensor(w.shape[p:p + 1]),
+                        torch.as_tensor(w.transl[p, v]), vertices=False)
+        assert np.abs(out.joints.numpy() - w.joints3d[p, v]).max() < 1e-3
+    # the camera moved with them: every joint projects where it did
+    K = torch.as_tensor(m.cam_K[0], dtype=torch.float64)
+    R, t = w.cam_R[0].astype(np.float64), w.cam_t[0].astype(np.float64)
+    v = m.valid
+    before = project(torch.as_tensor(m.joints3d[v], dtype=torch.float64), K)
+    after = project(torch.as_tensor(w.joints3d[v].astype(np.float64) @ R.T + t), K)
+    assert (before - after).abs().max() < 0.05  # pixels
+    # standing on it: the planted soles of the person that sets the height at y = 0, heads up
+    g = estimate_ground(m, model)
+    ref = int(np.argmax(g.contacts.sum((1, 2))))
+    soles = sole_points(w, model)[ref]  # (T, 2, 2, 3)
+    planted = soles[g.contacts[ref]]  # (N, 2, 3)
+    assert abs(np.median(planted[..., 1].min(-1))) < 0.03
+    head = w.joints3d[ref][w.valid[ref], w.joint_names.index("head"), 1]
+    assert 1.3 < np.median(head) < 2.0
+    # the file keeps its world; exports need no turn
+    w.save(tmp_path / "w.npz")
+    back = Motion.load(tmp_path / "w.npz")
+    assert back.world == "y-up" and np.allclose(back.y_up_rotation(), np.eye(3))
+    assert np.allclose(m.y_up_rotation(), np.diag([1.0, -1.0, -1.0]))
+
+
+def test_bvh_of_a_grounded_capture_stands_on_the_floor(camera_frame, tmp_path):
+    import bvhio
+
+    m = camera_frame
+    model = m.load_body_model()
+    w = place_in_world(m, model)
+    g = estimate_ground(m, model)
+    ref = int(np.argmax(g.contacts.sum((1, 2))))
+    path = w.to_bvh(tmp_path / "walk.bvh", person=ref, body_model=model)[0]
+    root = bvhio.readAsHierarchy(str(path))
+    feet = []
+    for t in np.flatnonzero(g.contacts[ref].any(-1))[::5]:
+        root.loadPose(int(t))
+        joints = {j.Name: np.array(j.PositionWorld) for j, _, _ in root.layout()}
+        feet.append(min(joints["foot.L"][1], joints["foot.R"][1]))
+        hip, head = joints["root"], joints["head"]
+        up = (head - hip) / np.linalg.norm(head - hip)
+        assert up[1] > np.cos(np.radians(30))  # upright
+    # the ankle joint of a planted foot stands a few centimetres above the floor
+    assert 0.0 < np.median(feet) < 0.15, np.median(feet)
+
+
+def test_no_feet_no_ground(camera_frame):
+    m = camera_frame
+    blind = Motion(**{**{f: getattr(m, f) for f in m.__dataclass_fields__}, "keypoints2d": m.keypoints2d * 0})
+    with pytest.raises(WorldError, match="feet planted and seen"):
+        estimate_ground(blind)
+    with pytest.warns(UserWarning, match="stays in the camera's frame"):
+        kept = place_in_world(blind)
+    assert kept.world == "camera"
+    with pytest.raises(WorldError):
+        place_in_world(blind, world="ground")
+    R, t = ground_frame(estimate_ground(m), m)
+    assert np.allclose(R @ R.T, np.eye(3), atol=1e-9) and np.linalg.det(R) > 0
+    moved = move_motion(m, np.eye(3), np.zeros(3), "camera")
+    assert np.allclose(moved.joints3d, m.joints3d, atol=1e-6)

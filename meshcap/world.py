@@ -22,7 +22,7 @@ from meshcap.errors import InputError
 SOLE_POINTS = ("left_heel", "left_foot_index", "right_heel", "right_foot_index")
 CONTACT_SPEED = 0.5  # m/s: a planted foot in a monocular fit (depth jitter moves it a little)
 CONTACT_HEIGHT = 0.08  # m above the lower foot, or above the ground once it is known
-PRIOR_WEIGHT = 0.0025  # m^2: how much the bodies' mean up direction steers the plane's normal
+PRIOR_WEIGHT = 0.05  # m^2: how much the bodies' mean up direction steers the plane's normal
 ROBUST_SCALE = 0.05  # m: soles this far off the plane weigh half
 
 
@@ -38,7 +38,7 @@ class Ground:
     (left, right) foot of each person planted in each frame; residual (): robust RMS distance
     of the planted soles from the plane, metres; points: how many soles it rests on; heights
     (P,): each person's own plane (monocular depth places people on parallel planes), of
-    which `height` is that of the person with the most planted feet."""
+    which `height` is that of the person whose planted soles lie flattest."""
 
     up: np.ndarray
     height: float
@@ -182,7 +182,14 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
         # people without planted feet of their own: the mean (a guess; they keep their depth)
         heights = np.where(np.isfinite(heights), heights, np.nanmean(heights))
     residual = float(np.sqrt((w * (pts @ up - heights[group]) ** 2).sum() / w.sum()))
-    ref = int(counts.argmax())  # the person with the most planted feet sets the height
+    # the person whose planted soles lie flattest sets the height (a fit whose feet bob in depth
+    # says least about where the floor is)
+    r2 = w * (pts @ up - heights[group]) ** 2
+    spread = np.full(len(valid), np.inf)
+    for p in np.flatnonzero(counts >= max(3, min_points // 2)):
+        sel = group == p
+        spread[p] = np.sqrt(r2[sel].sum() / w[sel].sum())
+    ref = int(spread.argmin()) if np.isfinite(spread).any() else int(counts.argmax())
     return Ground(up, float(heights[ref]), contacts, residual, len(pts), heights)
 
 

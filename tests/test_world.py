@@ -23,9 +23,9 @@ def test_people_on_one_floor_agree_on_its_tilt(camera_frame):
     alone = [estimate_ground(m, model, people=[p]) for p in range(m.num_people)]
     # the camera looks roughly level at people walking on flat ground: up is about -y
     assert both.up @ np.array([0.0, -1.0, 0.0]) > np.cos(np.radians(15))
-    # each person alone finds nearly the same plane (measured 4.0 degrees apart: the man's
-    # fitted feet bob in depth); the shared estimate lies between them
-    assert alone[0].tilt_to(alone[1]) < 6.0
+    # each person alone finds nearly the same plane (measured 2.7 degrees apart); the shared
+    # estimate lies between them
+    assert alone[0].tilt_to(alone[1]) < 3.0
     assert all(a.tilt_to(both) < 4.0 for a in alone)
     assert both.residual < 0.05 and both.points > 40
 
@@ -51,7 +51,7 @@ def test_the_move_onto_the_ground_keeps_bodies_and_images(camera_frame, tmp_path
     assert (before - after).abs().max() < 0.05  # pixels
     # standing on it: the planted soles of the person that sets the height at y = 0, heads up
     g = estimate_ground(m, model)
-    ref = int(np.argmax(g.contacts.sum((1, 2))))
+    ref = int(np.argmin(np.abs(g.heights - g.height)))
     soles = sole_points(w, model)[ref]  # (T, 2, 2, 3)
     planted = soles[g.contacts[ref]]  # (N, 2, 3)
     assert abs(np.median(planted[..., 1].min(-1))) < 0.03
@@ -71,7 +71,7 @@ def test_bvh_of_a_grounded_capture_stands_on_the_floor(camera_frame, tmp_path):
     model = m.load_body_model()
     w = place_in_world(m, model)
     g = estimate_ground(m, model)
-    ref = int(np.argmax(g.contacts.sum((1, 2))))
+    ref = int(np.argmin(np.abs(g.heights - g.height)))
     path = w.to_bvh(tmp_path / "walk.bvh", person=ref, body_model=model)[0]
     root = bvhio.readAsHierarchy(str(path))
     feet = []

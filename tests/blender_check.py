@@ -42,7 +42,7 @@ def assert_blender_matches(motion, path: Path, person: int | None = None, tol: f
     worst = 0.0
     for p in people:
         prefix = f"p{motion.person_ids[p]}_" if person is None else ""
-        want = (motion.joints3d[p].astype(np.float64) - motion.cam_t[0]) @ C.T  # (T, J, 3)
+        want = motion.joints3d[p].astype(np.float64) @ C.T  # (T, J, 3)
         v = motion.valid[p]
         for j, name in enumerate(motion.joint_names):
             keys = [k for k in got if k.split("/", 1)[1] == prefix + name]

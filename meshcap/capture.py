@@ -77,23 +77,17 @@ def load_tracks(source: str | Path, *, keypoints: str | Path | None = None, star
                         cache=cache, progress=step)
 
 
-def monocular_camera(camera, camera_name: str | None, focal: float | None, image_size: tuple[int, int]):
-    """(K (3, 3), lens distortion (5,) or None) of a monocular capture: from a calibration file
-    (or a `Camera`), else a pinhole with `focal` (default: the image diagonal) at the centre."""
-    from meshcap.multiview.calibration import Camera, read_camera
-
+def monocular_camera(camera, focal: float | None, image_size: tuple[int, int]):
+    """(K (3, 3), lens distortion (5,) or None) of a monocular capture: a calibrated `Camera`
+    (its size must be the images'), else a pinhole with `focal` (default: the image diagonal)
+    at the centre."""
     if camera is None:
-        if camera_name is not None:
-            raise InputError("a camera name was given without a camera file")
         return intrinsics(*image_size, focal), None
-    if focal is not None:
-        raise InputError("give a focal length or a camera file, not both (the file's K holds the focal)")
-    cam = camera if isinstance(camera, Camera) else read_camera(camera, camera_name)
-    if tuple(cam.size) != tuple(image_size) and all(cam.size):
-        raise InputError(f"camera {cam.name} was calibrated at {cam.size[0]}x{cam.size[1]}, but the images are "
-                         f"{image_size[0]}x{image_size[1]}")
-    dist = cam.dist if np.any(cam.dist) else None
-    return torch.as_tensor(cam.K, dtype=torch.float32), dist
+    if tuple(camera.size) != tuple(image_size) and all(camera.size):
+        raise InputError(f"camera {camera.name} was calibrated at {camera.size[0]}x{camera.size[1]}, but the "
+                         f"images are {image_size[0]}x{image_size[1]}")
+    dist = camera.dist if np.any(camera.dist) else None
+    return torch.as_tensor(camera.K, dtype=torch.float32), dist
 
 
 def undistort_tracks(tracks: dict, K, dist) -> dict:
@@ -191,7 +185,7 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
         rank = sorted(chosen, key=lambda t: -float(chosen[t][1][..., 2].sum()))
         chosen = {t: chosen[t] for t in sorted(rank[:max_people])}
     w, h = tracks.image_size
-    K, dist = monocular_camera(camera, camera_name, focal, (w, h))
+    K, dist = monocular_camera(camera, focal, (w, h))
     detected = chosen
     if dist is not None:
         chosen = undistort_tracks(chosen, K, dist)

@@ -17,7 +17,7 @@ from meshcap.fitting.smplify import FitOptions
 from meshcap.fitting.tracks import fit_tracks
 from meshcap.keypoints.tracks import Tracks, TrackerOptions
 from meshcap.motion import Motion
-from meshcap.world import place_in_world
+from meshcap.world import check_world_option, place_in_world
 
 Progress = Callable[[str, int, int], None]
 
@@ -157,8 +157,7 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
     """
     from meshcap.body_models import load_body_model
 
-    if world not in (None, "ground", "camera"):
-        raise InputError(f"world must be 'ground' or 'camera', got {world!r}")
+    check_world_option(world)  # before detection
     if max_people is not None and max_people < 1:
         raise InputError(f"max_people must be at least 1, got {max_people}")
     if focal is not None and not focal > 0:

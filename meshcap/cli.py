@@ -354,9 +354,9 @@ def _capture(argv: list[str]) -> None:
               focal=args.focal, start=args.start, end=args.end, stride=args.stride,
               max_people=args.max_people, device=args.device, smooth=args.smooth, tracker=tracker, cache=cache,
               regressor=False if args.no_regressor else (args.regressor_weights or True), image_size=args.image_size, fps=args.fps,
-              camera=args.camera, camera_name=args.camera_name, world=args.world)
+              camera_name=args.camera_name, world=args.world)
     render_kw = {}
-    if args.camera:
+    if args.camera:  # read here too: the overlay draws through its lens
         from meshcap.multiview.calibration import read_camera
 
         kw["camera"] = read_camera(args.camera, args.camera_name)

@@ -55,6 +55,8 @@ VERSION = 1
 # "y-up": y against gravity, the ground at y = 0 (a grounded capture, or a y-up calibration);
 # "z-up": z against gravity, the floor at z = 0 (Qualisys and Pose2Sim calibrations).
 WORLDS = ("camera", "y-up", "z-up")
+# OpenCV camera frame (y down, z forward) -> y up: a half turn about x.
+CAMERA_TO_Y_UP = np.diag([1.0, -1.0, -1.0])
 _Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
 # key -> (dtype kind, number of dims); kinds: f float, i int, b bool, U str
@@ -136,7 +138,7 @@ class Motion:
             return np.eye(3)
         if self.world == "z-up":
             return _Z_UP_TO_Y_UP.copy()
-        return np.diag([1.0, -1.0, -1.0]) @ self.cam_R[0].astype(np.float64)
+        return CAMERA_TO_Y_UP @ self.cam_R[0].astype(np.float64)
 
     # -- sizes ---------------------------------------------------------------------------------
 

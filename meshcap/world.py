@@ -52,43 +52,47 @@ class Ground:
         return float(np.degrees(np.arccos(np.clip(self.up @ other.up, -1.0, 1.0))))
 
 
-def sole_points(motion, body_model=None) -> np.ndarray:
+def sole_points(motion, body_model=None, keypoints: np.ndarray | None = None) -> np.ndarray:
     """(P, T, 2, 2, 3) heel and toe (last but one axis) of the left and right foot of each person
-    in each frame, in the Motion's frame; NaN where the person was not fitted."""
+    in each frame, in the Motion's frame; NaN where the person was not fitted. `keypoints`:
+    the Motion's blazepose33 keypoints (P, T, 33, 3) if already evaluated."""
     from meshcap.keypoints.layouts import get_layout
 
-    kp = motion.keypoints3d("blazepose33", body_model)
+    kp = motion.keypoints3d("blazepose33", body_model) if keypoints is None else keypoints
     names = get_layout("blazepose33").names
     idx = [names.index(n) for n in SOLE_POINTS]
     return kp[:, :, idx].reshape(kp.shape[0], kp.shape[1], 2, 2, 3)
 
 
-def body_up(motion, body_model=None) -> np.ndarray:
-    """(3,) unit: the mean direction from mid-hip to mid-shoulder over every fitted frame."""
+def body_up(motion, body_model=None, valid: np.ndarray | None = None,
+            keypoints: np.ndarray | None = None) -> np.ndarray:
+    """(3,) unit: the mean direction from mid-hip to mid-shoulder over the frames `valid`
+    (P, T) (default: every fitted frame). `keypoints` as for `sole_points`."""
     from meshcap.keypoints.layouts import get_layout
 
-    kp = motion.keypoints3d("coco17", body_model)
-    names = get_layout("coco17").names
+    kp = motion.keypoints3d("blazepose33", body_model) if keypoints is None else keypoints
+    names = get_layout("blazepose33").names
     sh = kp[:, :, [names.index("left_shoulder"), names.index("right_shoulder")]].mean(2)
     hip = kp[:, :, [names.index("left_hip"), names.index("right_hip")]].mean(2)
-    d = (sh - hip)[motion.valid]
+    d = (sh - hip)[motion.valid if valid is None else valid]
     d = d / np.linalg.norm(d, axis=-1, keepdims=True)
-    m = np.nanmean(d, axis=0)
+    m = np.nanmean(d, axis=0) if len(d) else np.full(3, np.nan)
     if not np.isfinite(m).all() or np.linalg.norm(m) < 1e-6:
         raise WorldError("cannot estimate the ground: nobody was fitted")
     return m / np.linalg.norm(m)
 
 
 def _speeds(x: np.ndarray, valid: np.ndarray, fps: float) -> np.ndarray:
-    """(T, ...) speed, m/s, of positions x (T, ..., 3) from central differences two frames
-    apart (one frame apart is mostly fitting jitter); inf where a neighbour is missing."""
-    T = len(x)
-    out = np.full(x.shape[:-1], np.inf)
-    for t in range(T):
-        a, b = max(t - 2, 0), min(t + 2, T - 1)
-        if b > a and valid[a] and valid[b]:
-            out[t] = np.linalg.norm(x[b] - x[a], axis=-1) * fps / (b - a)
-    return out
+    """(P, T, ...) speed, m/s, of positions x (P, T, ..., 3) from central differences two
+    frames apart (one frame apart is mostly fitting jitter); inf where a neighbour is missing."""
+    T = x.shape[1]
+    t = np.arange(T)
+    a, b = np.maximum(t - 2, 0), np.minimum(t + 2, T - 1)
+    ok = (b > a) & valid[:, a] & valid[:, b]  # (P, T)
+    step = np.maximum(b - a, 1).reshape((1, T) + (1,) * (x.ndim - 3))
+    with np.errstate(invalid="ignore"):
+        speed = np.linalg.norm(x[:, b] - x[:, a], axis=-1) * fps / step
+    return np.where(ok.reshape(ok.shape + (1,) * (x.ndim - 3)), speed, np.inf)
 
 
 def feet_seen(motion, min_confidence: float = 0.5) -> np.ndarray:
@@ -103,11 +107,11 @@ def feet_seen(motion, min_confidence: float = 0.5) -> np.ndarray:
     return motion.valid[..., None] & (conf >= min_confidence)
 
 
-def _contacts(soles: np.ndarray, valid: np.ndarray, seen: np.ndarray, fps: float, up: np.ndarray,
+def _contacts(soles: np.ndarray, valid: np.ndarray, seen: np.ndarray, speed: np.ndarray, up: np.ndarray,
               heights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """(contacts (P, T, 2) bool, sole points (P, T, 2, 3)): each foot's lower point along `up`,
-    planted when seen, slow and low (near the lower foot, or near that person's ground
-    `heights` (P,) once known)."""
+    planted when seen, slow (`speed` (P, T, 2) m/s) and low (near the lower foot, or near that
+    person's ground `heights` (P,) once known)."""
     h = soles @ up  # (P, T, 2, 2)
     fin = np.isfinite(h)
     low = np.take_along_axis(soles, np.where(fin, h, np.inf).argmin(-1)[..., None, None], axis=3)[:, :, :, 0]
@@ -116,8 +120,6 @@ def _contacts(soles: np.ndarray, valid: np.ndarray, seen: np.ndarray, fps: float
         ref = np.where(np.isfinite(hl), hl, np.inf).min(-1, keepdims=True)
     else:
         ref = np.broadcast_to(np.asarray(heights)[:, None, None], hl.shape[:2] + (1,))
-    mid = soles.mean(3)  # (P, T, 2, 3)
-    speed = np.stack([_speeds(mid[p], valid[p], fps) for p in range(len(mid))])
     with np.errstate(invalid="ignore"):
         c = valid[..., None] & seen & (speed < CONTACT_SPEED) & (hl - ref < CONTACT_HEIGHT)
     return c & np.isfinite(hl), low
@@ -156,7 +158,8 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
     """The ground under the people of `motion` (indices `people`, default all), in its frame.
     Raises WorldError when too few planted feet are seen."""
     model = body_model if body_model is not None else motion.load_body_model()
-    soles = sole_points(motion, model)
+    kp = motion.keypoints3d("blazepose33", model)  # one pass over the frames for soles and torsos
+    soles = sole_points(motion, keypoints=kp)
     valid = motion.valid.copy()
     if people is not None:
         keep = np.zeros(len(valid), bool)
@@ -164,11 +167,12 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
         valid &= keep[:, None]
     if not valid.any():
         raise WorldError("cannot estimate the ground: nobody was fitted")
-    prior = up = body_up(motion, model)
+    prior = up = body_up(motion, keypoints=kp)  # every fitted person's torso
     seen = feet_seen(motion)
+    speed = _speeds(soles.mean(3), valid, motion.fps)  # (P, T, 2) of each foot's mid-sole
     heights = None
     for _ in range(2):  # contacts from the bodies' up, then from the ground found with them
-        contacts, low = _contacts(soles, valid, seen, motion.fps, up, heights)
+        contacts, low = _contacts(soles, valid, seen, speed, up, heights)
         pts = low[contacts]
         group = np.nonzero(contacts)[0]
         if len(pts) < min_points:
@@ -276,13 +280,21 @@ def calibration_up(cameras) -> str | None:
     return None
 
 
+WORLD_OPTIONS = (None, "ground", "camera")
+
+
+def check_world_option(world: str | None) -> None:
+    """Raise InputError unless `world` is one of WORLD_OPTIONS (what `place_in_world` takes)."""
+    if world not in WORLD_OPTIONS:
+        raise InputError(f"world must be 'ground' or 'camera', got {world!r}")
+
+
 def place_in_world(motion, body_model=None, world: str | None = None, cameras=None):
     """The Motion in the world a user wants (see `meshcap.motion`): `world` "camera" keeps it
     as fitted; "ground" (required) or None (with a warning and the camera frame when the ground
     cannot be estimated) stands it on its ground. With `cameras` (a calibrated capture), a
     calibration whose cameras stand upright in a z-up or y-up world keeps that world."""
-    if world not in (None, "ground", "camera"):
-        raise InputError(f"world must be 'ground' or 'camera', got {world!r}")
+    check_world_option(world)
     if world == "camera":
         return motion
     if cameras is not None:

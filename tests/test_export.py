@@ -16,7 +16,7 @@ from scipy.spatial.transform import Rotation
 from blender_check import assert_blender_matches, needs_blender
 from data import cache
 from meshcap import Motion, load_body_model
-from meshcap.export.bvh import CAMERA_TO_Y_UP
+from meshcap.motion import CAMERA_TO_Y_UP
 from meshcap.synthetic import camera_root_rotation, sample_body_poses, sample_shapes
 
 

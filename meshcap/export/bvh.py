@@ -26,8 +26,6 @@ from scipy.spatial.transform import Rotation
 from meshcap.errors import InputError
 from meshcap.fileio import write_text_atomic
 
-# OpenCV camera frame (y down, z forward) -> y up: a half turn about x.
-CAMERA_TO_Y_UP = np.diag([1.0, -1.0, -1.0])
 
 
 def _fill_invalid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -122,7 +122,6 @@ def read_camera(path: str | Path, name: str | None = None) -> Camera:
     raise InputError(f"{path}: no camera named {name!r}; it holds {', '.join(names)}")
 
 
-
 def read_calibration(path: str | Path) -> list[Camera]:
     """The cameras in a calibration file (or an OpenCV/EasyMocap folder), in the file's order
     (Qualisys: natural order of the camera names, as Pose2Sim does)."""

@@ -29,6 +29,7 @@ import torch
 from meshcap.body_models.base import BodyModel
 from meshcap.fitting.camera import default_focal, project
 from meshcap.keypoints.layouts import get_layout
+from meshcap.regression.mocap import BODY
 from meshcap.regression.model import INPUT_LAYOUT, KeypointRegressor, RegressorConfig, normalise_keypoints
 from meshcap.synthetic import (camera_root_rotation, limb_indices, observe, sample_body_poses, sample_shapes,
                                sample_structured_poses)
@@ -138,11 +139,7 @@ def synthetic_batch(model: BodyModel, n: int, g: torch.Generator, real: torch.Te
 # keypoint files (COCO results, OpenPose body, ViTPose) carry COCO-17, and seen from behind
 # (or from a body-only detector) only its 12 body points; a network that has only seen the
 # full 33 points in training reads such an input poorly.
-SPARSE_INPUTS = {
-    "coco17": ("nose", "left_eye", "right_eye", "left_ear", "right_ear") + tuple(
-        f"{s}_{j}" for j in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle") for s in ("left", "right")),
-    "body12": tuple(f"{s}_{j}" for j in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle") for s in ("left", "right")),
-}
+SPARSE_INPUTS = {"coco17": get_layout("coco17").names, "body12": BODY}
 
 
 def _sparse_inputs(obs: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor:

@@ -155,8 +155,9 @@ def _fit_plane(points: np.ndarray, group: np.ndarray, prior: np.ndarray) -> tupl
 
 
 def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) -> Ground:
-    """The ground under the people of `motion` (indices `people`, default all), in its frame.
-    Raises WorldError when too few planted feet are seen."""
+    """The ground under the people of `motion` (indices `people`, default all), in its frame:
+    their planted feet, with the torsos of everyone fitted as the prior on its tilt. Raises
+    WorldError when too few planted feet are seen."""
     model = body_model if body_model is not None else motion.load_body_model()
     kp = motion.keypoints3d("blazepose33", model)  # one pass over the frames for soles and torsos
     soles = sole_points(motion, keypoints=kp)
@@ -185,10 +186,10 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
         heights[counts == 0] = np.nan
         # people without planted feet of their own: the mean (a guess; they keep their depth)
         heights = np.where(np.isfinite(heights), heights, np.nanmean(heights))
-    residual = float(np.sqrt((w * (pts @ up - heights[group]) ** 2).sum() / w.sum()))
+    r2 = w * (pts @ up - heights[group]) ** 2
+    residual = float(np.sqrt(r2.sum() / w.sum()))
     # the person whose planted soles lie flattest sets the height (a fit whose feet bob in depth
     # says least about where the floor is)
-    r2 = w * (pts @ up - heights[group]) ** 2
     spread = np.full(len(valid), np.inf)
     for p in np.flatnonzero(counts >= max(3, min_points // 2)):
         sel = group == p

@@ -11,9 +11,11 @@ from meshcap.world import WorldError, estimate_ground, ground_frame, move_motion
 
 
 @pytest.fixture(scope="module")
-def camera_frame(sports2d_tracks):
-    _, cache = sports2d_tracks
-    return capture(cache, world="camera")
+def camera_frame(sports2d_tracks, tmp_path_factory):
+    # the session's tracks, saved anew: the shared cache file is rewritten by the cache tests
+    tracks, _ = sports2d_tracks
+    path = tracks.save(tmp_path_factory.mktemp("world") / "demo.keypoints.npz")
+    return capture(path, world="camera")
 
 
 def test_people_on_one_floor_agree_on_its_tilt(camera_frame):

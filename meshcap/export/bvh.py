@@ -27,7 +27,6 @@ from meshcap.errors import InputError
 from meshcap.fileio import write_text_atomic
 
 
-
 def _fill_invalid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Rows of x (T, ...) with each invalid frame replaced by its nearest valid one (the later
     one when two are equally near)."""

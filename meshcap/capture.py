@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from meshcap.contacts import plant_feet
 from meshcap.errors import InputError
 from meshcap.fitting.camera import intrinsics
 from meshcap.fitting.smplify import FitOptions
@@ -152,7 +153,9 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
         world: None (default): stand the people on the ground estimated from their feet (y up,
             the ground at y = 0, see `meshcap.world`), or, with a warning, keep the camera's
             frame when no feet are seen; "ground": the same, an error without feet;
-            "camera": the camera's frame.
+            "camera": the camera's frame. On a ground, the feet are planted: foot contacts
+            are labelled and a last fitting pass keeps planted feet still on their plane
+            (`meshcap.contacts`; the Motion's `contact` and `contact_prob`).
         progress: progress(stage, done, total).
     """
     from meshcap.body_models import load_body_model
@@ -200,9 +203,12 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
     motion = fit_tracks(model, chosen, num_frames=tracks.num_frames, image_size=(w, h), fps=fps,
                         layout=tracks.layout, K=K, frame_times=tracks.frame_times, options=fit,
                         regressor=net, progress=step)
+    motion = place_in_world(motion, model, world)
+    if motion.world != "camera":  # on a ground: plant the feet (keypoints2d: what the fit saw)
+        motion = plant_feet(motion, model, options=fit)
     for p, tid in enumerate(motion.person_ids):  # keypoints2d: as detected, through the lens
         f, kp = detected[int(tid)]
         motion.keypoints2d[p, f] = kp
     if model_path is not None:
         motion.body_model_settings["model_path"] = str(Path(model_path).resolve())
-    return place_in_world(motion, model, world)
+    return motion

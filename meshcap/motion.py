@@ -1,4 +1,5 @@
-"""`Motion`, the one result type, and the motion.npz file format (schema version 1).
+"""`Motion`, the one result type, and the motion.npz file format (schema version 2; version-1
+files, which have no foot contacts, still load).
 
 A motion.npz is a plain `.npz` that numpy alone reads (`np.load(path)`, no pickled objects).
 Every per-person array has a leading person axis P, even for one person; frames where a person
@@ -7,7 +8,7 @@ was not seen are `valid == False` and hold zeros (their numbers carry no meaning
 | key                  | shape / type        | meaning                                                  |
 |----------------------|---------------------|----------------------------------------------------------|
 | format               | str                 | "meshcap.motion"                                         |
-| version              | int                 | 1                                                        |
+| version              | int                 | 2 (1: the same without the contact keys)                 |
 | fps                  | float               | frames per second of the result                          |
 | frame_times          | (T,) float64        | timestamp of each frame, seconds                         |
 | body_model           | str                 | "anny", "smpl", "smplh" or "smplx"                       |
@@ -26,6 +27,9 @@ was not seen are `valid == False` and hold zeros (their numbers carry no meaning
 | cam_R, cam_t         | (C, 3, 3), (C, 3)   | world -> camera (OpenCV: x right, y down, z forward)     |
 | image_size           | (C, 2) int          | width, height per camera                                 |
 | world                | str (optional)      | "y-up", "z-up" or "camera" (absent: "camera"), see below |
+| contact              | (P, T, 2) bool, opt | (left, right) foot planted on its support, per frame     |
+| contact_prob         | (P, T, 2) f32, opt  | probability of that contact, in [0, 1]                   |
+| view_swaps           | (P, T, C) bool, opt | camera c's detection relabelled left <-> right (multi-view) |
 
 A monocular capture stands on its ground: world "y-up", y against gravity, the ground at
 y = 0, the origin under the first person's first position, the camera placed by cam_R/cam_t
@@ -34,6 +38,11 @@ frame (cam_R = I, cam_t = 0; world "camera"). A calibrated capture keeps its cal
 world ("z-up" or "y-up" when its floor is known). Exports and the viewer turn every world
 y-up (`Motion.y_up_rotation`). The body model's
 canonical frame is y up, facing +z; root rotations in `poses` map it into the world.
+
+Foot contacts (`meshcap.contacts`): a foot is planted when its sole is low on the person's own
+support (the ground, or whatever they stand on) and still; `contact_prob` is how sure that is
+(1 - probability of a swing), `contact` is `contact_prob >= 0.5`. Both keys are absent when no
+contacts were estimated (version-1 files, `--world camera` without a ground).
 """
 from __future__ import annotations
 
@@ -48,7 +57,8 @@ from meshcap.errors import MotionFileError
 from meshcap.fileio import save_npz_atomic
 
 FORMAT = "meshcap.motion"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 # What the world frame is (the optional key `world`; files without it are "camera"):
 # "camera": camera 0's frame as it was (OpenCV: y down), no gravity known;
@@ -69,6 +79,9 @@ _SCHEMA: dict[str, tuple[str, int]] = {
     "valid": ("b", 2), "cam_K": ("f", 3), "cam_R": ("f", 3), "cam_t": ("f", 2),
     "image_size": ("i", 2),
 }
+# keys a file may lack (version 1 never has the contacts; `world` absent means "camera")
+_OPTIONAL: dict[str, tuple[str, int]] = {"world": ("U", 0), "contact": ("b", 3), "contact_prob": ("f", 3),
+                                         "view_swaps": ("b", 3)}
 
 
 @dataclass(eq=False)
@@ -98,6 +111,9 @@ class Motion:
     frame_times: np.ndarray | None = None
     body_model_settings: dict = field(default_factory=dict)
     world: str = "camera"
+    contact: np.ndarray | None = None
+    contact_prob: np.ndarray | None = None
+    view_swaps: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.world = str(self.world)
@@ -126,6 +142,13 @@ class Motion:
         self.image_size = np.asarray(self.image_size, dtype=np.int64)
         self.person_ids = np.asarray(self.person_ids, dtype=np.int64)
         self.frame_times = np.asarray(self.frame_times, dtype=np.float64)
+        if (self.contact is None) != (self.contact_prob is None):
+            raise ValueError("invalid Motion: contact and contact_prob come together")
+        if self.contact is not None:
+            self.contact = np.asarray(self.contact, dtype=bool)
+            self.contact_prob = f32(self.contact_prob)
+        if self.view_swaps is not None:
+            self.view_swaps = np.asarray(self.view_swaps, dtype=bool)
         problems = _check_consistency(self._arrays())
         if problems:
             raise ValueError("invalid Motion: " + "; ".join(problems))
@@ -153,7 +176,7 @@ class Motion:
     # -- file I/O ------------------------------------------------------------------------------
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
         d["body_model_settings"] = json.dumps(self.body_model_settings, sort_keys=True)
         d["joint_names"] = np.array(self.joint_names, dtype=str)
         d["format"], d["version"] = FORMAT, VERSION
@@ -189,8 +212,15 @@ class Motion:
             raise MotionFileError(f"{path}: not a meshcap motion file, missing {', '.join(missing)}")
         if str(data["format"]) != FORMAT:
             raise MotionFileError(f"{path}: format is {str(data['format'])!r}, expected {FORMAT!r}")
-        if int(data["version"]) != VERSION:
-            raise MotionFileError(f"{path}: schema version {int(data['version'])}, this meshcap reads version {VERSION}")
+        if int(data["version"]) not in READABLE_VERSIONS:
+            raise MotionFileError(f"{path}: schema version {int(data['version'])}, this meshcap reads versions "
+                                  f"{', '.join(map(str, READABLE_VERSIONS))}")
+        for k, (kind, ndim) in _OPTIONAL.items():
+            if k in data and (data[k].dtype.kind != kind or data[k].ndim != ndim):
+                raise MotionFileError(f"{path}: {k!r} has dtype {data[k].dtype} and shape {data[k].shape}, "
+                                      f"expected {_KIND_NAMES[kind]} of {ndim} dimensions")
+        if ("contact" in data) != ("contact_prob" in data):
+            raise MotionFileError(f"{path}: 'contact' and 'contact_prob' come together, one is missing")
         for k, (kind, ndim) in _SCHEMA.items():
             a = data[k]
             if a.dtype.kind != kind and not (kind == "f" and a.dtype.kind == "i"):
@@ -271,8 +301,10 @@ class Motion:
     def summary(self) -> str:
         seen = self.valid.sum(1)
         people = ", ".join(f"#{i}: {n} frames" for i, n in zip(self.person_ids, seen))
+        swaps = (f"; {int(self.view_swaps.sum())} view-frames relabelled left/right"
+                 if self.view_swaps is not None and self.view_swaps.any() else "")
         return (f"{self.num_people} people, {self.num_frames} frames at {self.fps:g} fps, "
-                f"body model {self.body_model} ({len(self.joint_names)} joints); {people}")
+                f"body model {self.body_model} ({len(self.joint_names)} joints); {people}{swaps}")
 
 
 _KIND_NAMES = {"f": "a float array", "i": "an integer array", "b": "a boolean array", "U": "a string"}
@@ -308,6 +340,15 @@ def _check_consistency(d: dict[str, np.ndarray]) -> list[str]:
         out.append("'parents' must start with -1 and list each joint's parent before it")
     if not float(np.asarray(d["fps"])) > 0:
         out.append(f"fps must be positive, got {float(np.asarray(d['fps']))}")
+    for k in ("contact", "contact_prob"):
+        if k in d and np.asarray(d[k]).shape != (P, T, 2):
+            out.append(f"{k!r} has shape {np.asarray(d[k]).shape}, expected ({P}, {T}, 2)")
+    if "view_swaps" in d and np.asarray(d["view_swaps"]).shape != (P, T, C):
+        out.append(f"'view_swaps' has shape {np.asarray(d['view_swaps']).shape}, expected ({P}, {T}, {C})")
+    if "contact_prob" in d:
+        cp = np.asarray(d["contact_prob"])
+        if cp.shape == (P, T, 2) and not (np.isfinite(cp).all() and (cp >= 0).all() and (cp <= 1).all()):
+            out.append("'contact_prob' must lie in [0, 1]")
     for k in ("poses", "transl", "joints3d", "uncertainty"):
         if not np.isfinite(np.asarray(d[k])[v]).all():
             out.append(f"{k!r} has NaN or infinite values in valid frames")

@@ -37,7 +37,8 @@ def test_command_captures_the_sports2d_demo(sports2d_tracks, tmp_path):
     # BVH, one per person, re-read by an independent parser: its joints are the motion's
     import bvhio
 
-    assert m.world == "y-up"  # stands on its ground
+    assert m.world == "y-up"  # stands on its ground, its feet planted (labels in the file)
+    assert m.contact is not None and m.contact[m.valid].any() and not m.contact[~m.valid].any()
 
     for p, pid in enumerate(m.person_ids):
         root = bvhio.readAsHierarchy(str(tmp_path / f"walk_p{pid}.bvh"))

@@ -57,7 +57,7 @@ def test_round_trip_is_bit_exact(motion, tmp_path):
     assert back.joint_names == motion.joint_names and back.body_model_settings == {"note": "test"}
     # a plain numpy reader sees the schema without meshcap
     with np.load(path, allow_pickle=False) as f:
-        assert str(f["format"]) == "meshcap.motion" and int(f["version"]) == 1
+        assert str(f["format"]) == "meshcap.motion" and int(f["version"]) == 2
         assert f["poses"].shape == (2, 7, 20, 3) and f["valid"].dtype == bool
 
 
@@ -132,8 +132,36 @@ def test_wrong_types_and_shapes(motion, tmp_path):
         Motion.load(_rewrite(tmp_path, motion, transl=np.zeros((2, 6, 3), np.float32)))
     with pytest.raises(MotionFileError, match="format is 'other'"):
         Motion.load(_rewrite(tmp_path, motion, format=np.array("other")))
-    with pytest.raises(MotionFileError, match="schema version 2"):
-        Motion.load(_rewrite(tmp_path, motion, version=np.array(2)))
+    with pytest.raises(MotionFileError, match="schema version 3"):
+        Motion.load(_rewrite(tmp_path, motion, version=np.array(3)))
+
+
+def test_foot_contacts_and_version_1_files(motion, tmp_path):
+    c = np.zeros((2, 7, 2), bool)
+    c[0, 2:5, 0] = True
+    prob = np.where(c, 0.9, 0.1).astype(np.float32)
+    m = Motion(**{**{f: getattr(motion, f) for f in motion.__dataclass_fields__}, "contact": c, "contact_prob": prob})
+    back = Motion.load(m.save(tmp_path / "c.npz"))
+    assert np.array_equal(back.contact, c) and np.allclose(back.contact_prob, prob)
+    # a version-1 file (no contact keys) still loads, without contacts
+    old = Motion.load(_rewrite(tmp_path, motion, version=np.array(1)))
+    assert old.contact is None and old.contact_prob is None
+    with pytest.raises(MotionFileError, match="'contact' and 'contact_prob' come together"):
+        Motion.load(_rewrite(tmp_path, m, contact_prob=None))
+    with pytest.raises(MotionFileError, match=r"'contact' has shape \(2, 7, 3\)"):
+        Motion.load(_rewrite(tmp_path, m, contact=np.zeros((2, 7, 3), bool)))
+    with pytest.raises(MotionFileError, match="'contact_prob' must lie in"):
+        Motion.load(_rewrite(tmp_path, m, contact_prob=prob * 2))
+    with pytest.raises(MotionFileError, match="'contact' has dtype float"):
+        Motion.load(_rewrite(tmp_path, m, contact=prob))
+    # a multi-view capture's record of views relabelled left/right, (P, T, C)
+    swaps = np.zeros((2, 7, 1), bool)
+    swaps[0, 3] = True
+    s = Motion(**{**{f: getattr(motion, f) for f in motion.__dataclass_fields__}, "view_swaps": swaps})
+    assert np.array_equal(Motion.load(s.save(tmp_path / "s.npz")).view_swaps, swaps)
+    assert "1 view-frames relabelled left/right" in s.summary()
+    with pytest.raises(MotionFileError, match=r"'view_swaps' has shape \(2, 7, 2\)"):
+        Motion.load(_rewrite(tmp_path, s, view_swaps=np.zeros((2, 7, 2), bool)))
 
 
 def test_pickled_objects_are_refused(motion, tmp_path):

@@ -20,6 +20,7 @@ starting headings per frame, the best kept), then the whole body.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import roma
@@ -372,6 +373,56 @@ class SingleViewFitter:
         # the body stage starts from the chosen headings, not from the short stage's limbs:
         # started from the rest pose, descent favours the natural one of a limb's mirror images
         return start[pick].clone(), body.clone(), transl.clone(), margin, path == 1
+
+    def refine(self, keypoints: torch.Tensor, K: torch.Tensor, start: FitInit, term: Callable,
+               fps: float = 30.0, iters: int = 40, lr: float = 0.01) -> FitResult:
+        """Continue the body stage from a finished fit with `term` added to the objective.
+
+        Args:
+            keypoints, K, fps: as for `fit`.
+            start: the finished fit: poses (T, J, 3), shape (1, S) (kept), transl (T, 3) and
+                sigma (T, J), its joints' uncertainty, which weighs their pull on the result as
+                an initialisation's does (an unsure joint may move further).
+            term: term(out, pose (T, J, 3), transl (T, 3)) -> () an added cost, with `out` the
+                body model's output in this fitter's layout (joints, keypoints).
+            iters, lr: Adam steps, at a rate that falls (cosine) to `lr_final` of `lr`.
+        Returns a FitResult whose uncertainty is `start.sigma`.
+        """
+        o = self.options
+        xy, conf = self._check(keypoints)
+        K = torch.as_tensor(K, dtype=xy.dtype, device=xy.device)
+        T = xy.shape[0]
+        start = self._check_init(start, T)
+        if start.shape is None or start.transl is None or start.sigma is None:
+            raise InputError("refine starts from a finished fit: poses, shape, transl and sigma")
+        obs = (xy, conf, _person_size(xy, conf), K, float(fps))
+        shape_p = self._param_from_shape(start.shape)
+        shape = self._shape_from_param(shape_p)
+        with torch.no_grad():
+            j0 = self.model(start.poses, shape, vertices=False).joints
+        init_joints, init_w = j0 - j0[:, :1], start.sigma.square().reciprocal()
+        root = start.poses[:, 0].clone().requires_grad_(True)
+        body = start.poses[:, 1:].clone().requires_grad_(True)
+        transl = start.transl.clone().requires_grad_(True)
+        opt = torch.optim.Adam([{"params": [root, body], "lr": lr}, {"params": [transl], "lr": lr}])
+        history = []
+        for it in range(iters):
+            scale = o.lr_final + (1 - o.lr_final) * 0.5 * (1 + math.cos(math.pi * it / max(iters, 1)))
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
+            opt.zero_grad()
+            frame, track, out = self._loss(root, body, shape_p, transl, obs, init_joints, init_w)
+            loss = frame.sum() + track + term(out, torch.cat([root[:, None], body], 1), transl)
+            loss.backward()
+            opt.step()
+            history.append(float(loss.detach()))
+        pose = torch.cat([root[:, None], body], 1).detach()
+        transl = transl.detach()
+        with torch.no_grad():
+            out = self.model(pose, shape, transl, layout=self.layout.name, vertices=False)
+            err = (project(out.keypoints, K) - xy).norm(dim=-1)
+            err = torch.where(conf > 0, err, torch.full_like(err, float("nan")))
+        return FitResult(pose, shape, transl, out.joints, out.keypoints, err, start.sigma, history)
 
     def fit(self, keypoints: torch.Tensor, K: torch.Tensor, init: FitInit | None = None,
             fps: float = 30.0) -> FitResult:

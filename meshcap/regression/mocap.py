@@ -325,7 +325,42 @@ def view(take: Take, frames: slice, rng: np.random.Generator, *, face: bool = Fa
     x /= np.linalg.norm(x)
     y = np.cross(z, x)
     R = np.stack([x, y, z])  # world -> camera (OpenCV: x right, y down, z forward)
-    eye = aim + offset
+    return _observe(pts, R, aim + offset, f, (w, h), rng, face, noise_px, dropout)
+
+
+def static_view(take: Take, frames: slice, rng: np.random.Generator, *, pitch: float, roll: float,
+                face: bool = True, noise_px: float = 0.0, dropout: float = 0.05) -> View:
+    """Project a clip through a camera that stays put, turned by `pitch` (radians, positive
+    looking down) and `roll` about its axis, at any azimuth: the whole clip stays in the
+    picture, the eye at least 0.3 m above the floor (y = 0). Otherwise as `view`; its `t` is
+    the same in every frame. Gravity's up in the camera frame is `R @ (0, 1, 0)`."""
+    body, head, neck = take.body[frames], take.head[frames], take.neck[frames]
+    pts = np.concatenate([face_points(body, head, neck), body], 1)
+    w, h = (1920, 1080) if rng.random() < 0.7 else (1080, 1920)
+    f = rng.uniform(800, 2000)
+    centre = 0.5 * (pts.reshape(-1, 3).min(0) + pts.reshape(-1, 3).max(0))
+    radius = np.linalg.norm(pts - centre, axis=-1).max()
+    dist = max(3.0, 1.15 * f * radius / (0.45 * min(w, h)))
+    az = rng.uniform(0, 2 * math.pi)
+    # forward: level at azimuth `az`, then tipped down by `pitch`; the image's x and y turn by `roll`
+    level = np.array([-math.sin(az), 0.0, -math.cos(az)])
+    z = math.cos(pitch) * level + np.array([0.0, -math.sin(pitch), 0.0])
+    x = np.cross(np.array([0.0, -1.0, 0.0]), z)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    x, y = math.cos(roll) * x + math.sin(roll) * y, -math.sin(roll) * x + math.cos(roll) * y
+    R = np.stack([x, y, z])
+    eye = centre - dist * z
+    if eye[1] < 0.3:  # under the floor: raise the camera, keeping its orientation
+        eye[1] = 0.3
+    return _observe(pts, R, np.broadcast_to(eye, (len(pts), 3)), f, (w, h), rng, face, noise_px, dropout)
+
+
+def _observe(pts: np.ndarray, R: np.ndarray, eye: np.ndarray, f: float, size: tuple[int, int],
+             rng: np.random.Generator, face: bool, noise_px: float, dropout: float) -> View:
+    """A View of coco17 points (T, 17, 3), world frame, from a camera R (world -> camera) at
+    eye (T, 3) with focal f on an image of `size`."""
+    w, h = size
     cam = np.einsum("ij,tkj->tki", R, pts - eye[:, None])
     K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])
     uv = cam[..., :2] / cam[..., 2:3] * f + K[:2, 2]

@@ -5,7 +5,9 @@ against plain confidence-weighted DLT triangulation of the same 2D keypoints.
 
 Prints, for the subject (the person seen longest; the demo's background people are matched
 too but left out here):
-1. per-view reprojection error of the fit, pixels (median and 90th percentile);
+0. the left/right swaps found and undone in each view (`meshcap.multiview.swaps`);
+1. per-view reprojection error of the fit and of plain DLT into the views they were made
+   from, pixels (median and 90th percentile);
 2. leave-one-camera-out: fit (and triangulate) with three views, measure the reprojection
    error in the fourth, for each camera in turn: fit vs DLT;
 3. bone lengths over time (shoulder-elbow, elbow-wrist, hip-knee, knee-ankle, per side): the
@@ -56,19 +58,23 @@ def main() -> None:
     videos = sorted((demo / "videos").glob("cam0*.mp4"))
     views = load_views(videos, cams, cache_dir=demo / "videos")
     T = min(v.num_frames for v in views)
-    first, kp = gather_people(views, cams, [0] * len(cams), T, 1, 10)[0]
+    first, kp, swapped = gather_people(views, cams, [0] * len(cams), T, 1, 10)[0]
     C = len(cams)
     print(f"{demo.name}: {C} cameras, {kp.shape[1]} frames of the subject (from frame {first}), "
           f"{views[0].fps:g} fps")
+    print(f"left/right swaps found and undone (view-frames, per view): {swapped.sum(1).tolist()}")
     model = load_body_model("anny")
     seen = kp[..., 2] > 0.5  # (C, T, K): judged on confident keypoints
 
     t0 = time.perf_counter()
     res = MultiViewFitter(model, cams).fit(kp, fps=views[0].fps)
     print(f"fit of {C} views: {time.perf_counter() - t0:.1f} s")
-    print("1. per-view reprojection of the fit:")
+    print("1. per-view reprojection into the views fitted (fit | DLT of all views):")
+    X_all = plain_dlt(kp, cams)
     for c, cam in enumerate(cams):
-        print(f"   {cam.name}: {stats(np.where(seen[c], res.reprojection_px[c], np.nan))}")
+        e_dlt = reprojection_errors(X_all.reshape(-1, 3), kp[c].reshape(1, -1, 3), [cam])[0].reshape(X_all.shape[:2])
+        print(f"   {cam.name}: fit {stats(np.where(seen[c], res.reprojection_px[c], np.nan))} | "
+              f"DLT {stats(np.where(seen[c], e_dlt, np.nan))}")
 
     print("2. leave-one-camera-out (reprojection into the camera left out):")
     fit_all, dlt_all = [], []
@@ -88,9 +94,8 @@ def main() -> None:
 
     names = get_layout("blazepose33").names
     pairs = [(names.index(a), names.index(b)) for a, b in SEGMENTS]
-    X = plain_dlt(kp, cams)
     s_fit = bone_length_std(res.keypoints3d.numpy(), pairs) * 1000
-    s_dlt = bone_length_std(X, pairs) * 1000
+    s_dlt = bone_length_std(X_all, pairs) * 1000
     print("3. bone-length standard deviation over time, mm (fit | DLT):")
     for (a, b), f, d in zip(SEGMENTS, s_fit, s_dlt):
         print(f"   {a}-{b.split('_', 1)[1]}: {f:6.2f} | {d:6.1f}")

@@ -10,9 +10,11 @@ import numpy as np
 
 from meshcap.errors import InputError
 from meshcap.fitting.smplify import FitOptions
+from meshcap.keypoints.layouts import get_layout
 from meshcap.motion import Motion
 from meshcap.multiview.associate import associate_tracks
 from meshcap.multiview.calibration import Camera, check_cameras, read_calibration
+from meshcap.multiview.swaps import apply_swaps, find_swaps
 from meshcap.multiview.triangulate import triangulate
 from meshcap.world import place_in_world
 
@@ -29,10 +31,11 @@ def _tracks_for(source: Path, cache: Path | None, progress):
 
 
 def gather_people(views: list, cameras: list[Camera], offsets: list[int], T: int,
-                  max_people: int | None, min_length: int, progress=None) -> list[tuple[int, np.ndarray]]:
+                  max_people: int | None, min_length: int, progress=None) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """People matched across views: per person (first frame, keypoints (C, n, 33, 3) of its n
-    frames in every view, zeros where a view did not see it), in order of first appearance.
-    `views` are each camera's `Tracks` (see `associate_tracks`)."""
+    frames in every view, zeros where a view did not see it, swapped (C, n) bool: the view-frames
+    whose left and right were relabelled, see `meshcap.multiview.swaps`), in order of first
+    appearance. `views` are each camera's `Tracks` (see `associate_tracks`)."""
     C = len(cameras)
     groups = associate_tracks([v.tracks for v in views], cameras, offsets, T)
     if progress:
@@ -48,17 +51,20 @@ def gather_people(views: list, cameras: list[Camera], offsets: list[int], T: int
                 g = np.asarray(f)[rows] - offsets[c]
                 kp[c, g] = np.asarray(k)[rows]
                 seen[c, g] = True
+        swapped = find_swaps(kp, cameras)
+        kp = apply_swaps(kp, swapped, get_layout("blazepose33").flip_permutation())
         _drop_inconsistent_views(kp, seen, cameras)
         frames = np.flatnonzero(seen.sum(0) >= 2)
         if len(frames) == 0 or frames[-1] - frames[0] + 1 < min_length:
             continue
-        out.append((int(frames[0]), kp[:, frames[0]: frames[-1] + 1], len(frames)))
+        span = slice(frames[0], frames[-1] + 1)
+        out.append((int(frames[0]), kp[:, span], swapped[:, span] & seen[:, span], len(frames)))
     if not out:
         raise InputError("no person was seen consistently by two or more cameras")
-    out.sort(key=lambda x: x[2], reverse=True)
+    out.sort(key=lambda x: x[3], reverse=True)
     out = out[:max_people] if max_people else out
     out.sort(key=lambda x: x[0])
-    return [(first, kp) for first, kp, _ in out]
+    return [(first, kp, swapped) for first, kp, swapped, _ in out]
 
 
 def _drop_inconsistent_views(kp: np.ndarray, seen: np.ndarray, cameras: list[Camera],
@@ -149,7 +155,8 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
                transl=np.zeros((P, T, 3), np.float32), joints3d=np.zeros((P, T, J, 3), np.float32),
                keypoints2d=np.zeros((P, T, K, 3), np.float32), uncertainty=np.zeros((P, T, J), np.float32))
     valid = np.zeros((P, T), bool)
-    for p, (first, kp) in enumerate(people):
+    view_swaps = np.zeros((P, T, len(cams)), bool)
+    for p, (first, kp, swapped) in enumerate(people):
         last = first + kp.shape[1] - 1
         res = fitter.fit(kp, fps=fps)
         sl = slice(first, last + 1)
@@ -159,6 +166,7 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
         out["joints3d"][p, sl] = res.joints.numpy()
         out["keypoints2d"][p, sl] = kp[0]
         out["uncertainty"][p, sl] = res.uncertainty.numpy()
+        view_swaps[p, sl] = swapped.T
         valid[p, sl] = True
         if progress:
             progress("fitting", p + 1, P)
@@ -167,6 +175,6 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
                   parents=np.asarray(model.parents), valid=valid, keypoint_layout="blazepose33",
                   cam_K=np.stack([c.K for c in cams]), cam_R=np.stack([c.R for c in cams]),
                   cam_t=np.stack([c.t for c in cams]), image_size=np.array([c.size for c in cams]),
-                  person_ids=np.arange(P), frame_times=times - times[0], **out,
+                  person_ids=np.arange(P), frame_times=times - times[0], view_swaps=view_swaps, **out,
                   body_model_settings={} if model.name == "anny" else {"model_path": str(model_path)})
     return place_in_world(motion, model, world, None if world == "ground" else cams)

@@ -3,6 +3,8 @@
 Public API (small on purpose):
     capture(video_or_keypoints, **options) -> Motion   (the whole pipeline)
     capture_multiview(sources, calibration, **options) -> Motion   (calibrated cameras)
+    capture_batch(input_dir, out_dir, formats=(), workers=None, ray=None, **options)
+        -> list[BatchResult]   (every video in a folder, resumable; locally or on Ray)
     load_body_model(name, model_path=None) -> BodyModel
     Motion, Motion.load(path)
     get_layout(name), convert_keypoints(kp, src, dst)
@@ -30,7 +32,15 @@ def capture_multiview(sources, calibration, **options) -> Motion:
     return _capture_multiview(sources, calibration, **options)
 
 
+def capture_batch(input_dir, out_dir, **options):
+    """Capture every video in a folder into another (resumable; local workers or a Ray
+    cluster); see `meshcap.batch.capture_batch`."""
+    from meshcap.batch import capture_batch as _capture_batch
+
+    return _capture_batch(input_dir, out_dir, **options)
+
+
 __all__ = [
-    "capture", "capture_multiview", "BodyModel", "BodyModelOutput", "load_body_model", "Motion", "get_layout",
+    "capture", "capture_multiview", "capture_batch", "BodyModel", "BodyModelOutput", "load_body_model", "Motion", "get_layout",
     "convert_keypoints", "MeshcapError", "InputError", "MotionFileError",
 ]

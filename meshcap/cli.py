@@ -16,7 +16,7 @@ EXIT_CODES = ("Exit codes: 0 success; 1 internal error (a bug: please report it)
               "usage (the message names the file and what is wrong); 3 missing dependency (the "
               "message says what to install). A failed run leaves no partial output files.")
 
-_SUBCOMMANDS = ("info", "prepare", "detect", "export", "render", "view", "multiview")
+_SUBCOMMANDS = ("info", "prepare", "detect", "export", "render", "view", "multiview", "batch")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
         "  meshcap render motion.npz --video VIDEO --out overlay.mp4   meshes drawn over the video\n"
         "  meshcap view motion.npz [--html f.html]   play a result in the browser (or as one offline page)\n"
         "  meshcap multiview cam1.mp4 cam2.mp4 ... --calib CALIB --out motion.npz   calibrated cameras\n"
+        "  meshcap batch VIDEOS/ --out RESULTS/ [--bvh --glb --fbx]   every video in a folder (resumable;\n"
+        "                                      --ray ADDRESS spreads them over a Ray cluster)\n"
         "  meshcap info motion.npz             describe a result\n"
         "  meshcap prepare                     build the body model's mesh cache once for this machine",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -82,6 +84,25 @@ def _parser() -> argparse.ArgumentParser:
                     help="also write an overlay video per camera: OUT.mp4 gives OUT_<camera>.mp4 (lens distortion "
                          "included; --draw-keypoints draws on the first camera's only)")
     _render_options(mv)
+    bat = sub.add_parser("batch", help="capture every video in a folder (resumable), locally or on a Ray cluster",
+                         epilog=EXIT_CODES + " With several videos: 0 when every one is done or was done before, "
+                         "else the worst failure's code.")
+    bat.add_argument("input", help="folder of videos (.mp4, .mov, .avi, .mkv, ...; not its sub-folders)")
+    bat.add_argument("--out", required=True, help="folder for the results: NAME.npz per video NAME.ext, and exports")
+    bat.add_argument("--bvh", action="store_true", help="also write NAME.bvh (several people: NAME_p<id>.bvh)")
+    bat.add_argument("--glb", action="store_true", help="also write NAME.glb")
+    bat.add_argument("--fbx", action="store_true", help='also write NAME.fbx (needs the extra: pip install "meshcap[fbx]")')
+    bat.add_argument("--workers", type=int, default=None,
+                     help="local worker processes at a time (default: one per 4 CPU cores); the cores are shared out")
+    bat.add_argument("--ray", default=None, metavar="ADDRESS|auto",
+                     help="run the videos as tasks on a Ray cluster (HOST:PORT, or auto for the one this machine "
+                     "joined); its workers must see the input folder at the same path")
+    bat.add_argument("--body-model", default="anny", choices=("anny", "smpl", "smplh", "smplx"))
+    bat.add_argument("--model-path", default=None, help="SMPL-family model file or folder (yours; never downloaded)")
+    bat.add_argument("--max-people", type=int, default=None, help="keep at most this many people per video")
+    bat.add_argument("--world", choices=("ground", "camera"), default=None, help="as for a single capture")
+    bat.add_argument("--no-regressor", action="store_true", help="fit from the rest pose (as for a single capture)")
+    bat.add_argument("--quiet", action="store_true", help="no progress bar")
     view = sub.add_parser("view", help="play a motion in the browser: live on localhost, or as one offline HTML file",
                           epilog=EXIT_CODES)
     view.add_argument("motion", help="a motion.npz written by meshcap")
@@ -413,6 +434,60 @@ def _multiview(args) -> None:
     print(f"{out}: {motion.summary()}; {time.perf_counter() - t0:.1f} s")
 
 
+def _batch(args) -> int:
+    """Capture a folder; prints a summary table; returns the exit code (non-zero if any failed)."""
+    from rich.table import Table
+
+    from meshcap.batch import capture_batch
+
+    formats = tuple(f for f in ("bvh", "glb", "fbx") if getattr(args, f))
+    kw = dict(body_model=args.body_model, model_path=args.model_path, max_people=args.max_people, world=args.world,
+              regressor=not args.no_regressor)
+    console = _stderr_console()
+    if args.quiet:  # warnings and failures still reach stderr, after the run
+        results = capture_batch(args.input, args.out, formats=formats, workers=args.workers, ray=args.ray, **kw)
+    else:
+        update, prog = _progress("videos")
+
+        def progress(done, total, r):
+            if r is None:  # the checks passed: show the bar from now on
+                prog.start()
+            update(done, total)
+            for w in (r.warnings if r else []):
+                prog.console.print(f"{r.video.name}: warning: {w}", markup=False, highlight=False)
+            if r is not None and r.status == "failed":
+                prog.console.print(f"{r.video.name}: failed: {r.error}", markup=False, highlight=False)
+
+        try:
+            results = capture_batch(args.input, args.out, formats=formats, workers=args.workers, ray=args.ray,
+                                    progress=progress, **kw)
+        finally:
+            prog.stop()
+    if args.quiet:
+        for r in results:
+            for w in r.warnings:
+                print(f"{r.video.name}: warning: {w}", file=sys.stderr)
+            if r.status == "failed":
+                print(f"{r.video.name}: failed: {r.error}", file=sys.stderr)
+    table = Table(title=f"meshcap batch: {args.input} -> {args.out}")
+    for col in ("video", "people", "frames", "seconds", "status"):
+        table.add_column(col, justify="right" if col in ("people", "frames", "seconds") else "left")
+    for r in results:
+        table.add_row(r.video.name, "" if r.people is None else str(r.people), "" if r.frames is None else str(r.frames),
+                      f"{r.seconds:.1f}" if r.status != "skipped" else "",
+                      r.status if r.error is None else f"failed: {r.error}")
+    from rich.console import Console
+
+    Console(width=max(console.width, 120)).print(table)
+    failed = [r for r in results if r.status == "failed"]
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    print(f"{len(results)} videos: {counts['done']} done, {counts['skipped']} skipped (done before), "
+          f"{counts['failed']} failed")
+    if any(r.internal for r in failed):
+        return EXIT_INTERNAL
+    return EXIT_INPUT if failed else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -450,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise MeshcapError("nothing to render: give --out overlay.mp4 and/or --frame N --png FILE")
         elif args.command == "multiview":
             _multiview(args)
+        elif args.command == "batch":
+            return _batch(args)
         elif args.command == "view":
             from meshcap.motion import Motion
             from meshcap.viewer import serve, write_html

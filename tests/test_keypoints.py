@@ -173,6 +173,49 @@ def test_tracker_bridges_gaps_and_drops_short_tracks():
     assert len(split) == 3
 
 
+def test_a_small_far_track_never_takes_a_near_person_over():
+    """A near person (700 px tall) walks on while a far one (200 px) is detected once as a
+    60 px blip (so its track predicts a wild jump): the far track must not take the near
+    person over (measured against the larger size, the near person's, the jump looked small)."""
+    frames = []
+    for t in range(20):
+        near = Detection(_person(600 + 2 * t, 500, seed=1, size=700.0), 0.9, "blazepose33")
+        if t == 10:
+            far = _person(290, 780, seed=5, size=60.0)  # a blip: few, scattered points
+        else:
+            far = _person(250 + 5 * (t > 10), 900 + 50 * (t > 10), seed=2, size=200.0 + 50 * (t > 10))
+        frames.append([Detection(far, 0.9, "blazepose33"), near])
+    tracks = track_detections(frames, TrackerOptions(max_gap=15, min_length=5))
+    sizes = {i: np.ptp(kp[:, :, 1], axis=1) for i, (_, kp) in tracks.items()}
+    near = max(tracks, key=lambda i: sizes[i].max())
+    assert len(tracks[near][0]) == 20 and sizes[near].min() > 400  # only ever the near person
+
+
+def test_the_pose2sim_subject_keeps_one_id_in_every_camera():
+    """Pose2Sim's single-person demo (four cameras, bystanders passing near the subject): in
+    every camera one track holds the subject, the tallest person, from the first frame to the
+    last (in camera 1 a bystander's track used to take the subject over near frame 60)."""
+    from meshcap.multiview.calibration import read_calibration
+    from meshcap.multiview.capture import load_views
+    from meshcap.samples import pose2sim_single_person
+
+    demo = pose2sim_single_person()
+    cams = read_calibration(demo / "calibration" / "Calib.qca.txt")
+    views = load_views(sorted((demo / "videos").glob("cam0*.mp4")), cams, cache_dir=demo / "videos")
+    for c, v in enumerate(views):
+        frames, kp = max(v.tracks.values(), key=lambda tr: len(tr[0]))
+        assert frames[0] == 0 and frames[-1] == v.num_frames - 1 and len(frames) >= 0.95 * v.num_frames, c
+        height = lambda k: np.ptp(k[k[:, 2] > 0.3, 1])  # noqa: E731
+        # where someone else is seen in the same frame, the subject's track holds the taller
+        taller = []
+        for f, k in zip(frames, kp):
+            others = [height(o[j]) for o_id, (g, o) in v.tracks.items() for j in np.flatnonzero(g == f)
+                      if o_id != max(v.tracks, key=lambda i: len(v.tracks[i][0]))]
+            if others:
+                taller.append(height(k) > max(others))
+        assert np.mean(taller) > 0.9, (c, np.mean(taller))
+
+
 def test_one_euro_filter_smooths_jitter_and_follows_motion():
     t = np.arange(300) / 30.0
     rng = np.random.default_rng(0)

@@ -188,13 +188,16 @@ def _size(kp: np.ndarray) -> float:
     return float(max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1.0)) if len(xy) >= 2 else 1.0
 
 
-def _distance(pred: np.ndarray, kp: np.ndarray) -> float:
-    """Mean distance of keypoints both sides saw, relative to the person's size (inf if none)."""
+def _distance(pred: np.ndarray, kp: np.ndarray, scale: float) -> float:
+    """Mean distance of keypoints both sides saw, relative to `scale`, the track's own recent
+    size (inf if too few are shared). Not the larger of the two sizes: a near, large person
+    would then make a far, small one's track a close match (in camera 1 of the Pose2Sim demo
+    a bystander's track took the subject over that way)."""
     both = (pred[:, 2] > 0.2) & (kp[:, 2] > 0.2)
     if both.sum() < 3:
         return math.inf
     d = np.linalg.norm(pred[both, :2] - kp[both, :2], axis=1)
-    return float(d.mean() / max(_size(pred), _size(kp)))
+    return float(d.mean() / scale)
 
 
 def track_detections(detections: list[list[Detection]], options: TrackerOptions | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -218,18 +221,27 @@ def track_detections(detections: list[list[Detection]], options: TrackerOptions 
                 p[:, :2] += tr["vel"] * (t - last_t)
             preds.append(p)
         cost = np.full((len(live), len(dets)), np.inf)
-        for i, (tr, p) in enumerate(zip(live, preds)):
-            gate = o.max_distance * (1 + 0.1 * (t - tr["frames"][-1] - 1))
+        gates = np.array([o.max_distance * (1 + 0.1 * (t - tr["frames"][-1] - 1)) for tr in live])
+        for i, (gate, p) in enumerate(zip(gates, preds)):
+            scale = float(np.median([_size(k) for k in live[i]["kps"][-5:]]))  # one odd frame cannot shrink it
             for j, d in enumerate(dets):
-                c = _distance(p, d.keypoints)
+                c = _distance(p, d.keypoints, scale)
                 if c <= gate:
                     cost[i, j] = c
         matched_d = set()
         if live and dets:
-            big = 1e6
-            rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, big))
+            # leaving a track or a detection unmatched costs `max_distance` (the gate of a track
+            # seen last frame): without that option a square assignment with a forbidden pair
+            # in it trades two good matches for two crossed ones
+            n, m = cost.shape
+            full = np.full((n + m, m + n), 1e6)
+            full[:n, :m] = np.where(np.isfinite(cost), cost, 1e6)
+            full[np.arange(n), m + np.arange(n)] = o.max_distance
+            full[n + np.arange(m), np.arange(m)] = o.max_distance
+            full[n:, m:] = 0.0
+            rows, cols = linear_sum_assignment(full)
             for i, j in zip(rows, cols):
-                if np.isfinite(cost[i, j]):
+                if i < n and j < m and np.isfinite(cost[i, j]):
                     tr, kp = live[i], dets[j].keypoints
                     dt = t - tr["frames"][-1]
                     v = (kp[:, :2] - tr["kps"][-1][:, :2]) / dt

@@ -141,6 +141,7 @@ def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, opt
     who never plants a foot is left as fitted. Raises WorldError (from `world_up`) in the
     camera's frame without anybody fitted."""
     from meshcap.fitting.smplify import FitInit, SingleViewFitter
+    from meshcap.fitting.windows import refine_windowed
 
     if motion.cam_K.shape[0] != 1:
         raise ValueError("plant_feet refits single-camera motions only")
@@ -162,8 +163,11 @@ def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, opt
         as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=model.dtype)  # noqa: E731
         start = FitInit(as_t(cam.poses[p, sl]), as_t(cam.shape[p:p + 1]), as_t(cam.transl[p, sl]),
                         as_t(np.maximum(cam.uncertainty[p, sl], 1e-3)))
-        term = _contact_term(model, motion.keypoint_layout, start.shape, as_t(up_c), float(heights_c[p]), as_t(prob[p, sl]))
-        res = fitter.refine(as_t(kp2[p, sl]), as_t(motion.cam_K[0]), start, term, fps=motion.fps, iters=iters)
+        prob_p = as_t(prob[p, sl])
+        term = lambda a, b: _contact_term(model, motion.keypoint_layout, start.shape, as_t(up_c),  # noqa: E731
+                                          float(heights_c[p]), prob_p[a:b])
+        # long tracks window by window, as fitting does (flat memory)
+        res = refine_windowed(fitter, as_t(kp2[p, sl]), as_t(motion.cam_K[0]), start, term, motion.fps, iters)
         out.poses[p, sl] = res.poses.numpy()
         out.transl[p, sl] = res.transl.numpy()
         out.joints3d[p, sl] = res.joints.numpy()

@@ -425,7 +425,7 @@ class SingleViewFitter:
         return FitResult(pose, shape, transl, out.joints, out.keypoints, err, start.sigma, history)
 
     def fit(self, keypoints: torch.Tensor, K: torch.Tensor, init: FitInit | None = None,
-            fps: float = 30.0) -> FitResult:
+            fps: float = 30.0, shape: torch.Tensor | None = None) -> FitResult:
         """Fit the track.
 
         Args:
@@ -434,6 +434,8 @@ class SingleViewFitter:
             K: (3, 3) intrinsics.
             init: optional starting point (poses, shape, transl, sigma); see `FitInit`.
             fps: frame rate of the track, for the temporal terms.
+            shape: (1, S) a body shape known already (e.g. fitted over a longer track): used
+                and kept fixed instead of the one fitted here.
         """
         o = self.options
         xy, conf = self._check(keypoints)
@@ -447,7 +449,13 @@ class SingleViewFitter:
         obs = (xy, conf, _person_size(xy, conf), K, float(fps))
         J = self.model.num_joints
 
-        shape_p = (self._param_from_shape(init.shape) if init is not None and init.shape is not None
+        fixed_shape = shape is not None
+        if fixed_shape:
+            shape = torch.as_tensor(shape, dtype=dt, device=dev)
+            if shape.shape != (1, self.model.shape_dim) or not torch.isfinite(shape).all():
+                raise InputError(f"shape must be a finite (1, {self.model.shape_dim}) tensor, got {tuple(shape.shape)}")
+        shape_p = (self._param_from_shape(shape) if fixed_shape
+                   else self._param_from_shape(init.shape) if init is not None and init.shape is not None
                    else torch.zeros(1, self.model.shape_dim, dtype=dt, device=dev))
         shape0 = self._shape_from_param(shape_p)
         transl0, torso_off, root_pos = self._torso_depth(xy, conf, K, shape0)
@@ -502,7 +510,8 @@ class SingleViewFitter:
         root.requires_grad_(True)
         transl.requires_grad_(True)
         body.requires_grad_(True)
-        shape_p.requires_grad_(True)
+        shape_p.requires_grad_(not fixed_shape)
+        lr_shape = 0.0 if fixed_shape else o.lr_shape
         # Kinematic flips are tried twice on the way (not when an initialisation with its own
         # sigma already says which way the limbs point).
         flip_at = set() if init_w is not None else {o.iters_body // 3, 2 * o.iters_body // 3}
@@ -517,10 +526,10 @@ class SingleViewFitter:
                     self._flip_limbs(root, body, shape_p, transl, obs)
                 opt = torch.optim.Adam([{"params": [root, body], "lr": o.lr_rot},
                                         {"params": [transl], "lr": o.lr_transl},
-                                        {"params": [shape_p], "lr": o.lr_shape}])
+                                        {"params": [shape_p], "lr": lr_shape}])
             if it >= settle:
                 scale = o.lr_final + (1 - o.lr_final) * 0.5 * (1 + math.cos(math.pi * (it - settle) / max(o.iters_body - settle, 1)))
-                for group, lr in zip(opt.param_groups, (o.lr_rot, o.lr_transl, o.lr_shape)):
+                for group, lr in zip(opt.param_groups, (o.lr_rot, o.lr_transl, lr_shape)):
                     group["lr"] = lr * scale
             opt.zero_grad()
             frame, track, _ = self._loss(root, body, shape_p, transl, obs, init_joints, init_w)

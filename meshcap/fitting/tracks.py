@@ -12,6 +12,7 @@ from meshcap.body_models.base import BodyModel
 from meshcap.errors import InputError
 from meshcap.fitting.camera import intrinsics
 from meshcap.fitting.smplify import FitInit, FitOptions, SingleViewFitter
+from meshcap.fitting.windows import fit_windowed, init_slicer, regressor_init
 from meshcap.keypoints.layouts import get_layout
 from meshcap.motion import Motion
 
@@ -21,7 +22,8 @@ def fit_tracks(body_model: BodyModel, tracks: Mapping[int, tuple[np.ndarray, np.
                layout: str = "blazepose33", K: np.ndarray | torch.Tensor | None = None,
                frame_times: np.ndarray | None = None, options: FitOptions | None = None,
                inits: Mapping[int, FitInit] | None = None, regressor=None,
-               progress: Callable[[int, int], None] | None = None) -> Motion:
+               progress: Callable[[int, int], None] | None = None,
+               window: int | None = None, overlap: int | None = None) -> Motion:
     """Fit every track and gather the results into one Motion (camera 0 = the world).
 
     Args:
@@ -35,6 +37,9 @@ def fit_tracks(body_model: BodyModel, tracks: Mapping[int, tuple[np.ndarray, np.
         regressor: a `meshcap.regression.KeypointRegressor`: tracks without an entry in
             `inits` are initialised from its predictions (pose, shape, translation, sigma).
         progress: called as progress(done, total) after each track.
+        window, overlap: tracks longer than a window are fitted window by window, so that
+            memory does not grow with their length (`meshcap.fitting.windows`; default 20 s
+            windows overlapping by 1 s).
     """
     lay = get_layout(layout)
     if not tracks:
@@ -73,11 +78,14 @@ def fit_tracks(body_model: BodyModel, tracks: Mapping[int, tuple[np.ndarray, np.
         span = np.zeros((last - first + 1, len(lay), 3), np.float32)
         span[frames - first] = kp
         init = (inits or {}).get(tid)
-        if init is None and regressor is not None:
-            from meshcap.regression import regress_track
-
-            init = regress_track(regressor, body_model, torch.from_numpy(span), lay.name, K)
-        return fitter.fit(torch.from_numpy(span), K, init=init, fps=fps)
+        kp_span = torch.from_numpy(span)
+        if init is not None:
+            make_init = init_slicer(init)
+        elif regressor is not None:
+            make_init = regressor_init(regressor, body_model, kp_span, lay.name, K)
+        else:
+            make_init = None
+        return fit_windowed(fitter, kp_span, K, fps, make_init, window, overlap)
 
     # Tracks are fitted two at a time: a fit is thousands of small tensor operations, each
     # mostly dispatch overhead, and PyTorch releases the GIL inside them, so two threads keep

@@ -16,7 +16,8 @@ from meshcap.motion import Motion
 
 
 def _meshcap(*args):
-    return subprocess.run([sys.executable, "-m", "meshcap.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "meshcap.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +88,12 @@ def test_batch_on_a_local_ray_cluster_gives_the_same_results(folder, local_run, 
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` command, wherever pip put it
     start = subprocess.run([*ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                            "--disable-usage-stats"], capture_output=True, text=True, env=env)
+                            "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=180)
     assert start.returncode == 0, start.stderr
     try:
         r = _meshcap("batch", folder, "--out", ray_out, "--bvh", "--ray", f"127.0.0.1:{port}", "--quiet")
     finally:
-        subprocess.run([*ray_cli, "stop", "--force"], capture_output=True, env=env)
+        subprocess.run([*ray_cli, "stop", "--force"], capture_output=True, env=env, timeout=120)
     assert r.returncode == 2, r.stderr
     assert "1 done, 2 skipped (done before), 1 failed" in r.stdout
     a, b = Motion.load(out / "clip1.npz"), Motion.load(ray_out / "clip1.npz")

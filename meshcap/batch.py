@@ -97,8 +97,10 @@ def finished(video: Path, out_dir: Path, formats: tuple[str, ...]) -> BatchResul
 
 def capture_files(video: str, formats: tuple[str, ...], options: dict, threads: int = 0) -> dict:
     """Capture one video and export it, in a temporary folder: {"files": {name: bytes},
-    "people", "frames", "seconds"} or, when it fails, {"error": message, "internal": bool}.
-    The unit of work of a local worker or a Ray task (it never raises)."""
+    "people", "frames", "seconds", "warnings"} or, when it fails, {"error": message,
+    "internal": bool, "seconds", "warnings"}. Warnings are collected, not printed: the batch
+    reports them beside their video. The unit of work of a local worker or a Ray task (it
+    never raises)."""
     import torch
 
     if threads > 0:
@@ -171,6 +173,7 @@ def _local_worker(video: str, formats: tuple[str, ...], options: dict, threads: 
 def _run_local(jobs: list[Path], formats, options, workers: int, done: Callable[[Path, dict], None]) -> None:
     """Each video in its own spawned process, `workers` at a time, torch threads shared out."""
     import multiprocessing as mp
+    from multiprocessing.connection import wait
 
     ctx = mp.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -186,8 +189,6 @@ def _run_local(jobs: list[Path], formats, options, workers: int, done: Callable[
                                        daemon=True)
                     proc.start()
                     running[proc.sentinel] = (proc, video, result, time.perf_counter())
-                from multiprocessing.connection import wait
-
                 for sentinel in wait(list(running)):
                     proc, video, result, t0 = running.pop(sentinel)
                     proc.join()

@@ -1,7 +1,8 @@
 """Long tracks fitted in overlapping windows, so that memory does not grow with the track.
 
-A whole-track fit holds the autograd graph of every frame at once (a 4-minute track peaked at
-1.3 GB; an hour would need about 20 GB). Here a track longer than a window is fitted as:
+A whole-track fit holds the autograd graph of every frame at once (a 3-minute track peaks at
+1.26 GB, `bench/long_video.py`; an hour would need about 20 GB); windowed, an hour peaks at
+0.83 GB. Here a track longer than a window is fitted as:
 1. one body shape for the person, from frames spread evenly over the whole track (every k-th
    frame, at most a window's worth, the temporal terms at fps/k);
 2. windows of `window` frames that overlap by `overlap`, each fitted with that shape fixed;
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+
 import roma
 import torch
 

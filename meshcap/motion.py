@@ -303,8 +303,14 @@ class Motion:
         people = ", ".join(f"#{i}: {n} frames" for i, n in zip(self.person_ids, seen))
         swaps = (f"; {int(self.view_swaps.sum())} view-frames relabelled left/right"
                  if self.view_swaps is not None and self.view_swaps.any() else "")
+        planted = ""
+        if self.contact is not None:  # the share of each person's fitted frames with a foot down
+            share = [self.contact[p][self.valid[p]].any(-1).mean() if self.valid[p].any() else 0.0
+                     for p in range(self.num_people)]
+            planted = "; a foot planted in " + ", ".join(f"#{i}: {100 * s:.0f}%" for i, s in zip(self.person_ids, share))
         return (f"{self.num_people} people, {self.num_frames} frames at {self.fps:g} fps, "
-                f"body model {self.body_model} ({len(self.joint_names)} joints); {people}{swaps}")
+                f"body model {self.body_model} ({len(self.joint_names)} joints), world {self.world}; "
+                f"{people}{planted}{swaps}")
 
 
 _KIND_NAMES = {"f": "a float array", "i": "an integer array", "b": "a boolean array", "U": "a string"}

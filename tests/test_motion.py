@@ -143,6 +143,7 @@ def test_foot_contacts_and_version_1_files(motion, tmp_path):
     m = Motion(**{**{f: getattr(motion, f) for f in motion.__dataclass_fields__}, "contact": c, "contact_prob": prob})
     back = Motion.load(m.save(tmp_path / "c.npz"))
     assert np.array_equal(back.contact, c) and np.allclose(back.contact_prob, prob)
+    assert f"a foot planted in #{m.person_ids[0]}: 43%" in m.summary()  # 3 of 7 frames
     # a version-1 file (no contact keys) still loads, without contacts
     old = Motion.load(_rewrite(tmp_path, motion, version=np.array(1)))
     assert old.contact is None and old.contact_prob is None

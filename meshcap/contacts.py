@@ -19,7 +19,7 @@ import copy
 import numpy as np
 import torch
 
-from meshcap.world import SOLE_POINTS, body_up, camera_centre, move_motion, sole_points, sole_speeds
+from meshcap.world import PLANTED_HEIGHT, PLANTED_SPEED, SOLE_POINTS, body_up, camera_centre, move_motion, sole_points, sole_speeds
 
 # m/s across the line of sight (`meshcap.world.sole_speeds`): a planted foot moves this little.
 # Labels describe the finished (planted) motion; the planting pass itself takes as candidates
@@ -32,8 +32,6 @@ HEIGHT_SOFTNESS = 0.015  # m
 SLIDE_SCALE = 0.005  # m per frame of planted sole movement that costs as much as detector noise
 FLOOR_SCALE = 0.02  # m of planted sole height off the plane that costs as much as detector noise
 FLOOR_REACH = 0.05  # m: the floor's pull fades for soles further off the plane than this
-_SUPPORT_SPEED = 0.5  # m/s and
-_SUPPORT_HEIGHT = 0.08  # m above the lower foot: soles that may set a person's support plane
 
 
 def world_up(motion, keypoints: np.ndarray | None = None) -> np.ndarray:
@@ -58,7 +56,7 @@ def support_heights(soles: np.ndarray, speed: np.ndarray, valid: np.ndarray, up:
     low = _lowest(soles, up)  # (P, T, 2)
     lower = np.where(np.isfinite(low), low, np.inf).min(-1, keepdims=True)
     with np.errstate(invalid="ignore"):
-        ok = valid[..., None] & np.isfinite(low) & (speed < _SUPPORT_SPEED) & (low - lower < _SUPPORT_HEIGHT)
+        ok = valid[..., None] & np.isfinite(low) & (speed < PLANTED_SPEED) & (low - lower < PLANTED_HEIGHT)
     out = np.full(len(valid), np.nan)
     for p in range(len(valid)):
         if ok[p].sum() >= 3:

@@ -23,8 +23,9 @@ import numpy as np
 from meshcap.errors import InputError
 
 SOLE_POINTS = ("left_heel", "left_foot_index", "right_heel", "right_foot_index")
-CONTACT_SPEED = 0.5  # m/s: a planted foot in a monocular fit (depth jitter moves it a little)
-CONTACT_HEIGHT = 0.08  # m above the lower foot, or above the ground once it is known
+# the soles that may tell where a person stands (also `meshcap.contacts.support_heights`)
+PLANTED_SPEED = 0.5  # m/s: a planted foot in a monocular fit (depth jitter moves it a little)
+PLANTED_HEIGHT = 0.08  # m above the lower foot, or above the ground once it is known
 PRIOR_WEIGHT = 0.05  # m^2: how much the bodies' mean up direction steers the plane's normal
 ROBUST_SCALE = 0.05  # m: soles this far off the plane weigh half
 
@@ -142,7 +143,7 @@ def _contacts(soles: np.ndarray, valid: np.ndarray, seen: np.ndarray, speed: np.
     else:
         ref = np.broadcast_to(np.asarray(heights)[:, None, None], hl.shape[:2] + (1,))
     with np.errstate(invalid="ignore"):
-        c = valid[..., None] & seen & (speed < CONTACT_SPEED) & (hl - ref < CONTACT_HEIGHT)
+        c = valid[..., None] & seen & (speed < PLANTED_SPEED) & (hl - ref < PLANTED_HEIGHT)
     return c & np.isfinite(hl), low
 
 

@@ -125,6 +125,11 @@ def _person_size(xy: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
     return torch.where(ok, size, fallback)
 
 
+def _anneal(final: float, step: int, steps: int) -> float:
+    """The factor on a learning rate `step` steps into `steps`: cosine from 1 down to `final`."""
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
+
+
 def _second_difference(x: torch.Tensor) -> torch.Tensor:
     return x[2:] - 2 * x[1:-1] + x[:-2]
 
@@ -374,6 +379,16 @@ class SingleViewFitter:
         # started from the rest pose, descent favours the natural one of a limb's mirror images
         return start[pick].clone(), body.clone(), transl.clone(), margin, path == 1
 
+    def evaluate(self, pose: torch.Tensor, shape: torch.Tensor, transl: torch.Tensor, xy: torch.Tensor,
+                 conf: torch.Tensor, K: torch.Tensor):
+        """(the body model's output in this fitter's layout, reprojection error (T, K) pixels,
+        NaN where conf is 0) of a result: pose (T, J, 3), shape (1, S), transl (T, 3), against
+        xy (T, K, 2) and conf (T, K) as `_check` gives them."""
+        with torch.no_grad():
+            out = self.model(pose, shape, transl, layout=self.layout.name, vertices=False)
+            err = (project(out.keypoints, K) - xy).norm(dim=-1)
+        return out, torch.where(conf > 0, err, torch.full_like(err, float("nan")))
+
     def refine(self, keypoints: torch.Tensor, K: torch.Tensor, start: FitInit, term: Callable,
                fps: float = 30.0, iters: int = 40, lr: float = 0.01) -> FitResult:
         """Continue the body stage from a finished fit with `term` added to the objective.
@@ -407,7 +422,7 @@ class SingleViewFitter:
         opt = torch.optim.Adam([{"params": [root, body], "lr": lr}, {"params": [transl], "lr": lr}])
         history = []
         for it in range(iters):
-            scale = o.lr_final + (1 - o.lr_final) * 0.5 * (1 + math.cos(math.pi * it / max(iters, 1)))
+            scale = _anneal(o.lr_final, it, iters)
             for group in opt.param_groups:
                 group["lr"] = lr * scale
             opt.zero_grad()
@@ -418,10 +433,7 @@ class SingleViewFitter:
             history.append(float(loss.detach()))
         pose = torch.cat([root[:, None], body], 1).detach()
         transl = transl.detach()
-        with torch.no_grad():
-            out = self.model(pose, shape, transl, layout=self.layout.name, vertices=False)
-            err = (project(out.keypoints, K) - xy).norm(dim=-1)
-            err = torch.where(conf > 0, err, torch.full_like(err, float("nan")))
+        out, err = self.evaluate(pose, shape, transl, xy, conf, K)
         return FitResult(pose, shape, transl, out.joints, out.keypoints, err, start.sigma, history)
 
     def fit(self, keypoints: torch.Tensor, K: torch.Tensor, init: FitInit | None = None,
@@ -528,7 +540,7 @@ class SingleViewFitter:
                                         {"params": [transl], "lr": o.lr_transl},
                                         {"params": [shape_p], "lr": lr_shape}])
             if it >= settle:
-                scale = o.lr_final + (1 - o.lr_final) * 0.5 * (1 + math.cos(math.pi * (it - settle) / max(o.iters_body - settle, 1)))
+                scale = _anneal(o.lr_final, it - settle, o.iters_body - settle)
                 for group, lr in zip(opt.param_groups, (o.lr_rot, o.lr_transl, lr_shape)):
                     group["lr"] = lr * scale
             opt.zero_grad()
@@ -541,10 +553,7 @@ class SingleViewFitter:
         pose = torch.cat([root[:, None], body], 1).detach()
         shape = self._shape_from_param(shape_p).detach()
         transl = transl.detach()
-        with torch.no_grad():
-            out = self.model(pose, shape, transl, layout=self.layout.name, vertices=False)
-            err = (project(out.keypoints, K) - xy).norm(dim=-1)
-            err = torch.where(conf > 0, err, torch.full_like(err, float("nan")))
+        out, err = self.evaluate(pose, shape, transl, xy, conf, K)
         sigma = joint_sigma(self.model, self.layout.name, pose, shape, transl, xy, conf, K,
                             init_sigma=None if init is None else init.sigma)
         return FitResult(pose, shape, transl, out.joints, out.keypoints, err, sigma, history)

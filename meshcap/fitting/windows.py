@@ -22,7 +22,6 @@ import roma
 import torch
 
 from meshcap.errors import InputError
-from meshcap.fitting.camera import project
 from meshcap.fitting.smplify import FitInit, FitResult, SingleViewFitter
 
 WINDOW_S = 20.0  # seconds: long enough for the temporal terms and the heading path
@@ -126,19 +125,17 @@ def _finish(fitter: SingleViewFitter, keypoints: torch.Tensor, K: torch.Tensor, 
             shape: torch.Tensor, transl: torch.Tensor, sigma: torch.Tensor, chunk: int) -> FitResult:
     """The FitResult of blended parameters: joints, keypoints and reprojection errors computed
     `chunk` frames at a time."""
-    model, dt = fitter.model, keypoints.dtype
     T, J = poses.shape[:2]
-    xy, conf = keypoints[..., :2], keypoints[..., 2]
+    xy, conf = fitter._check(keypoints)  # the confidences the fit itself used
+    dt = xy.dtype
     joints = torch.empty(T, J, 3, dtype=dt)
     kp3 = torch.empty(T, len(fitter.layout), 3, dtype=dt)
     err = torch.empty(T, len(fitter.layout), dtype=dt)
     Kt = torch.as_tensor(K, dtype=dt)
-    with torch.no_grad():
-        for a in range(0, T, chunk):
-            out = model(poses[a:a + chunk], shape, transl[a:a + chunk], layout=fitter.layout.name, vertices=False)
-            joints[a:a + chunk], kp3[a:a + chunk] = out.joints, out.keypoints
-            e = (project(out.keypoints, Kt) - xy[a:a + chunk]).norm(dim=-1)
-            err[a:a + chunk] = torch.where(conf[a:a + chunk] > 0, e, torch.full_like(e, float("nan")))
+    for a in range(0, T, chunk):
+        c = slice(a, a + chunk)
+        out, err[c] = fitter.evaluate(poses[c], shape, transl[c], xy[c], conf[c], Kt)
+        joints[c], kp3[c] = out.joints, out.keypoints
     return FitResult(poses, shape, transl, joints, kp3, err, sigma, None)
 
 

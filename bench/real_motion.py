@@ -1,6 +1,6 @@
 """Monocular accuracy on real human motion: held-out mocap takes seen by random cameras.
 
-    python bench/real_motion.py [--paths default,rest,regressor] [--max-clips 2] [--seed 0]
+    python bench/real_motion.py [--paths default,rest,regressor,temporal] [--max-clips 2] [--seed 0]
 
 Real takes (`meshcap.regression.mocap`: CMU and boxing BVH from Debian's assimp-testmodels,
 DeepMimic clips from the pybullet wheel, climbing takes from the holosoma-retargeting wheel),
@@ -13,7 +13,8 @@ gets its own random perspective camera (any azimuth including side and back view
 - noise 0 or 3 px per coordinate; 5% of keypoints dropped in all conditions.
 
 Fits go through `fit_tracks` with the same defaults as `meshcap.capture` (`--paths default`),
-or forced from the rest pose / from the shipped regressor. Joint centres of the mocap
+or forced from the rest pose / from the per-frame regressor alone (`regressor`) / from the
+per-frame regressor with the temporal lifter (`temporal`, `--temporal FILE` for other weights). Joint centres of the mocap
 skeleton are compared with the body model's COCO-17 body keypoints (3D, camera frame):
 PA-MPJPE (similarity Procrustes per frame), MPJPE after aligning the mid-hips, acceleration
 error (mm/frame^2 at 30 fps), facing>90: share of frames whose torso normal is more than 90
@@ -24,6 +25,7 @@ with its PA-aligned error. The floor is the body model fitted straight to the tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import time
 
@@ -33,6 +35,7 @@ import torch
 from meshcap import load_body_model
 from meshcap.capture import capture, fit_setup
 from meshcap.fitting.metrics import pa_mpjpe
+from meshcap.fitting.smplify import FitOptions
 from meshcap.fitting.tracks import fit_tracks
 from meshcap.regression import mocap
 from meshcap.regression.mocap import score_motion, spearman
@@ -40,12 +43,18 @@ from meshcap.regression.mocap import score_motion, spearman
 CONDITIONS = (("body-only", False, 0.0), ("body-only", False, 3.0), ("full", True, 0.0), ("full", True, 3.0))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--paths", default="default", help="comma-separated: default, rest, regressor")
+    ap.add_argument("--paths", default="default", help="comma-separated: default, rest, regressor, temporal")
     ap.add_argument("--max-clips", type=int, default=2, help="clips per held-out take")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-floor", action="store_true")
-    ap.add_argument("--weights", default=None, help="regressor weights for --paths regressor (default: the shipped ones)")
+    ap.add_argument("--weights", default=None, help="per-frame regressor weights (default: the shipped ones)")
+    ap.add_argument("--temporal", default=None, help="temporal lifter weights for --paths temporal (default: the shipped ones)")
+    ap.add_argument("--fit", default="", help="FitOptions overrides, e.g. w_init=0.5,w_accel=1e-4")
+    ap.add_argument("--conditions", default="", help="comma-separated subset, e.g. body-only:3,full:0")
     args = ap.parse_args()
+    overrides = {k: float(v) if "." in v or "e" in v else int(v)
+                 for k, v in (kv.split("=") for kv in args.fit.split(",") if kv)}
+    conditions = [c for c in CONDITIONS if not args.conditions or f"{c[0]}:{c[2]:g}" in args.conditions.split(",")]
     torch.manual_seed(args.seed)
     model = load_body_model("anny")
     takes = {t.name: t for t in mocap.split(mocap.load_takes())[1]}
@@ -66,9 +75,12 @@ def main() -> None:
     for path in args.paths.split(","):
         # "default": whatever meshcap.capture does when not told
         regressor = {"default": inspect.signature(capture).parameters["regressor"].default, "rest": False,
-                     "regressor": args.weights or True}[path]
-        net, fit = fit_setup(model, regressor, None)
-        for cond, face, noise in CONDITIONS:
+                     "regressor": args.weights or True, "temporal": args.weights or True}[path]
+        temporal = {"default": True, "rest": False, "regressor": False, "temporal": args.temporal or True}[path]
+        net, fit = fit_setup(model, regressor, None, temporal=temporal)
+        if overrides:
+            fit = dataclasses.replace(fit or FitOptions(), **overrides)
+        for cond, face, noise in conditions:
             rows = []
             t0 = time.time()
             nframes = 0

@@ -104,21 +104,24 @@ def undistort_tracks(tracks: dict, K, dist) -> dict:
     return out
 
 
-def fit_setup(model, regressor: str | Path | bool = False, fit: FitOptions | None = None):
-    """(regressor network or None, fit options) as `capture` uses them: `regressor` True for the
-    shipped weights, a weights file, or False; from a regressor the fit is pulled toward the
-    regressed joints at half the default weight (`w_init` 0.5; measured on the real-motion
-    benchmark and the Sports2D demo, see MODEL_CARD.md), unless `fit` is given."""
-    net = None
+def fit_setup(model, regressor: str | Path | bool = False, fit: FitOptions | None = None,
+              temporal: str | Path | bool = True):
+    """(regression stage or None, fit options) as `capture` uses them: `regressor` True for the
+    shipped per-frame weights, a weights file, or False (no regression stage); `temporal` True
+    for the shipped temporal lifter (where it ships), a weights file, or False. From a
+    regression stage the fit is pulled toward the regressed joints at half the default weight
+    (`w_init` 0.5; measured on the real-motion benchmark and the Sports2D demo, see
+    MODEL_CARD.md), unless `fit` is given."""
+    stage = None
     if regressor is not False and model.name == "anny":
-        from meshcap.regression import SHIPPED, load_regressor
+        from meshcap.regression import SHIPPED, load_stage
 
         path = SHIPPED if regressor is True else Path(regressor)
         if regressor is not True or path.exists():
-            net = load_regressor(path)
+            stage = load_stage(path, temporal)
             if fit is None:
                 fit = FitOptions(w_init=0.5)
-    return net, fit
+    return stage, fit
 
 
 def capture(source: str | Path, *, keypoints: str | Path | None = None, body_model: str = "anny",

@@ -87,13 +87,16 @@ class FitInit:
 
     poses (T, J, 3) axis-angle; shape (1, S) or None; transl (T, 3) camera frame or None (then
     estimated from the torso); sigma (T, J) per-joint 1-sigma of the initialisation's joints,
-    metres, or None (then the initialisation only starts the fit and does not pull on it).
+    metres, or None (then the initialisation only starts the fit and does not pull on it);
+    joints (T, J, 3) the joints the fit is pulled toward, relative to the root, camera-frame
+    axes, metres (e.g. the temporal lifter's), or None: those of `poses` with `shape`.
     """
 
     poses: torch.Tensor
     shape: torch.Tensor | None = None
     transl: torch.Tensor | None = None
     sigma: torch.Tensor | None = None
+    joints: torch.Tensor | None = None
 
 
 @dataclass
@@ -193,7 +196,7 @@ class SingleViewFitter:
         if sigma is not None and not (sigma > 0).all():
             raise InputError("init.sigma must be positive (metres)")
         return FitInit(arr(init.poses, (T, J, 3), "poses"), arr(init.shape, (1, S), "shape"),
-                       arr(init.transl, (T, 3), "transl"), sigma)
+                       arr(init.transl, (T, 3), "transl"), sigma, arr(init.joints, (T, J, 3), "joints"))
 
     def _torso_depth(self, xy, conf, K, shape):
         """Root translation per frame from the 2D torso: depth from its length, x/y from its centre."""
@@ -507,9 +510,12 @@ class SingleViewFitter:
 
         init_joints = init_w = None
         if init is not None and init.sigma is not None:
-            with torch.no_grad():
-                ij = self.model(init.poses, self._shape_from_param(shape_p), vertices=False).joints
-            init_joints = ij - ij[:, :1]
+            if init.joints is not None:
+                init_joints = init.joints
+            else:
+                with torch.no_grad():
+                    ij = self.model(init.poses, self._shape_from_param(shape_p), vertices=False).joints
+                init_joints = ij - ij[:, :1]
             init_w = init.sigma.square().reciprocal()
 
         heading_margin = mirrored = None

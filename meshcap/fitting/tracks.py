@@ -34,8 +34,9 @@ def fit_tracks(body_model: BodyModel, tracks: Mapping[int, tuple[np.ndarray, np.
         num_frames: T, the length of the result. image_size: (width, height).
         K: (3, 3) intrinsics; None for the default (`meshcap.fitting.camera.intrinsics`).
         inits: optional track id -> FitInit over the track's span.
-        regressor: a `meshcap.regression.KeypointRegressor`: tracks without an entry in
-            `inits` are initialised from its predictions (pose, shape, translation, sigma).
+        regressor: a `meshcap.regression.RegressionStage` (or a `KeypointRegressor` alone):
+            tracks without an entry in `inits` are initialised from its predictions (pose,
+            shape, the joints to pull toward and their sigma).
         progress: called as progress(done, total) after each track.
         window, overlap: tracks longer than a window are fitted window by window, so that
             memory does not grow with their length (`meshcap.fitting.windows`; default 20 s
@@ -82,7 +83,7 @@ def fit_tracks(body_model: BodyModel, tracks: Mapping[int, tuple[np.ndarray, np.
         if init is not None:
             make_init = init_slicer(init)
         elif regressor is not None:
-            make_init = regressor_init(regressor, body_model, kp_span, lay.name, K)
+            make_init = regressor_init(regressor, body_model, kp_span, lay.name, K, fps)
         else:
             make_init = None
         return fit_windowed(fitter, kp_span, K, fps, make_init, window, overlap)

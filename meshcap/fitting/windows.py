@@ -143,14 +143,17 @@ def init_slicer(init: FitInit) -> Callable[[torch.Tensor], FitInit]:
     """make_init for a FitInit given over the whole track: its frames, sliced."""
     def at(frames: torch.Tensor) -> FitInit:
         pick = lambda x: None if x is None else x[frames]  # noqa: E731
-        return FitInit(poses=init.poses[frames], shape=init.shape, transl=pick(init.transl), sigma=pick(init.sigma))
+        return FitInit(poses=init.poses[frames], shape=init.shape, transl=pick(init.transl), sigma=pick(init.sigma),
+                       joints=pick(init.joints))
     return at
 
 
 def regressor_init(regressor, body_model, keypoints: torch.Tensor, layout: str,
-                   K: torch.Tensor) -> Callable[[torch.Tensor], FitInit | None]:
-    """make_init from the regressor, run on just the frames asked for (never the whole track
-    at once: memory stays flat)."""
-    from meshcap.regression import regress_track
+                   K: torch.Tensor, fps: float = 30.0) -> Callable[[torch.Tensor], FitInit | None]:
+    """make_init from the regression stage (a `meshcap.regression.RegressionStage`, or a
+    per-frame `KeypointRegressor` alone), run on just the frames asked for (never the whole
+    track at once: memory stays flat)."""
+    from meshcap.regression import RegressionStage
 
-    return lambda frames: regress_track(regressor, body_model, keypoints[frames], layout, K)
+    stage = regressor if isinstance(regressor, RegressionStage) else RegressionStage(regressor)
+    return lambda frames: stage.init_track(body_model, keypoints[frames], layout, K, fps)

@@ -6,15 +6,20 @@ initialise fitting (`meshcap.fitting.FitInit`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import roma
 import torch
 
 from meshcap.body_models.base import BodyModel
 from meshcap.regression.model import KeypointRegressor, RegressorConfig, prepare_input, translation
+from meshcap.regression.temporal import SHIPPED_TEMPORAL, TemporalLifter, lift_track, load_temporal
 from meshcap.regression.weights import SHIPPED, load_regressor, save_weights
 
 __all__ = ["KeypointRegressor", "RegressorConfig", "load_regressor", "save_weights", "regress",
-           "regress_track", "SHIPPED"]
+           "regress_track", "SHIPPED", "RegressionStage", "load_stage", "TemporalLifter", "load_temporal",
+           "lift_track", "SHIPPED_TEMPORAL"]
 
 UNSEEN_SIGMA = 1.0  # metres: what a frame with too few keypoints says about its joints
 
@@ -42,10 +47,15 @@ def regress(net: KeypointRegressor, model: BodyModel, keypoints: torch.Tensor, l
 
 
 def regress_track(net: KeypointRegressor, model: BodyModel, keypoints: torch.Tensor, layout: str,
-                  K: torch.Tensor):
-    """A `FitInit` for one track (T, K, 3): per-frame pose and sigma; one shape
+                  K: torch.Tensor, temporal: TemporalLifter | None = None, fps: float = 30.0):
+    """A `FitInit` for one track (T, K, 3) at `fps`: per-frame pose and sigma; one shape
     (the confidence-weighted mean over the frames seen); frames with too few keypoints take
-    the nearest seen frame's pose with a sigma of `UNSEEN_SIGMA`."""
+    the nearest seen frame's pose with a sigma of `UNSEEN_SIGMA`.
+
+    With the `temporal` lifter, the fit is pulled toward its joints with its sigma instead (it
+    sees the motion around each frame), and each frame's pose is turned as a whole to face the
+    way the lifted joints do (a rotation of the root: the per-frame net's own heading is the
+    usual error of a single frame, a body seen from behind or its depth mirror)."""
     from meshcap.fitting.smplify import FitInit
 
     r = regress(net, model, keypoints, layout, K)
@@ -61,4 +71,42 @@ def regress_track(net: KeypointRegressor, model: BodyModel, keypoints: torch.Ten
     # No translation: the fit places the body from its torso's 2D size and its own shape,
     # which keeps real footage on its keypoints (the Sports2D demo's second person reprojects
     # 3.2 px from there, 8.4 px from the regressor's weak-perspective depth; see MODEL_CARD.md).
-    return FitInit(poses=r["poses"][nearest].to(dt), shape=shape.to(dt), transl=None, sigma=r["sigma"].to(dt))
+    poses, sigma, joints = r["poses"][nearest], r["sigma"], None
+    if temporal is not None:
+        lifted = lift_track(temporal, keypoints, layout, K, fps)
+        joints, sigma = lifted["joints"], lifted["sigma"]
+        with torch.no_grad():
+            own = model(poses.to(dt), shape.to(dt), vertices=False).joints.float()
+        own = own - own[:, :1]
+        turn, _ = roma.rigid_points_registration(own, joints)
+        poses = poses.clone()
+        poses[:, 0] = roma.rotmat_to_rotvec(turn @ roma.rotvec_to_rotmat(poses[:, 0]))
+        joints = joints.to(dt)
+    return FitInit(poses=poses.to(dt), shape=shape.to(dt), transl=None, sigma=sigma.to(dt), joints=joints)
+
+
+@dataclass
+class RegressionStage:
+    """The regression stage as fitting uses it: the per-frame regressor `net` (poses, shape,
+    sigma) and, if given, the temporal lifter (joints to pull toward, and their sigma);
+    `init_track` gives a track's `FitInit` (see `regress_track`)."""
+
+    net: KeypointRegressor
+    temporal: TemporalLifter | None = None
+
+    def init_track(self, model: BodyModel, keypoints: torch.Tensor, layout: str, K: torch.Tensor,
+                   fps: float = 30.0):
+        """A `FitInit` for keypoints (T, K, 3) in `layout`, camera K (3, 3), or None (nothing seen)."""
+        return regress_track(self.net, model, keypoints, layout, K, self.temporal, fps)
+
+
+def load_stage(weights: str | Path | None = None, temporal: str | Path | bool | None = True) -> RegressionStage:
+    """The regression stage from weights files: the per-frame regressor (default: shipped) and
+    the temporal lifter (True: the shipped one where it exists; a file; False/None: none)."""
+    net = load_regressor(weights)
+    lifter = None
+    if temporal is True:
+        lifter = load_temporal() if SHIPPED_TEMPORAL.exists() else None
+    elif temporal:
+        lifter = load_temporal(temporal)
+    return RegressionStage(net, lifter)

@@ -501,3 +501,25 @@ def pose_bank(model, takes: list[Take] | None = None) -> torch.Tensor:
     poses = torch.cat([poses, mirror_poses(model, poses)])
     save_npz_atomic(cached, {"poses": poses.numpy()})
     return poses
+
+
+def pose_sequences(model, takes: list[Take] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """take name -> poses (T, J, 3) and transl (T, 3): the body model fitted to each training
+    take (`fit_points3d`), in order, at `FPS`, in the take's y-up world; cached per machine.
+    The temporal lifter trains on these as motions (the frames of `pose_bank`, kept in order)."""
+    cached = cache_dir() / "mocap" / f"sequences-{model.name}-v1.npz"
+    if cached.exists():
+        z = np.load(cached)
+        names = [str(n) for n in z["names"]]
+        return {n: dict(poses=torch.as_tensor(z[f"{n}/poses"]), transl=torch.as_tensor(z[f"{n}/transl"]))
+                for n in names}
+    takes = split(load_takes())[0] if takes is None else takes
+    out = {}
+    for take in takes:
+        fit = fit_points3d(model, torch.as_tensor(take.body, dtype=torch.float32))
+        out[take.name] = dict(poses=fit["poses"].float(), transl=fit["transl"].float())
+    arrays = {"names": np.array(list(out))}
+    for n, s in out.items():
+        arrays.update({f"{n}/poses": s["poses"].numpy(), f"{n}/transl": s["transl"].numpy()})
+    save_npz_atomic(cached, arrays)
+    return out

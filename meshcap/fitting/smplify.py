@@ -31,6 +31,7 @@ from meshcap.errors import InputError
 from meshcap.fitting.camera import project
 from meshcap.fitting.flips import LIMBS, limb_flips
 from meshcap.fitting.priors import joint_ranges, limit_penalty
+from meshcap.fitting.smoothing import smooth_linear, smooth_rotvecs
 from meshcap.fitting.uncertainty import joint_sigma
 from meshcap.keypoints.layouts import get_layout
 
@@ -59,7 +60,9 @@ class FitOptions:
     any frame rate. `iters_heading` steps fit the body under both of each frame's torso headings
     (`iters_heading` 0 turns it off); `w_heading_change` is the cost of a root turn between two
     frames, per rad^2, in the path chosen through them. The body stage's rates fall to
-    `lr_final` of themselves over its last half (1.0: constant)."""
+    `lr_final` of themselves over its last half (1.0: constant). With temporal terms, the
+    result is smoothed over time by a Gaussian of `smooth_s` seconds (`meshcap.fitting.smoothing`;
+    0 turns it off)."""
 
     sigma: float = 10.0
     min_confidence: float = 0.1
@@ -79,6 +82,7 @@ class FitOptions:
     lr_transl: float = 0.03
     lr_shape: float = 0.05
     lr_final: float = 0.05
+    smooth_s: float = 0.05
 
 
 @dataclass
@@ -559,6 +563,9 @@ class SingleViewFitter:
         pose = torch.cat([root[:, None], body], 1).detach()
         shape = self._shape_from_param(shape_p).detach()
         transl = transl.detach()
+        if o.temporal and o.smooth_s > 0:
+            pose = smooth_rotvecs(pose, o.smooth_s * fps)
+            transl = smooth_linear(transl, o.smooth_s * fps)
         out, err = self.evaluate(pose, shape, transl, xy, conf, K)
         sigma = joint_sigma(self.model, self.layout.name, pose, shape, transl, xy, conf, K,
                             init_sigma=None if init is None else init.sigma)

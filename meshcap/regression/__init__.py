@@ -74,7 +74,10 @@ def regress_track(net: KeypointRegressor, model: BodyModel, keypoints: torch.Ten
     poses, sigma, joints = r["poses"][nearest], r["sigma"], None
     if temporal is not None:
         lifted = lift_track(temporal, keypoints, layout, K, fps)
-        joints, sigma = lifted["joints"], lifted["sigma"]
+        # frames with too few keypoints: the lifter fills them from their neighbours, but the
+        # fit should not be held to that (its temporal terms fill gaps too)
+        joints = lifted["joints"]
+        sigma = torch.where(seen[:, None], lifted["sigma"], torch.full_like(lifted["sigma"], UNSEEN_SIGMA))
         with torch.no_grad():
             own = model(poses.to(dt), shape.to(dt), vertices=False).joints.float()
         own = own - own[:, :1]

@@ -180,7 +180,7 @@ def save_temporal(net: TemporalLifter, path: str | Path, record: dict | None = N
 
 def load_temporal(path: str | Path | None = None) -> TemporalLifter:
     """The temporal lifter from a weights file (default: the shipped one), in eval mode."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     path = Path(path) if path is not None else SHIPPED_TEMPORAL
@@ -193,7 +193,7 @@ def load_temporal(path: str | Path | None = None) -> TemporalLifter:
             raise ValueError("not a temporal lifter")
         net = TemporalLifter(TemporalConfig(**json.loads(meta["config"])))
         net.load_state_dict(load_file(str(path)))
-    except (KeyError, ValueError, RuntimeError, OSError, json.JSONDecodeError) as e:
+    except (KeyError, ValueError, RuntimeError, OSError, SafetensorError) as e:
         raise MeshcapError(f"{path}: not a meshcap temporal lifter weights file ({e})") from None
     net.record = json.loads(meta.get("record", "{}"))
     return net.eval()

@@ -28,7 +28,7 @@ def save_weights(net: KeypointRegressor, path: str | Path, record: dict | None =
 
 def load_regressor(path: str | Path | None = None) -> KeypointRegressor:
     """The regressor from a weights file (default: the shipped one), in eval mode."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     path = Path(path) if path is not None else SHIPPED
@@ -40,7 +40,7 @@ def load_regressor(path: str | Path | None = None) -> KeypointRegressor:
         config = RegressorConfig(**json.loads(meta["config"]))
         net = KeypointRegressor(config)
         net.load_state_dict(load_file(str(path)))
-    except (KeyError, ValueError, RuntimeError, OSError, json.JSONDecodeError) as e:
+    except (KeyError, ValueError, RuntimeError, OSError, SafetensorError) as e:
         raise MeshcapError(f"{path}: not a meshcap regressor weights file ({e})") from None
     net.record = json.loads(meta.get("record", "{}"))
     return net.eval()

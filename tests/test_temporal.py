@@ -1,0 +1,100 @@
+"""The temporal lifter: on held-out real motion it lifts body-only keypoints closer to the truth
+than the per-frame regressor; it reads any frame rate at its own; bad weights are named; and
+the fit's temporal smoothing removes jitter without averaging across the axis-angle wrap."""
+import math
+
+import numpy as np
+import pytest
+import roma
+import torch
+
+from meshcap import load_body_model
+from meshcap.errors import MeshcapError
+from meshcap.fitting.metrics import pa_mpjpe
+from meshcap.fitting.smoothing import smooth_linear, smooth_rotvecs
+from meshcap.regression import (SHIPPED_TEMPORAL, UNSEEN_SIGMA, RegressionStage, lift_track, load_regressor,
+                               load_temporal, mocap, regress)
+
+needs_weights = pytest.mark.skipif(not SHIPPED_TEMPORAL.exists(), reason="no temporal lifter weights shipped")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_body_model("anny")
+
+
+@needs_weights
+def test_lifter_beats_the_per_frame_regressor_on_held_out_real_motion(model):
+    """Every held-out clip of the real-motion benchmark (its cameras), body-only keypoints with
+    3 px noise: the lifter's joints against the per-frame regressor's (each COCO body point
+    taken at its body-model joint, PA-aligned per frame)."""
+    lifter, net = load_temporal(), load_regressor()
+    cols = mocap.sigma_columns(model)
+    takes = mocap.split(mocap.load_takes())[1]
+    clips = [(t, sl) for t in takes for _, sl in mocap.clips(t, max_clips=2)]
+    lifted, frame = [], []
+    for i, (take, sl) in enumerate(clips):
+        v = mocap.view(take, sl, np.random.default_rng([0, i]), face=False, noise_px=3.0)
+        kp, K, truth = torch.as_tensor(v.keypoints), torch.as_tensor(v.K), torch.as_tensor(v.truth)
+        lift = lift_track(lifter, kp, "coco17", K, mocap.FPS)
+        assert torch.isfinite(lift["joints"]).all() and (lift["sigma"] > 0).all()
+        lifted.append(pa_mpjpe(lift["joints"][:, cols], truth))
+        r = regress(net, model, kp, "coco17", K)
+        with torch.no_grad():
+            j = model(r["poses"].to(model.dtype), r["shape"].to(model.dtype), vertices=False).joints
+        frame.append(pa_mpjpe(j[:, cols].float(), truth))
+    lifted, frame = torch.cat(lifted).mean() * 1000, torch.cat(frame).mean() * 1000
+    assert lifted < frame - 5.0, (float(lifted), float(frame))
+
+
+@needs_weights
+def test_a_60_fps_track_is_read_as_two_30_fps_tracks(model):
+    take = mocap.split(mocap.load_takes())[1][0]
+    v = mocap.view(take, slice(0, 120), np.random.default_rng(1), noise_px=1.0)
+    lifter = load_temporal()
+    kp, K = torch.as_tensor(v.keypoints), torch.as_tensor(v.K)
+    at60 = lift_track(lifter, kp, "coco17", K, fps=60.0)
+    for k in (0, 1):
+        at30 = lift_track(lifter, kp[k::2], "coco17", K, fps=30.0)
+        assert torch.allclose(at60["joints"][k::2], at30["joints"], atol=1e-6)
+
+
+@needs_weights
+def test_frames_with_nothing_seen_are_filled_and_do_not_hold_the_fit(model):
+    take = mocap.split(mocap.load_takes())[1][0]
+    v = mocap.view(take, slice(0, 90), np.random.default_rng(2), noise_px=1.0)
+    kp = torch.as_tensor(v.keypoints).clone()
+    kp[40:48, :, 2] = 0.0  # the person unseen for 8 frames
+    K, truth = torch.as_tensor(v.K), torch.as_tensor(v.truth)
+    out = lift_track(load_temporal(), kp, "coco17", K, mocap.FPS)
+    assert torch.isfinite(out["joints"]).all()
+    err = pa_mpjpe(out["joints"][:, mocap.sigma_columns(model)], truth)
+    assert err[40:48].mean() < 2 * err[:35].mean() + 0.02, (float(err[40:48].mean()), float(err[:35].mean()))
+    init = RegressionStage(load_regressor(), load_temporal()).init_track(model, kp, "coco17", K, mocap.FPS)
+    assert (init.sigma[40:48] == UNSEEN_SIGMA).all() and (init.sigma[:35] < 0.5).all()
+
+
+def test_bad_temporal_weights_are_named(tmp_path):
+    bad = tmp_path / "lifter.safetensors"
+    bad.write_bytes(b"not a weights file")
+    with pytest.raises(MeshcapError, match="lifter.safetensors"):
+        load_temporal(bad)
+    with pytest.raises(MeshcapError, match="no temporal lifter weights"):
+        load_temporal(tmp_path / "missing.safetensors")
+
+
+def test_smoothing_removes_jitter_and_respects_the_wrap():
+    g = torch.Generator().manual_seed(0)
+    T = 200
+    t = torch.arange(T, dtype=torch.float64) / 30.0
+    # a body turning slowly about y through the axis-angle wrap at pi (2.6 -> 3.6 rad)
+    angle = 2.6 + t / t[-1]
+    truth = roma.rotvec_to_rotmat(torch.stack([torch.zeros(T), angle, torch.zeros(T)], -1).double())
+    noisy = roma.rotvec_to_rotmat(torch.randn(T, 3, generator=g, dtype=torch.float64) * 0.03) @ truth
+    smoothed = roma.rotvec_to_rotmat(smooth_rotvecs(roma.rotmat_to_rotvec(noisy), 1.5))
+    before = roma.rotmat_geodesic_distance(noisy, truth).mean()
+    after = roma.rotmat_geodesic_distance(smoothed, truth).mean()
+    assert after < 0.6 * before and after < 0.03, (float(before), float(after))
+    x = torch.sin(t)[:, None] + torch.randn(T, 1, generator=g, dtype=torch.float64) * 0.01
+    assert (smooth_linear(x, 1.5) - torch.sin(t)[:, None]).abs().mean() < 0.6 * (x - torch.sin(t)[:, None]).abs().mean()
+    assert math.isclose(float(smooth_linear(torch.ones(5, 2), 1.5).mean()), 1.0, abs_tol=1e-6)

@@ -4,7 +4,8 @@
 
 Real takes (`meshcap.regression.mocap`: CMU and boxing BVH from Debian's assimp-testmodels,
 DeepMimic clips from the pybullet wheel, climbing takes from the holosoma-retargeting wheel),
-only the fixed held-out split (`HELD_OUT`), cut into clips of 150 frames at 30 fps. Each clip
+only the fixed held-out split (`HELD_OUT`; `--split train` tunes options on the training takes
+instead, keeping the held-out ones for the figures), cut into clips of 150 frames at 30 fps. Each clip
 gets its own random perspective camera (any azimuth including side and back views, focal
 800-2000 px, 1920x1080 or portrait), the same camera in every condition:
 
@@ -19,7 +20,8 @@ skeleton are compared with the body model's COCO-17 body keypoints (3D, camera f
 PA-MPJPE (similarity Procrustes per frame), MPJPE after aligning the mid-hips, acceleration
 error (mm/frame^2 at 30 fps), facing>90: share of frames whose torso normal is more than 90
 degrees from the truth's, sigma: Spearman correlation of each keypoint's fitted joint sigma
-with its PA-aligned error. The floor is the body model fitted straight to the true 3D joints
+with its PA-aligned error, and its calibration (RMS error / (sqrt(3) RMS sigma): 1 when sigma
+is the error's per-axis spread). The floor is the body model fitted straight to the true 3D joints
 (joint definitions differ between a mocap skeleton and the body model's keypoints).
 """
 from __future__ import annotations
@@ -51,15 +53,17 @@ def main() -> None:
     ap.add_argument("--temporal", default=None, help="temporal lifter weights for --paths temporal (default: the shipped ones)")
     ap.add_argument("--fit", default="", help="FitOptions overrides, e.g. w_init=0.5,w_accel=1e-4")
     ap.add_argument("--conditions", default="", help="comma-separated subset, e.g. body-only:3,full:0")
+    ap.add_argument("--split", choices=("held-out", "train"), default="held-out",
+                    help="train: tune options on the training takes, keeping the held-out ones for the figures")
     args = ap.parse_args()
     overrides = {k: float(v) if "." in v or "e" in v else int(v)
                  for k, v in (kv.split("=") for kv in args.fit.split(",") if kv)}
     conditions = [c for c in CONDITIONS if not args.conditions or f"{c[0]}:{c[2]:g}" in args.conditions.split(",")]
     torch.manual_seed(args.seed)
     model = load_body_model("anny")
-    takes = {t.name: t for t in mocap.split(mocap.load_takes())[1]}
+    takes = {t.name: t for t in mocap.split(mocap.load_takes())[args.split == "held-out"]}
     clips = [(take, name, sl) for take in takes.values() for name, sl in mocap.clips(take, max_clips=args.max_clips)]
-    print(f"held-out: {len(takes)} takes, {len(clips)} clips, {sum(s.stop - s.start for _, _, s in clips)} frames")
+    print(f"{args.split}: {len(takes)} takes, {len(clips)} clips, {sum(s.stop - s.start for _, _, s in clips)} frames")
 
     if not args.no_floor:
         floor = []
@@ -100,15 +104,18 @@ def main() -> None:
             mp = np.concatenate([r["mpjpe"] for r in rows])
             acc = np.mean([r["accel"] for r in rows])
             facing = np.concatenate([r["facing"] for r in rows]).mean() * 100
-            rho = spearman(np.concatenate([r["sigma"].ravel() for r in rows]),
-                           np.concatenate([r["jerr"].ravel() for r in rows]))
+            sig = np.concatenate([r["sigma"].ravel() for r in rows])
+            err = np.concatenate([r["jerr"].ravel() for r in rows])
+            rho = spearman(sig, err)
+            # 1.0 when sigma is the per-axis spread of the error; below 1: sigma too large
+            calib = np.sqrt(np.mean(err ** 2)) / (np.sqrt(3) * np.sqrt(np.mean(sig ** 2)))
             print(f"\n[{path}] {cond}, noise {noise:g} px ({nframes / secs:.0f} frames/s)")
             for r in rows:
                 print(f"  {r['name']:28s} PA {r['pa'].mean():6.1f}  MPJPE {r['mpjpe'].mean():6.1f}  "
                       f"accel {r['accel']:5.1f}  facing>90 {r['facing'].mean() * 100:5.1f}%")
             summary.append(f"{'' if path == 'default' else f'[{path}] '}{cond}, noise {noise:g} px: "
                            f"PA-MPJPE {pa.mean():.1f} mm, MPJPE {mp.mean():.1f} mm, accel {acc:.1f} mm/frame^2, "
-                           f"facing>90 {facing:.1f}%, sigma rho {rho:.2f}")
+                           f"facing>90 {facing:.1f}%, sigma rho {rho:.2f} (calibration {calib:.2f})")
     print()
     if not args.no_floor:
         print(f"floor: PA-MPJPE {floor_pa:.1f} mm")

@@ -41,8 +41,9 @@ def _screenshot(url: str, out, user_data, virtual_ms: int) -> np.ndarray:
 
 def _look_at_projection(motion):
     """Pixel positions (P, T, J, 2) of the motion's joints as the viewer's initial camera sees
-    them (three.js: looks down -z, y up, vertical fov, canvas = window)."""
-    pts = motion.joints3d * (1.0, -1.0, -1.0)
+    them (three.js: looks down -z, y up, vertical fov, canvas = window), in the y-up frame the
+    viewer draws the motion's world in (a grounded world as it is, a camera frame turned)."""
+    pts = motion.joints3d @ motion.y_up_rotation().T
     seen = pts[motion.valid].reshape(-1, 3)
     lo, hi = seen.min(0), seen.max(0)
     center = 0.5 * (lo + hi)

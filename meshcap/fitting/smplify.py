@@ -62,7 +62,9 @@ class FitOptions:
     frames, per rad^2, in the path chosen through them. The body stage's rates fall to
     `lr_final` of themselves over its last half (1.0: constant). With temporal terms, the
     result is smoothed over time by a Gaussian of `smooth_s` seconds (`meshcap.fitting.smoothing`;
-    0 turns it off)."""
+    0 turns it off), then settled: `iters_settle` more steps (`refine`) with the temporal terms
+    `settle_accel` times stronger, which give back what the smoothing took from fast limbs
+    without following the detector's jitter again (0: the smoothed result as it is)."""
 
     sigma: float = 10.0
     min_confidence: float = 0.1
@@ -83,6 +85,8 @@ class FitOptions:
     lr_shape: float = 0.05
     lr_final: float = 0.05
     smooth_s: float = 0.05
+    iters_settle: int = 40
+    settle_accel: float = 10.0
 
 
 @dataclass
@@ -233,8 +237,10 @@ class SingleViewFitter:
 
     # -- objective -----------------------------------------------------------------------------
 
-    def _loss(self, root, body, shape_p, transl, obs, init_joints=None, init_w=None, mask=None):
-        """Returns (per-frame loss (N,), whole-track loss (), body-model output) for N frames."""
+    def _loss(self, root, body, shape_p, transl, obs, init_joints=None, init_w=None, mask=None,
+              temporal_scale: float = 1.0):
+        """Returns (per-frame loss (N,), whole-track loss (), body-model output) for N frames;
+        `temporal_scale` multiplies the temporal terms' weights."""
         o = self.options
         xy, conf, scale, K, fps = obs
         N = body.shape[0]
@@ -257,9 +263,9 @@ class SingleViewFitter:
             frame = frame + o.w_init * (init_w * (rel - init_joints).square().sum(-1)).mean(-1)
         if o.temporal and N >= 3:
             acc = _second_difference(out.joints) * fps * fps
-            track = track + o.w_accel * acc.square().sum((-1, -2)).sum()
+            track = track + temporal_scale * o.w_accel * acc.square().sum((-1, -2)).sum()
             vel = (rotmats[1:] - rotmats[:-1]) * fps
-            track = track + o.w_rot_vel * vel.square().sum((-1, -2, -3)).sum()
+            track = track + temporal_scale * o.w_rot_vel * vel.square().sum((-1, -2, -3)).sum()
         return frame, track, out
 
     def _fit_camera(self, root, transl, body, shape_p, obs, torso_mask):
@@ -397,7 +403,8 @@ class SingleViewFitter:
         return out, torch.where(conf > 0, err, torch.full_like(err, float("nan")))
 
     def refine(self, keypoints: torch.Tensor, K: torch.Tensor, start: FitInit, term: Callable,
-               fps: float = 30.0, iters: int = 40, lr: float = 0.01) -> FitResult:
+               fps: float = 30.0, iters: int = 40, lr: float = 0.01,
+               temporal_scale: float = 1.0) -> FitResult:
         """Continue the body stage from a finished fit with `term` added to the objective.
 
         Args:
@@ -408,6 +415,7 @@ class SingleViewFitter:
             term: term(out, pose (T, J, 3), transl (T, 3)) -> () an added cost, with `out` the
                 body model's output in this fitter's layout (joints, keypoints).
             iters, lr: Adam steps, at a rate that falls (cosine) to `lr_final` of `lr`.
+            temporal_scale: multiplies the options' temporal weights (`w_accel`, `w_rot_vel`).
         Returns a FitResult whose uncertainty is `start.sigma`.
         """
         o = self.options
@@ -433,7 +441,8 @@ class SingleViewFitter:
             for group in opt.param_groups:
                 group["lr"] = lr * scale
             opt.zero_grad()
-            frame, track, out = self._loss(root, body, shape_p, transl, obs, init_joints, init_w)
+            frame, track, out = self._loss(root, body, shape_p, transl, obs, init_joints, init_w,
+                                           temporal_scale=temporal_scale)
             loss = frame.sum() + track + term(out, torch.cat([root[:, None], body], 1), transl)
             loss.backward()
             opt.step()
@@ -563,10 +572,26 @@ class SingleViewFitter:
         pose = torch.cat([root[:, None], body], 1).detach()
         shape = self._shape_from_param(shape_p).detach()
         transl = transl.detach()
-        if o.temporal and o.smooth_s > 0:
+        smoothed = o.temporal and o.smooth_s > 0
+        if smoothed:
             pose = smooth_rotvecs(pose, o.smooth_s * fps)
             transl = smooth_linear(transl, o.smooth_s * fps)
+        sigma = fit_sigma = joint_sigma(self.model, self.layout.name, pose, shape, transl, xy, conf, K,
+                                        init_sigma=None if init is None else init.sigma)
+        if init is not None and init.joints is not None and init.sigma is not None:
+            # Pulled toward lifted joints, the fit keeps their errors where the image does not
+            # pin it (depth, hidden limbs), which the Laplace sigma, treating them as data,
+            # misses: half their sigma adds in quadrature (ranks real-motion errors better;
+            # half, not all, keeps the calibration; see docs/design.md, Uncertainty).
+            sigma = torch.hypot(sigma, 0.5 * init.sigma.to(sigma))
+        if smoothed and o.iters_settle > 0:
+            # Smoothing alone halves the acceleration error on real motion but shrinks fast
+            # swings (Sports2D reprojection 2.6 -> 5.1 px); a free refit brings the jitter back
+            # (the detector's), stronger temporal terms keep it out (see docs/design.md). The
+            # sigma stays the smoothed fit's; its Laplace part weighs the pull toward it.
+            res = self.refine(keypoints, K, FitInit(pose, shape, transl, fit_sigma), lambda *a: 0.0, fps,
+                              o.iters_settle, temporal_scale=o.settle_accel)
+            return FitResult(res.poses, shape, res.transl, res.joints, res.keypoints3d, res.reprojection_px,
+                             sigma, history + res.loss_history)
         out, err = self.evaluate(pose, shape, transl, xy, conf, K)
-        sigma = joint_sigma(self.model, self.layout.name, pose, shape, transl, xy, conf, K,
-                            init_sigma=None if init is None else init.sigma)
         return FitResult(pose, shape, transl, out.joints, out.keypoints, err, sigma, history)

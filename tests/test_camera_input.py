@@ -65,8 +65,9 @@ def test_keypoint_file_with_image_size_fps_and_focal_matches_the_library(clip, m
     # the command stands the body on its ground; in its camera's frame it is the library's fit
     got_cam = got.joints3d @ got.cam_R[0].T + got.cam_t[0]
     err = np.linalg.norm(got_cam - want_cam, axis=-1)
-    # the same up to float round-off, which the fit's many steps amplify a little
-    assert np.median(err) < 1e-3 and err.max() < 0.03, (np.median(err), err.max())
+    # the same up to float round-off, which the fit's many steps and the ground estimate amplify
+    # (another thread count: 2 mm median; a rate of 30 fps instead: 10 cm; a focal 5% off: 18 cm)
+    assert np.median(err) < 5e-3 and err.max() < 0.03, (np.median(err), err.max())
     # without the image size, the principal point lands where the keypoints happened to end
     r = _run(str(path), "--out", str(tmp_path / "guess.npz"), "--quiet", "--min-track-length", "5")
     assert r.returncode == 0, r.stderr

@@ -223,6 +223,7 @@ def test_pose2sim_demo_four_cameras(tmp_path):
     assert r.returncode == 2 and "4 cameras" in r.stderr and not (tmp_path / "x.npz").exists()
 
 
+@pytest.mark.heavy  # about 2 minutes; .ci/run runs it after the default run
 def test_pose2sim_multi_person_demo_with_renders(tmp_path):
     """Pose2Sim's Demo_MultiPerson (four cameras, a walking subject and a woman standing
     nearby; the per-camera trackers swap the two in some views where they cross): two people

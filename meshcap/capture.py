@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,6 +134,7 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
             regressor: str | Path | bool = True,
             image_size: tuple[int, int] | None = None, fps: float | None = None,
             camera=None, camera_name: str | None = None, world: str | None = None,
+            smooth_fit: float | None = None,
             cache: str | Path | None = None, progress: Progress | None = None) -> Motion:
     """Capture the people in a video as a Motion.
 
@@ -159,6 +162,9 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
             "camera": the camera's frame. On a ground, the feet are planted: foot contacts
             are labelled and a last fitting pass keeps planted feet still on their plane
             (`meshcap.contacts`; the Motion's `contact` and `contact_prob`).
+        smooth_fit: seconds of the fit's smoothing over time (`FitOptions.smooth_s`; None: its
+            default, 0.05): 0 follows the detections, jitter included (closer reprojection,
+            about twice the acceleration error on real motion; see docs/design.md).
         progress: progress(stage, done, total).
     """
     from meshcap.body_models import load_body_model
@@ -168,6 +174,8 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
         raise InputError(f"max_people must be at least 1, got {max_people}")
     if focal is not None and not focal > 0:
         raise InputError(f"focal must be positive (pixels), got {focal}")
+    if smooth_fit is not None and not (smooth_fit >= 0 and np.isfinite(smooth_fit)):
+        raise InputError(f"smooth_fit must be 0 or more seconds, got {smooth_fit}")
     model = load_body_model(body_model, model_path).to(device)  # bad model paths fail before detection
     if camera is None and camera_name is not None:
         raise InputError("a camera name was given without a camera file")
@@ -198,6 +206,8 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
     if progress:
         progress("fitting bodies", 0, len(chosen))
     net, fit = fit_setup(model, regressor, fit)
+    if smooth_fit is not None:
+        fit = dataclasses.replace(fit or FitOptions(), smooth_s=float(smooth_fit))
     # the rate of the frames actually used (a stride or a variable frame rate changes it)
     dt = np.diff(tracks.frame_times)
     fps = 1.0 / float(np.median(dt)) if len(dt) and np.median(dt) > 0 else tracks.fps

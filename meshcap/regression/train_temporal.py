@@ -283,7 +283,7 @@ def train(steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 0, log_ever
 def main() -> None:
     ap = argparse.ArgumentParser(description="train the temporal lifter")
     ap.add_argument("--out", required=True, help=".safetensors file to write")
-    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--steps", type=int, default=9000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)

@@ -43,6 +43,24 @@ from meshcap.regression import mocap
 from meshcap.regression.mocap import score_motion, spearman
 
 CONDITIONS = (("body-only", False, 0.0), ("body-only", False, 3.0), ("full", True, 0.0), ("full", True, 3.0))
+
+
+def fit_clips(model, regressor, fit: FitOptions | None, clips, face: bool, noise: float, seed: int = 0) -> list[dict]:
+    """Fit every clip (take, name, slice) as `fit_tracks` does, each seen by its own camera
+    (drawn from [seed, index], the same in every condition; the noise and dropout draw after
+    it); `score_motion`'s figures per clip, with its name."""
+    rows = []
+    for i, (take, name, sl) in enumerate(clips):
+        v = mocap.view(take, sl, np.random.default_rng([seed, i]), face=face, noise_px=noise)
+        T = len(v.keypoints)
+        motion = fit_tracks(model, {0: (np.arange(T), v.keypoints)}, num_frames=T, image_size=v.image_size,
+                            fps=mocap.FPS, layout="coco17", K=v.K, options=fit, regressor=regressor)
+        r = score_motion(model, motion, v.truth)
+        r["name"] = name
+        rows.append(r)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--paths", default="default", help="comma-separated: default, rest, regressor, temporal")
@@ -85,20 +103,9 @@ def main() -> None:
         if overrides:
             fit = dataclasses.replace(fit or FitOptions(), **overrides)
         for cond, face, noise in conditions:
-            rows = []
             t0 = time.time()
-            nframes = 0
-            for i, (take, name, sl) in enumerate(clips):
-                rng = np.random.default_rng([args.seed, i])
-                v = mocap.view(take, sl, rng, face=face, noise_px=noise)
-                # the same camera for every condition: the noise and dropout draw after it
-                T = len(v.keypoints)
-                motion = fit_tracks(model, {0: (np.arange(T), v.keypoints)}, num_frames=T, image_size=v.image_size,
-                                    fps=mocap.FPS, layout="coco17", K=v.K, options=fit, regressor=net)
-                r = score_motion(model, motion, v.truth)
-                r["name"] = name
-                rows.append(r)
-                nframes += T
+            rows = fit_clips(model, net, fit, clips, face, noise, args.seed)
+            nframes = sum(len(r["pa"]) for r in rows)
             secs = time.time() - t0
             pa = np.concatenate([r["pa"] for r in rows])
             mp = np.concatenate([r["mpjpe"] for r in rows])

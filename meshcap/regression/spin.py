@@ -2,22 +2,26 @@
 
 One round, as SPIN does it with POCO's bootstrap:
 1. regress every frame of every track, and fit from there (the fitting stage as `capture`
-   runs it: temporal terms, the regressor's sigma as the prior's weight);
+   runs it: temporal terms, the temporal lifter's joints as the pull, its sigma as the
+   pull's weight);
 2. keep as pseudo-labels only the frames the fit is sure of: a small mean per-joint sigma (the
-   fit's own Laplace uncertainty), a small reprojection error, most keypoints seen; and only
-   the surest `keep_fraction` of each track;
+   fit's own, the Laplace sigma and the lifter's), a small reprojection error, most keypoints
+   seen; and only the surest `keep_fraction` of each track;
 3. fine-tune the regressor on those frames (the real detector keypoints in, the fitted pose,
    shape and camera as targets), every step mixed half and half with fresh synthetic people,
    whose exact labels keep the sigma head honest and the network from forgetting; on those
    synthetic people the tuned network is also held to the original's pose (distillation, as
    in learning without forgetting), so what the real footage teaches it does not spill over
-   onto inputs it already handled.
+   onto inputs it already handled;
+4. keep the result only if it is no worse, on synthetic people and on real motion (mocap
+   training takes through random cameras), than the network it came from (`spin_round`).
 
     python -m meshcap.regression.spin VIDEO_OR_KEYPOINTS... --out tuned.safetensors
 
 The tuned weights are used with `meshcap VIDEO --regressor --regressor-weights tuned.safetensors`.
 `bench/spin.py` measures whether a round helps: the regressor on a held-out synthetic split,
-and the reprojection error of fits on real footage, before and after.
+the reprojection error of fits on real footage, and the real-motion benchmark's held-out
+takes fitted as `capture` does, before and after.
 """
 from __future__ import annotations
 
@@ -38,8 +42,9 @@ from meshcap.fitting.camera import intrinsics, project
 from meshcap.fitting.metrics import mpjpe, pa_mpjpe
 from meshcap.fitting.smplify import FitOptions, SingleViewFitter
 from meshcap.keypoints.tracks import Tracks
-from meshcap.regression import regress_track
+from meshcap.regression import mocap, regress, regress_track
 from meshcap.regression.model import INPUT_LAYOUT, KeypointRegressor, normalise_keypoints
+from meshcap.regression.temporal import TemporalLifter
 from meshcap.regression.train import WEIGHTS, Batch, _grouped, losses, synthetic_batch
 
 
@@ -103,18 +108,21 @@ def _spans(tracks: Tracks) -> list[torch.Tensor]:
 
 
 def fit_tracks_with(net: KeypointRegressor, model: BodyModel, tracks: list[Tracks],
-                    options: SpinOptions | None = None,
-                    fit_options: FitOptions | None = None) -> tuple[PseudoLabels, list[TrackFit]]:
-    """Regress and fit every track of every video; returns the frames worth learning from
-    (see the module docstring) and per-track figures."""
+                    options: SpinOptions | None = None, fit_options: FitOptions | None = None,
+                    temporal: TemporalLifter | None = None) -> tuple[PseudoLabels, list[TrackFit]]:
+    """Regress and fit every track of every video as `capture` does (with the `temporal`
+    lifter where given; `fit_options` default to capture's from a regressor, `w_init` 0.5);
+    returns the frames worth learning from (see the module docstring) and per-track figures."""
     o = options or SpinOptions()
-    fitter = SingleViewFitter(model, INPUT_LAYOUT, fit_options)
+    fitter = SingleViewFitter(model, INPUT_LAYOUT, fit_options or FitOptions(w_init=0.5))
     keep: dict[str, list[torch.Tensor]] = {k: [] for k in ("keypoints", "K", "poses", "shape", "transl", "sigma")}
     report = []
     for tr in tracks:
         K = intrinsics(*tr.image_size)
         for span in _spans(tr):
-            init = regress_track(net, model, span, INPUT_LAYOUT, K)
+            init = regress_track(net, model, span, INPUT_LAYOUT, K, temporal, tr.fps)
+            if init is None:  # nothing seen well enough to regress
+                continue
             res = fitter.fit(span, K, init=init, fps=tr.fps)
             conf = span[..., 2]
             seen = conf > 0
@@ -237,6 +245,59 @@ def heldout_metrics(net: KeypointRegressor, model: BodyModel, people: int = 512,
 VALIDATION_SEED = 4321  # the gate's synthetic split; bench/spin.py reports on another (1234)
 
 
+@dataclass
+class RealViews:
+    """Real motion the gate checks against: clips of the real-motion benchmark's *training*
+    takes (`mocap.split`; the held-out takes stay for evaluation), each seen by a random
+    camera (`mocap.view`, 3 px noise, 5% dropout, every other clip with face points): per clip
+    keypoints (T, 17, 3) coco17, K (3, 3), truth (T, 12, 3) the body joints, camera frame."""
+
+    keypoints: list[np.ndarray]
+    K: list[np.ndarray]
+    truth: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+
+def real_views(max_clips: int = 2, seed: int = VALIDATION_SEED) -> RealViews:
+    """`RealViews` of up to `max_clips` 150-frame clips per training take (20 clips, 2,855
+    frames by default: some takes are shorter than two clips)."""
+    train, _ = mocap.split(mocap.load_takes())
+    kp, Ks, truth = [], [], []
+    for i, (take, _, sl) in enumerate((t, n, sl) for t in train for n, sl in mocap.clips(t, max_clips=max_clips)):
+        v = mocap.view(take, sl, np.random.default_rng([seed, i]), face=i % 2 == 1, noise_px=3.0)
+        kp.append(v.keypoints)
+        Ks.append(v.K)
+        truth.append(v.truth)
+    return RealViews(kp, Ks, truth)
+
+
+@torch.no_grad()
+def real_motion_metrics(net: KeypointRegressor, model: BodyModel, views: RealViews) -> dict:
+    """The regressor alone, frame by frame, on real motion: PA-MPJPE of its COCO body
+    keypoints against the mocap joints, mm, over all frames ("pa_mpjpe_mm") and per clip
+    ("pa_per_clip" (clips,): frames of a clip are far from independent, so the gate pairs
+    clips)."""
+    names = model.keypoint_names("coco17")
+    cols = [names.index(n) for n in mocap.BODY]
+    per_clip, frames = [], []
+    for kp, K, truth in zip(views.keypoints, views.K, views.truth):
+        r = regress(net, model, torch.from_numpy(kp), "coco17", torch.from_numpy(K))
+        out = model(rotmats=roma.rotvec_to_rotmat(r["poses"]).to(model.dtype), shape=r["shape"].to(model.dtype),
+                    layout="coco17", vertices=False)
+        pa = 1000 * pa_mpjpe(out.keypoints[:, cols].float(), torch.from_numpy(truth))
+        per_clip.append(float(pa.mean()))
+        frames.append(pa)
+    return dict(pa_mpjpe_mm=float(torch.cat(frames).mean()), pa_per_clip=torch.tensor(per_clip))
+
+
+def _paired(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """Mean of b - a and its standard error."""
+    d = b - a
+    return float(d.mean()), float(d.std() / math.sqrt(len(d)))
+
+
 def interpolate(original: KeypointRegressor, tuned: KeypointRegressor, alpha: float) -> KeypointRegressor:
     """A network whose weights are (1 - alpha) original + alpha tuned (WiSE-FT, Wortsman et
     al. 2022: a fine-tuned network and the one it came from are linearly connected, and the
@@ -254,30 +315,39 @@ def spin_round(net: KeypointRegressor, model: BodyModel, tracks: list[Tracks],
                options: SpinOptions | None = None, log=None,
                pseudo_weights: tuple[float, ...] = (1.0, 0.3),
                mixes: tuple[float, ...] = (1.0, 0.5, 0.25),
-               tolerance_se: float = 1.0) -> tuple[KeypointRegressor, dict]:
-    """One round: pseudo-labels from `tracks`, then fine-tuning, gated on a synthetic
-    validation split (512 people): the result is kept only if it is not detectably worse
-    there, i.e. its PA-MPJPE minus the original's, person by person, averages at most
-    `tolerance_se` standard errors of that difference. A tuned network that is worse is first
-    mixed back toward the original (`interpolate`, the largest share of `mixes` that passes);
-    failing that, the pseudo-labels' weight is lowered and it tries again; if nothing passes,
-    the original is returned unchanged. The report says what happened."""
+               tolerance_se: float = 1.0, temporal: TemporalLifter | None = None,
+               real: RealViews | None = None) -> tuple[KeypointRegressor, dict]:
+    """One round: pseudo-labels from `tracks` (fitted with the `temporal` lifter where given,
+    as `capture` does), then fine-tuning, gated twice: on a synthetic validation split (512
+    people) and on real motion (`real`, default `real_views()`: mocap training takes through
+    random cameras). The result is kept only if it is not detectably worse on either, i.e. its
+    PA-MPJPE minus the original's, paired person by person (synthetic) and clip by clip
+    (real), averages at most `tolerance_se` standard errors of that difference. A tuned
+    network that is worse is first mixed back toward the original (`interpolate`, the largest
+    share of `mixes` that passes); failing that, the pseudo-labels' weight is lowered and it
+    tries again; if nothing passes, the original is returned unchanged. The report says what
+    happened."""
     o = options or SpinOptions()
-    labels, fits = fit_tracks_with(net, model, tracks, o)
+    labels, fits = fit_tracks_with(net, model, tracks, o, temporal=temporal)
     report = dict(labels=len(labels), tracks=[asdict(f) for f in fits], tried=[])
+    real = real if real is not None else real_views()
     base = heldout_metrics(net, model, 512, VALIDATION_SEED, per_person=True)
     base_pp = base.pop("pa_per_person")
+    base_real = real_motion_metrics(net, model, real)
+    base_rc = base_real.pop("pa_per_clip")
     report["validation_before"] = base
+    report["real_before"] = base_real
     for w in pseudo_weights:
         tuned = fine_tune(net, model, labels, replace(o, pseudo_weight=w), log)
         for alpha in mixes:
             cand = interpolate(net, tuned, alpha)
             val = heldout_metrics(cand, model, 512, VALIDATION_SEED, per_person=True)
-            d = val.pop("pa_per_person") - base_pp
-            diff, se = float(d.mean()), float(d.std() / math.sqrt(len(d)))
+            diff, se = _paired(base_pp, val.pop("pa_per_person"))
+            rv = real_motion_metrics(cand, model, real)
+            rdiff, rse = _paired(base_rc, rv.pop("pa_per_clip"))
             report["tried"].append(dict(pseudo_weight=w, mix=alpha, validation=val, paired_diff_mm=diff,
-                                        paired_se_mm=se))
-            if diff <= tolerance_se * se:
+                                        paired_se_mm=se, real=rv, real_diff_mm=rdiff, real_se_mm=rse))
+            if diff <= tolerance_se * se and rdiff <= tolerance_se * rse:
                 report["accepted_weight"], report["accepted_mix"] = w, alpha
                 return cand, report
     report["accepted_weight"] = report["accepted_mix"] = None
@@ -288,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     from meshcap.body_models import load_body_model
     from meshcap.keypoints.pipeline import video_tracks
     from meshcap.keypoints.readers import read_keypoints
+    from meshcap.regression.temporal import SHIPPED_TEMPORAL, load_temporal
     from meshcap.regression.weights import load_regressor, save_weights
 
     ap = argparse.ArgumentParser(prog="python -m meshcap.regression.spin",
@@ -295,6 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("sources", nargs="+", help="videos, or keypoint files/folders (meshcap .npz, COCO .json, OpenPose)")
     ap.add_argument("--out", required=True, help=".safetensors file to write")
     ap.add_argument("--weights", default=None, help="weights to start from (default: the shipped ones)")
+    ap.add_argument("--temporal", default=None,
+                    help="temporal lifter weights the fits are pulled toward (default: the shipped ones, as capture)")
+    ap.add_argument("--no-temporal", action="store_true", help="fit without the temporal lifter")
     ap.add_argument("--steps", type=int, default=SpinOptions.steps)
     ap.add_argument("--max-sigma", type=float, default=SpinOptions.max_sigma)
     ap.add_argument("--distill", type=float, default=SpinOptions.distill_weight,
@@ -309,7 +383,9 @@ def main(argv: list[str] | None = None) -> None:
         tracks.append(read_keypoints(p) if keypoint_file else video_tracks(p))
     opts = SpinOptions(steps=args.steps, max_sigma=args.max_sigma, distill_weight=args.distill)
     before = heldout_metrics(net, model)
-    tuned, report = spin_round(net, model, tracks, opts, log=print)
+    lifter = load_temporal(args.temporal) if args.temporal else (
+        load_temporal() if SHIPPED_TEMPORAL.exists() and not args.no_temporal else None)
+    tuned, report = spin_round(net, model, tracks, opts, log=print, temporal=lifter)
     after = heldout_metrics(tuned, model)
     save_weights(tuned, args.out, tuned.record)
     print(json.dumps(dict(report, heldout_before=before, heldout_after=after), indent=1))

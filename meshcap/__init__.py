@@ -14,14 +14,11 @@ from meshcap.errors import InputError, MeshcapError, MotionFileError
 from meshcap.keypoints.layouts import convert_keypoints, get_layout
 from meshcap.motion import Motion
 
+# Imported now, not on first use: the first import of the submodule `meshcap.capture` would
+# otherwise rebind this package's `capture` from the function to the module.
+from meshcap.capture import capture  # noqa: E402
+
 __version__ = "0.1.0"
-
-
-def capture(source, **options) -> Motion:
-    """Detect, track and fit the people in a video (or keypoint file); see `meshcap.capture.capture`."""
-    from meshcap.capture import capture as _capture
-
-    return _capture(source, **options)
 
 
 def capture_multiview(sources, calibration, **options) -> Motion:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from meshcap.camera_motion import follow_camera, warn_if_moving
 from meshcap.contacts import plant_feet
 from meshcap.errors import InputError
 from meshcap.fitting.camera import intrinsics
@@ -133,7 +134,7 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
             regressor: str | Path | bool = True,
             image_size: tuple[int, int] | None = None, fps: float | None = None,
             camera=None, camera_name: str | None = None, world: str | None = None,
-            smooth_fit: float | None = None,
+            smooth_fit: float | None = None, panning: bool = False,
             cache: str | Path | None = None, progress: Progress | None = None) -> Motion:
     """Capture the people in a video as a Motion.
 
@@ -164,6 +165,10 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
         smooth_fit: seconds of the fit's smoothing over time (`FitOptions.smooth_s`; None: its
             default, 0.05): 0 follows the detections, jitter included (closer reprojection,
             about twice the acceleration error on real motion; see docs/design.md).
+        panning: the camera turns (pans, tilts) and zooms about a fixed centre: its turn is
+            followed frame by frame on the background (`meshcap.camera_motion`; needs the
+            video) and the people are fitted in a world that stays put; the Motion keeps the
+            camera's turn (`frame_R`, `frame_K`). A camera that also travels is warned about.
         progress: progress(stage, done, total).
     """
     from meshcap.body_models import load_body_model
@@ -186,6 +191,9 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
         camera = camera if isinstance(camera, Camera) else read_camera(camera, camera_name)
         if image_size is None and all(camera.size) and (keypoints is not None or is_keypoint_source(source)):
             image_size = camera.size
+    if panning and is_keypoint_source(source):
+        raise InputError(f"{source}: a panning camera is followed on the video's background; give the "
+                         "video, with the keypoint file as `keypoints`")
     tracks = load_tracks(source, keypoints=keypoints, start=start, end=end, stride=stride,
                          tracker=tracker, smooth=smooth, cache=cache, image_size=image_size, fps=fps,
                          progress=progress)
@@ -201,6 +209,13 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
     detected = chosen
     if dist is not None:
         chosen = undistort_tracks(chosen, K, dist)
+    turn = None
+    if panning:  # fit in the reference view, where the camera stands still
+        turn = follow_camera(source, tracks, float(K[0, 0]), np.asarray(K[:2, 2], np.float64), dist,
+                             progress=(lambda d, t: progress("following the camera", d, t)) if progress else None)
+        chosen = {tid: (f, turn.to_reference(f, kp)) for tid, (f, kp) in chosen.items()}
+        K = torch.as_tensor(turn.reference_intrinsics(), dtype=torch.float32)
+        warn_if_moving(turn)
     step = (lambda d, t: progress("fitting bodies", d, t)) if progress else None
     if progress:
         progress("fitting bodies", 0, len(chosen))
@@ -218,6 +233,8 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
     motion = place_in_world(motion, model, world)
     if motion.world != "camera":  # on a ground: plant the feet (keypoints2d: what the fit saw)
         motion = plant_feet(motion, model, options=fit)
+    if turn is not None:
+        motion.frame_R, motion.frame_K = turn.rotations.astype(np.float32), turn.intrinsics().astype(np.float32)
     for p, tid in enumerate(motion.person_ids):  # keypoints2d: as detected, through the lens
         f, kp = detected[int(tid)]
         motion.keypoints2d[p, f] = kp

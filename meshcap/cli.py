@@ -339,6 +339,9 @@ def _capture_parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth-fit", type=float, default=None, metavar="SECONDS",
                    help="smooth the fitted motion over this many seconds (default 0.05; 0: follow the detections, "
                    "their jitter included)")
+    p.add_argument("--panning", action="store_true",
+                   help="the camera turns and zooms (a pan, a phone following someone): follow its turn on the "
+                   "background and fit the people in a world that stays put")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--bvh", default=None, help="also write BVH (several people: NAME_p<id>.bvh)")
     p.add_argument("--glb", default=None, help="also write glTF (.glb/.gltf): skinned meshes + animation")
@@ -378,7 +381,8 @@ def _capture(argv: list[str]) -> None:
               focal=args.focal, start=args.start, end=args.end, stride=args.stride,
               max_people=args.max_people, device=args.device, smooth=args.smooth, tracker=tracker, cache=cache,
               regressor=False if args.no_regressor else (args.regressor_weights or True), image_size=args.image_size, fps=args.fps,
-              camera_name=args.camera_name, world=args.world, smooth_fit=args.smooth_fit)
+              camera_name=args.camera_name, world=args.world, smooth_fit=args.smooth_fit,
+              panning=args.panning)
     render_kw = {}
     if args.camera:  # read here too: the overlay draws through its lens
         from meshcap.multiview.calibration import read_camera

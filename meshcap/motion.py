@@ -30,6 +30,8 @@ was not seen are `valid == False` and hold zeros (their numbers carry no meaning
 | contact              | (P, T, 2) bool, opt | (left, right) foot planted on its support, per frame     |
 | contact_prob         | (P, T, 2) f32, opt  | probability of that contact, in [0, 1]                   |
 | view_swaps           | (P, T, C) bool, opt | camera c's detection relabelled left <-> right (multi-view) |
+| frame_R              | (T, 3, 3) f32, opt  | a panning camera 0: its turn, reference view -> frame t  |
+| frame_K              | (T, 3, 3) f32, opt  | a panning camera 0: its intrinsics at frame t (zoom)     |
 
 A monocular capture stands on its ground: world "y-up", y against gravity, the ground at
 y = 0, the origin under the first person's first position, the camera placed by cam_R/cam_t
@@ -38,6 +40,12 @@ frame (cam_R = I, cam_t = 0; world "camera"). A calibrated capture keeps its cal
 world ("z-up" or "y-up" when its floor is known). Exports and the viewer turn every world
 y-up (`Motion.y_up_rotation`). The body model's
 canonical frame is y up, facing +z; root rotations in `poses` map it into the world.
+
+A panning camera (`capture(..., panning=True)`, `meshcap.camera_motion`) turns and zooms about
+a fixed centre: cam_K[0], cam_R[0], cam_t[0] are its reference view (world -> reference), and at
+frame t the camera is world -> camera `frame_R[t] @ cam_R[0]`, `frame_R[t] @ cam_t[0]` with
+intrinsics `frame_K[t]`; keypoints2d are in frame t's pixels. Both keys are absent for a camera
+that stands still.
 
 Foot contacts (`meshcap.contacts`): a foot is planted when its sole is low on the person's own
 support (the ground, or whatever they stand on) and still; `contact_prob` is how sure that is
@@ -81,7 +89,7 @@ _SCHEMA: dict[str, tuple[str, int]] = {
 }
 # keys a file may lack (version 1 never has the contacts; `world` absent means "camera")
 _OPTIONAL: dict[str, tuple[str, int]] = {"world": ("U", 0), "contact": ("b", 3), "contact_prob": ("f", 3),
-                                         "view_swaps": ("b", 3)}
+                                         "view_swaps": ("b", 3), "frame_R": ("f", 3), "frame_K": ("f", 3)}
 
 
 @dataclass(eq=False)
@@ -114,6 +122,8 @@ class Motion:
     contact: np.ndarray | None = None
     contact_prob: np.ndarray | None = None
     view_swaps: np.ndarray | None = None
+    frame_R: np.ndarray | None = None
+    frame_K: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.world = str(self.world)
@@ -149,6 +159,10 @@ class Motion:
             self.contact_prob = f32(self.contact_prob)
         if self.view_swaps is not None:
             self.view_swaps = np.asarray(self.view_swaps, dtype=bool)
+        if (self.frame_R is None) != (self.frame_K is None):
+            raise ValueError("invalid Motion: frame_R and frame_K come together")
+        if self.frame_R is not None:
+            self.frame_R, self.frame_K = f32(self.frame_R), f32(self.frame_K)
         problems = _check_consistency(self._arrays())
         if problems:
             raise ValueError("invalid Motion: " + "; ".join(problems))
@@ -162,6 +176,15 @@ class Motion:
         if self.world == "z-up":
             return _Z_UP_TO_Y_UP.copy()
         return CAMERA_TO_Y_UP @ self.cam_R[0].astype(np.float64)
+
+    def camera_at(self, frame: int, camera: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(K (3, 3), R (3, 3), t (3,)) float64: camera `camera` at `frame`, world -> camera; a
+        panning camera turns and zooms (frame_R, frame_K), the others stand still."""
+        K, R, t = (np.asarray(a[camera], np.float64) for a in (self.cam_K, self.cam_R, self.cam_t))
+        if self.frame_R is not None and camera == 0:
+            turn = self.frame_R[frame].astype(np.float64)
+            return self.frame_K[frame].astype(np.float64), turn @ R, turn @ t
+        return K, R, t
 
     # -- sizes ---------------------------------------------------------------------------------
 
@@ -219,8 +242,9 @@ class Motion:
             if k in data and (data[k].dtype.kind != kind or data[k].ndim != ndim):
                 raise MotionFileError(f"{path}: {k!r} has dtype {data[k].dtype} and shape {data[k].shape}, "
                                       f"expected {_KIND_NAMES[kind]} of {ndim} dimensions")
-        if ("contact" in data) != ("contact_prob" in data):
-            raise MotionFileError(f"{path}: 'contact' and 'contact_prob' come together, one is missing")
+        for a, b in (("contact", "contact_prob"), ("frame_R", "frame_K")):
+            if (a in data) != (b in data):
+                raise MotionFileError(f"{path}: {a!r} and {b!r} come together, one is missing")
         for k, (kind, ndim) in _SCHEMA.items():
             a = data[k]
             if a.dtype.kind != kind and not (kind == "f" and a.dtype.kind == "i"):
@@ -351,6 +375,13 @@ def _check_consistency(d: dict[str, np.ndarray]) -> list[str]:
             out.append(f"{k!r} has shape {np.asarray(d[k]).shape}, expected ({P}, {T}, 2)")
     if "view_swaps" in d and np.asarray(d["view_swaps"]).shape != (P, T, C):
         out.append(f"'view_swaps' has shape {np.asarray(d['view_swaps']).shape}, expected ({P}, {T}, {C})")
+    for k in ("frame_R", "frame_K"):
+        if k in d and np.asarray(d[k]).shape != (T, 3, 3):
+            out.append(f"{k!r} has shape {np.asarray(d[k]).shape}, expected ({T}, 3, 3)")
+        elif k in d and not np.isfinite(np.asarray(d[k])).all():
+            out.append(f"{k!r} has NaN or infinite values")
+    if "frame_R" in d and np.asarray(d["frame_R"]).shape == (T, 3, 3) and C != 1:
+        out.append("'frame_R' (a panning camera) needs exactly one camera")
     if "contact_prob" in d:
         cp = np.asarray(d["contact_prob"])
         if cp.shape == (P, T, 2) and not (np.isfinite(cp).all() and (cp >= 0).all() and (cp <= 1).all()):

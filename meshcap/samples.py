@@ -10,6 +10,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
+
 from meshcap.errors import MeshcapError
 
 SPORTS2D = "sports2d==0.8.34"
@@ -134,3 +136,96 @@ def cmu_bvh() -> Path:
 
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+class VirtualPan:
+    """A panning, zooming camera made from a static shot: per frame t, a window of the source
+    image centred at `centres[t]` (x, y source pixels), `widths[t]` source pixels wide, at the
+    output's aspect ratio, resized to `size` (width, height). To first order this is what a
+    camera turning about its centre and zooming sees, so footage with a known turn can be made
+    from real video. `source_focal` is the static shot's focal, pixels; `source_principal` its
+    principal point."""
+
+    def __init__(self, centres: np.ndarray, widths: np.ndarray, size: tuple[int, int], source_focal: float,
+                 source_principal: tuple[float, float]) -> None:
+        self.centres, self.widths = np.asarray(centres, np.float64), np.asarray(widths, np.float64)
+        self.size, self.source_focal = (int(size[0]), int(size[1])), float(source_focal)
+        self.source_principal = np.asarray(source_principal, np.float64)
+
+    def focals(self) -> np.ndarray:
+        """(T,) the window's focal per frame, output pixels."""
+        return self.source_focal * self.size[0] / self.widths
+
+    def yaw_deg(self) -> np.ndarray:
+        """(T,) degrees: the turn about the vertical from the first frame that the window's
+        slide stands for (the angle of its centre's ray), positive to the right."""
+        a = np.degrees(np.arctan((self.centres[:, 0] - self.source_principal[0]) / self.source_focal))
+        return a - a[0]
+
+    def window(self, t: int, image: np.ndarray) -> np.ndarray:
+        """The output frame (H, W, 3) of source image (h, w, 3) at frame t."""
+        import cv2
+
+        W, H = self.size
+        w = self.widths[t]
+        s = W / w
+        # the affine map source -> output: scale about the window's centre
+        A = np.array([[s, 0.0, W / 2 - s * self.centres[t, 0]], [0.0, s, H / 2 - s * self.centres[t, 1]]])
+        return cv2.warpAffine(image, A, (W, H), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    def to_window(self, t: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        """Source pixels xy (..., 2) at frames t (...) -> output pixels (..., 2)."""
+        W, H = self.size
+        s = (W / self.widths[t])[..., None]
+        return (xy - self.centres[t]) * s + np.array([W / 2, H / 2])
+
+    def tracks(self, tracks, min_seen: int = 6):
+        """2D tracks of the source shot (a `meshcap.keypoints.Tracks`) as the window sees them:
+        keypoints outside it unseen (confidence 0, placed on its edge), frames with fewer than
+        `min_seen` keypoints in view dropped from their track."""
+        from meshcap.keypoints.tracks import Tracks
+
+        W, H = self.size
+        out = {}
+        for tid, (f, kp) in tracks.tracks.items():
+            kp = kp.astype(np.float32).copy()
+            kp[..., :2] = self.to_window(f[:, None], kp[..., :2].astype(np.float64))
+            inside = (kp[..., 0] >= 0) & (kp[..., 0] < W) & (kp[..., 1] >= 0) & (kp[..., 1] < H)
+            kp[..., 2] = np.where(inside, kp[..., 2], 0.0)
+            kp[..., 0], kp[..., 1] = np.clip(kp[..., 0], 0, W - 1), np.clip(kp[..., 1], 0, H - 1)
+            keep = (kp[..., 2] > 0.3).sum(1) >= min_seen
+            if keep.any():
+                out[tid] = (f[keep], kp[keep])
+        return Tracks(tracks.layout, tracks.fps, tracks.frame_times, (W, H), out, tracks.frame_index,
+                      dict(tracks.source))
+
+    def to_source(self, t: np.ndarray, uv: np.ndarray) -> np.ndarray:
+        """Output pixels uv (..., 2) of frames t (...) -> source pixels (..., 2)."""
+        W, H = self.size
+        s = (self.widths[t] / W)[..., None]
+        return (uv - np.array([W / 2, H / 2])) * s + self.centres[t]
+
+
+def sports2d_pan() -> tuple[Path, VirtualPan]:
+    """A virtual pan of the Sports2D demo (1280x960, 230 frames, 30 fps): a 4:3 window, nearly
+    the shot's full height, holds on the man on the box for three seconds, then turns right
+    15 degrees following him while zooming in by 7%, and holds again. Made once from `sports2d_demo()` into the samples cache."""
+    import math
+
+    from meshcap.video import VideoReader, VideoWriter
+
+    src = sports2d_demo()
+    T, (w, h) = 230, (1768, 994)
+    u = np.clip((np.arange(T) - 90) / 120.0, 0.0, 1.0)
+    ease = 0.5 - 0.5 * np.cos(np.pi * u)  # a hand's pan speeds up and slows down
+    centres = np.stack([634.0 + 540.0 * ease, np.full(T, 480.0)], 1)
+    pan = VirtualPan(centres, 1267.0 - 80.0 * ease, (1280, 960), math.hypot(w, h), (w / 2, h / 2))
+    out = samples_dir() / "sports2d-pan.mp4"
+    if not out.exists():
+        with VideoWriter(out, fps=30.0, crf=18) as writer:
+            for n, frame in enumerate(VideoReader(src)):
+                if n >= T:
+                    break
+                writer.write(pan.window(n, frame.image))
+    return out, pan

@@ -81,11 +81,11 @@ class OverlayRenderer:
                 raise InputError("the motion has no image size; give the frame width and height")
             width, height = fit_w, fit_h
         self.width, self.height = int(width), int(height)
-        K = motion.cam_K[camera].astype(np.float64).copy()
+        self._scale = np.ones(2)
         if fit_w > 0 and fit_h > 0 and (fit_w, fit_h) != (self.width, self.height):
-            K[0] *= self.width / fit_w
-            K[1] *= self.height / fit_h
-        self.K = K
+            self._scale = np.array([self.width / fit_w, self.height / fit_h])
+        self.K = self._scaled(motion.cam_K[camera])
+        self._panning = motion.frame_R is not None and camera == 0  # the camera turns: see `_view`
         self.R = motion.cam_R[camera].astype(np.float64)
         self.t = motion.cam_t[camera].astype(np.float64)
         self.camera = camera
@@ -101,6 +101,19 @@ class OverlayRenderer:
 
     # -- geometry ------------------------------------------------------------------------------
 
+    def _scaled(self, K) -> np.ndarray:
+        K = np.asarray(K, np.float64).copy()
+        K[:2] *= self._scale[:, None]
+        return K
+
+    def _view(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(K, R, t) of the camera at frame `index`: a panning camera's turn and zoom there
+        (`Motion.camera_at`), else the fixed camera."""
+        if not self._panning:
+            return self.K, self.R, self.t
+        K, R, t = self.motion.camera_at(index, self.camera)
+        return self._scaled(K), R, t
+
     def _camera_vertices(self, index: int) -> dict[int, np.ndarray]:
         """{person: (V, 3) vertices in the camera frame} of the people fitted in frame `index`,
         posed in chunks of frames (one body-model call per person and chunk)."""
@@ -115,13 +128,14 @@ class OverlayRenderer:
                         continue
                     out = self.model(torch.as_tensor(m.poses[p, frames]), torch.as_tensor(m.shape[p: p + 1]),
                                      torch.as_tensor(m.transl[p, frames]))
-                    v = self._lens(out.vertices.cpu().numpy().astype(np.float64) @ self.R.T + self.t)
-                    for f, vf in zip(frames, v):
-                        self._cache.setdefault(int(f), {})[p] = vf
+                    verts = out.vertices.cpu().numpy().astype(np.float64)
+                    for f, vf in zip(frames, verts):
+                        K, R, t = self._view(int(f))
+                        self._cache.setdefault(int(f), {})[p] = self._lens(vf @ R.T + t, K)
         return self._cache.get(index, {})
 
-    def _lens(self, X: np.ndarray) -> np.ndarray:
-        return X if self.dist is None else lens_to_pinhole(X, self.K, self.dist)
+    def _lens(self, X: np.ndarray, K: np.ndarray | None = None) -> np.ndarray:
+        return X if self.dist is None else lens_to_pinhole(X, self.K if K is None else K, self.dist)
 
     def _colors(self, p: int, index: int) -> np.ndarray:
         if self.opt.color == "person":
@@ -154,7 +168,7 @@ class OverlayRenderer:
             raise InputError(f"frame is {image.shape[1]}x{image.shape[0]}, the renderer is {self.width}x{self.height}")
         verts = self._camera_vertices(index) if index is not None else {}
         meshes = [(v, self.faces, self._colors(p, index)) for p, v in verts.items()]
-        out = self._composite(image, meshes)
+        out = self._composite(image, meshes, K=self._view(index)[0] if index is not None else self.K)
         if index is not None and ((self.opt.keypoints and self.camera == 0) or self.opt.skeleton):
             out = self._draw_2d(out, index)
         if self._legend is not None:
@@ -163,14 +177,17 @@ class OverlayRenderer:
             return out
         R, t = self._side
         bg = np.full_like(image, 60)
+        if self._panning and index is not None:  # the side camera stands still while the camera turns
+            turn = self.motion.frame_R[index].astype(np.float64)
+            meshes = [(v @ turn, f, c) for v, f, c in meshes]
         side = self._composite(bg, [(v @ R.T + t, f, c) for v, f, c in meshes], opacity=1.0)
         return np.concatenate([out, side], axis=1)
 
-    def _composite(self, image, meshes, opacity: float | None = None) -> np.ndarray:
+    def _composite(self, image, meshes, opacity: float | None = None, K: np.ndarray | None = None) -> np.ndarray:
         out = image.copy()
         if not meshes:
             return out
-        r = self.renderer.render(meshes, self.K)
+        r = self.renderer.render(meshes, self.K if K is None else K)
         x0, y0, x1, y1 = r.box
         cover = r.coverage[..., None]
         op = self.opt.opacity if opacity is None else opacity
@@ -205,8 +222,9 @@ class OverlayRenderer:
                     if good:
                         draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 255, 255), outline=(0, 0, 0))
             if self.opt.skeleton:
-                X = self._lens(m.joints3d[p, index].astype(np.float64) @ self.R.T + self.t)
-                uv = (X / X[:, 2:3]) @ self.K.T
+                K, R, t = self._view(index)
+                X = self._lens(m.joints3d[p, index].astype(np.float64) @ R.T + t, K)
+                uv = (X / X[:, 2:3]) @ K.T
                 colors = (uncertainty_to_rgb(m.uncertainty[p, index], self.opt.sigma_max) * 255).astype(int)
                 for j, par in enumerate(m.parents):
                     if par >= 0:

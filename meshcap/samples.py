@@ -162,6 +162,15 @@ class VirtualPan:
         a = np.degrees(np.arctan((self.centres[:, 0] - self.source_principal[0]) / self.source_focal))
         return a - a[0]
 
+    def source_from_first(self) -> np.ndarray:
+        """(3, 3) the rotation from the first window's camera frame to the static shot's: the
+        first window looks along its centre's ray (yaw about y, then pitch about x)."""
+        ray = np.array([*(self.centres[0] - self.source_principal) / self.source_focal, 1.0])
+        yaw, pitch = np.arctan2(ray[0], ray[2]), -np.arcsin(ray[1] / np.linalg.norm(ray))
+        Ry = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
+        Rx = np.array([[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]])
+        return Ry @ Rx
+
     def window(self, t: int, image: np.ndarray) -> np.ndarray:
         """The output frame (H, W, 3) of source image (h, w, 3) at frame t."""
         import cv2

@@ -75,6 +75,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.heavy  # starts a Ray head: about 40 s; .ci/run runs it after the default run
 def test_batch_on_a_local_ray_cluster_gives_the_same_results(folder, local_run, tmp_path):
     """A Ray cluster started here (two CPUs): the videos that an earlier run left unfinished are
     captured as Ray tasks, with the same result as a local worker's."""

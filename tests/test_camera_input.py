@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from command import run_main
 from meshcap import InputError, Motion, load_body_model
 from meshcap.capture import capture, fit_setup
 from meshcap.contacts import plant_feet
@@ -130,28 +131,28 @@ def test_camera_and_keypoint_input_errors(clip, tmp_path):
                       tmp_path / "kp.json")
     out = tmp_path / "m.npz"
     # keypoints far outside the image size given
-    r = _run(str(path), "--out", str(out), "--image-size", "640x480")
+    r = run_main(str(path), "--out", str(out), "--image-size", "640x480")
     assert r.returncode == 2 and "far outside the 640x480 image" in r.stderr, r.stderr
     # absurd coordinates name the input, not the body model's internals
     bad = kp.copy()
     bad[5, 3, :2] = 1e30
     bad_path = write_coco(Tracks("coco17", 30.0, np.arange(T) / 30.0, (1920, 1080), {0: (np.arange(T), bad)}),
                           tmp_path / "bad.json")
-    r = _run(str(bad_path), "--out", str(out))
+    r = run_main(str(bad_path), "--out", str(out))
     assert r.returncode == 2 and "corrupt coordinates" in r.stderr and "bad.json" in r.stderr, r.stderr
-    r = _run(str(path), "--out", str(out), "--image-size", "1920by1080")
+    r = run_main(str(path), "--out", str(out), "--image-size", "1920by1080")
     assert r.returncode == 2 and "WIDTHxHEIGHT" in r.stderr
     # calibration files: several cameras and no name, an unknown name, a lens model not supported
     cams = [Camera(n, v.K, np.eye(3), np.zeros(3), (1920, 1080)) for n in ("left", "right")]
     two = write_calibration(cams, tmp_path / "two.toml")
-    r = _run(str(path), "--out", str(out), "--camera", str(two))
+    r = run_main(str(path), "--out", str(out), "--camera", str(two))
     assert r.returncode == 2 and "holds 2 cameras (left, right)" in r.stderr and "--camera-name" in r.stderr
-    r = _run(str(path), "--out", str(out), "--camera", str(two), "--camera-name", "middle")
+    r = run_main(str(path), "--out", str(out), "--camera", str(two), "--camera-name", "middle")
     assert r.returncode == 2 and "no camera named 'middle'" in r.stderr
-    r = _run(str(path), "--out", str(out), "--camera", str(two), "--camera-name", "left", "--focal", "900")
+    r = run_main(str(path), "--out", str(out), "--camera", str(two), "--camera-name", "left", "--focal", "900")
     assert r.returncode == 2 and "not both" in r.stderr
     small = write_calibration([Camera("c", v.K, np.eye(3), np.zeros(3), (1280, 720))], tmp_path / "small.toml")
-    r = _run(str(path), "--out", str(out), "--camera", str(small), "--image-size", "1920x1080")
+    r = run_main(str(path), "--out", str(out), "--camera", str(small), "--image-size", "1920x1080")
     assert r.returncode == 2 and "calibrated at 1280x720" in r.stderr
     with pytest.raises(InputError, match="rational lens model"):
         Camera("c", v.K, np.eye(3), np.zeros(3), (1920, 1080), [0.1, 0, 0, 0, 0, 0.2, 0, 0])

@@ -37,11 +37,7 @@ def _static_camera_roots(pan, motion: Motion) -> np.ndarray:
     frame's camera, then the window's known turn at that frame."""
     X = motion.joints3d[:, :, 0].astype(np.float64) @ motion.cam_R[0].T.astype(np.float64) + motion.cam_t[0]
     X = X @ motion.frame_R[0].T.astype(np.float64)
-    ray = np.array([*(pan.centres[0] - pan.source_principal) / pan.source_focal, 1.0])
-    yaw, pitch = np.arctan2(ray[0], ray[2]), -np.arcsin(ray[1] / np.linalg.norm(ray))
-    Ry = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
-    Rx = np.array([[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]])
-    return X @ (Ry @ Rx).T
+    return X @ pan.source_from_first().T
 
 
 def test_a_virtual_pan_recovers_the_turn_and_the_static_shots_paths(panned):

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from blender_check import assert_blender_matches
+from command import run_main
 from data import sports2d_demo
 from meshcap import InputError, Motion
 from meshcap.capture import capture
@@ -91,15 +92,15 @@ def test_capture_from_a_keypoint_file(sports2d_tracks):
 
 def test_bad_input_exits_2_and_writes_nothing(tmp_path):
     out = tmp_path / "motion.npz"
-    r = _run(str(tmp_path / "none.mp4"), "--out", str(out))
+    r = run_main(str(tmp_path / "none.mp4"), "--out", str(out))
     assert r.returncode == 2 and "none.mp4: no such file" in r.stderr
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((480, 640, 3), 200, np.uint8)).save(blank)
-    r = _run(str(blank), "--out", str(out), "--quiet")
+    r = run_main(str(blank), "--out", str(out), "--quiet")
     assert r.returncode == 2 and "no person found" in r.stderr, r.stderr
-    r = _run(str(blank), "--out", str(tmp_path / "missing" / "m.npz"))
+    r = run_main(str(blank), "--out", str(tmp_path / "missing" / "m.npz"))
     assert r.returncode == 2 and "output folder does not exist" in r.stderr
-    r = _run(str(blank), "--out", str(out), "--body-model", "smpl", "--model-path", str(tmp_path / "nope.pkl"))
+    r = run_main(str(blank), "--out", str(out), "--body-model", "smpl", "--model-path", str(tmp_path / "nope.pkl"))
     assert r.returncode == 2 and "nope.pkl" in r.stderr
     assert not out.exists()
     with pytest.raises(InputError, match="max_people"):

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from command import run_main
 from data import opencv_sample, sports2d_demo
 from meshcap import InputError
 from conftest import CountingDetector
@@ -244,11 +245,11 @@ def test_square_tiles():
 
 def test_detect_command_exit_codes(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "meshcap.cli", *a], capture_output=True, text=True)  # noqa: E731
-    r = run("detect", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "kp.npz"))
+    r = run_main("detect", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "kp.npz"))
     assert r.returncode == 2 and "none.mp4: no such file" in r.stderr
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
-    r = run("detect", str(bad), "--out", str(tmp_path / "kp.npz"))
+    r = run_main("detect", str(bad), "--out", str(tmp_path / "kp.npz"))
     assert r.returncode == 2 and "bad.mp4: not a readable video" in r.stderr
     assert not (tmp_path / "kp.npz").exists()
     r = run("detect", str(opencv_sample("messi5.jpg")), "--out", str(tmp_path / "kp.json"), "--min-track-length", "1")

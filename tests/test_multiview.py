@@ -182,6 +182,7 @@ def test_bad_calibration_files(tmp_path):
         read_calibration(rot)
 
 
+@pytest.mark.heavy  # about a minute; .ci/run runs it after the default run
 def test_pose2sim_demo_four_cameras(tmp_path):
     """The real Pose2Sim single-person demo (four calibrated cameras, fetched from PyPI): the
     subject is found in every frame, the fit reprojects onto every view, stands on the floor

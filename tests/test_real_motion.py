@@ -92,6 +92,7 @@ def test_window_spans_cover_the_track_with_overlaps():
         assert 100 <= spans[-1][1] - spans[-1][0] < 180
 
 
+@pytest.mark.heavy  # about 40 s; .ci/run runs it after the default run
 def test_a_long_track_fitted_window_by_window_matches_the_whole_fit(held_out, model):
     """300 frames of the held-out boxing take (a static camera, 3 px noise), fitted whole and
     in 100-frame windows overlapping by 20 (one shape from frames spread over the track): the

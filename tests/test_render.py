@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from command import run_main
 from meshcap import Motion
 from meshcap.render import MeshRenderer, legend_image, luminance, uncertainty_to_rgb
 from meshcap.synthetic import camera_root_rotation, sample_body_poses
@@ -127,13 +128,13 @@ def test_capture_renders_an_overlay_of_the_input(clip_capture):
 def test_render_bad_input(clip_capture, tmp_path):
     clip = clip_capture[0]
     missing = tmp_path / "none.npz"
-    r = _run("render", str(missing), "--video", str(clip), "--out", str(tmp_path / "o.mp4"))
+    r = run_main("render", str(missing), "--video", str(clip), "--out", str(tmp_path / "o.mp4"))
     assert r.returncode == 2 and "no such motion file" in r.stderr
     assert not (tmp_path / "o.mp4").exists()
-    r = _run(str(clip), "--out", str(tmp_path / "m.npz"), "--render", str(tmp_path / "nowhere" / "o.mp4"))
+    r = run_main(str(clip), "--out", str(tmp_path / "m.npz"), "--render", str(tmp_path / "nowhere" / "o.mp4"))
     assert r.returncode == 2 and "output folder does not exist" in r.stderr
     assert not (tmp_path / "m.npz").exists()
-    r = _run("render", "--help")
+    r = run_main("render", "--help")
     assert r.returncode == 0 and "Exit codes" in r.stdout
 
 

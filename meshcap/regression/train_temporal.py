@@ -31,6 +31,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import roma
 import torch
@@ -249,15 +250,24 @@ WEIGHTS = dict(mpjpe=1.0, vel=2.0, nll=0.01)
 
 def train(steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 0, log_every: int = 100,
           config: TemporalConfig | None = None, model: BodyModel | None = None, log=print,
-          real_fraction: float = 0.7, sparse_fraction: float = 0.5) -> tuple[TemporalLifter, list[dict]]:
+          real_fraction: float = 0.7, sparse_fraction: float = 0.5,
+          init: str | Path | None = None) -> tuple[TemporalLifter, list[dict]]:
+    """Train the lifter for `steps` steps (one-cycle rate up to `lr`); `init`: a weights file to
+    go on from (its config is kept; use another `seed` so that it sees new batches)."""
     from meshcap.body_models import load_body_model
     from meshcap.regression.mocap import pose_sequences
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = model or load_body_model("anny")
-    config = config or TemporalConfig(num_joints=model.num_joints, body_model=model.name)
-    net = TemporalLifter(config)
+    if init is not None:
+        from meshcap.regression.temporal import load_temporal
+
+        net = load_temporal(init).train()
+        config = net.config
+    else:
+        config = config or TemporalConfig(num_joints=model.num_joints, body_model=model.name)
+        net = TemporalLifter(config)
     seqs = list(pose_sequences(model).values()) if real_fraction > 0 else None
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 2), pct_start=0.05)
@@ -290,6 +300,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=27)
     ap.add_argument("--real-fraction", type=float, default=0.7)
     ap.add_argument("--sparse-fraction", type=float, default=0.5)
+    ap.add_argument("--init", help="a weights file to go on training from (its window is kept)")
     args = ap.parse_args()
     from meshcap.body_models import load_body_model
     from meshcap.regression.temporal import save_temporal
@@ -297,10 +308,11 @@ def main() -> None:
     model = load_body_model("anny")
     config = TemporalConfig(num_joints=model.num_joints, body_model=model.name, window=args.window)
     net, history = train(args.steps, args.batch, args.lr, args.seed, config=config, model=model,
-                         real_fraction=args.real_fraction, sparse_fraction=args.sparse_fraction)
+                         real_fraction=args.real_fraction, sparse_fraction=args.sparse_fraction, init=args.init)
     save_temporal(net, args.out, dict(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                                       window=args.window, real_fraction=args.real_fraction,
-                                      sparse_fraction=args.sparse_fraction, final=history[-1] if history else {}))
+                                      sparse_fraction=args.sparse_fraction, init=args.init,
+                                      final=history[-1] if history else {}))
     print(f"wrote {args.out}")
 
 

@@ -131,3 +131,16 @@ def test_the_default_fit_jitters_less_than_one_following_the_detections(model, t
     assert pa["default"] < pa["raw"] + 1.0, pa
     with pytest.raises(InputError, match="smooth_fit"):
         capture(tmp_path / "missing.mp4", smooth_fit=-1.0)
+
+
+@needs_weights
+def test_training_goes_on_from_a_weights_file():
+    """`train(init=...)` starts from the given lifter (its config and weights), not afresh."""
+    from meshcap.regression.train_temporal import train
+
+    shipped = load_temporal()
+    net, history = train(2, batch=4, lr=1e-7, real_fraction=0.0, init=SHIPPED_TEMPORAL, log=lambda *_: None)
+    assert net.config == shipped.config and len(history) == 1
+    ref = shipped.state_dict()
+    drift = max(float((v - ref[k]).abs().max()) for k, v in net.state_dict().items())
+    assert drift < 1e-4, drift

@@ -283,8 +283,8 @@ def train(steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 0, log_ever
         opt.step()
         sched.step()
         if step % log_every == 0 or step == steps:
-            rec = dict(step=step, loss=float(total.detach()), mpjpe_mm=1000 * float(ls["mpjpe"]),
-                       vel_mm=1000 * float(ls["vel"]), minutes=(time.perf_counter() - t0) / 60)
+            rec = dict(step=step, loss=float(total.detach()), mpjpe_mm=1000 * float(ls["mpjpe"].detach()),
+                       vel_mm=1000 * float(ls["vel"].detach()), minutes=(time.perf_counter() - t0) / 60)
             history.append(rec)
             log(json.dumps(rec))
     return net.eval(), history

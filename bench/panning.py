@@ -31,15 +31,9 @@ import numpy as np
 
 
 def camera_roots(motion) -> np.ndarray:
-    """(P, T, 3) float64: each person's root in camera 0's frame (its first frame for a pan)."""
+    """(P, T, 3) float64: each person's root in camera 0's frame (a static capture's)."""
     return (motion.joints3d[:, :, 0].astype(np.float64) @ motion.cam_R[0].T.astype(np.float64)
             + motion.cam_t[0].astype(np.float64))
-
-
-def static_frame_roots(pan, motion) -> np.ndarray:
-    """(P, T, 3) a panning capture's roots in the static shot's camera frame."""
-    X = camera_roots(motion) @ motion.frame_R[0].T.astype(np.float64)
-    return X @ pan.source_from_first().T
 
 
 def root_errors(got: np.ndarray, got_valid: np.ndarray, want: np.ndarray, want_valid: np.ndarray,
@@ -121,7 +115,7 @@ def main() -> None:
 
         cam = camera_figures(pan, moving)
         want, want_valid = camera_roots(static), static.valid
-        got = static_frame_roots(pan, moving)
+        got = pan.source_camera_roots(moving)
         same = [(a, int(np.flatnonzero(static.person_ids == pid)[0]))
                 for a, pid in enumerate(moving.person_ids) if pid in static.person_ids]
         rows = root_errors(got, moving.valid, want, want_valid, same)
@@ -132,7 +126,7 @@ def main() -> None:
             t0 = time.perf_counter()
             own = capture(video, focal=focal, panning=True)
             t_own = time.perf_counter() - t0
-            got_own = static_frame_roots(pan, own)
+            got_own = pan.source_camera_roots(own)
             pairs = match_people(got_own, own.valid, want, want_valid)
             print(f"own detections: {own.num_people} tracks, {t_own:.1f} s (detection included)")
             print_roots("own detections", root_errors(got_own, own.valid, want, want_valid, pairs))

@@ -171,6 +171,14 @@ class VirtualPan:
         Rx = np.array([[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]])
         return Ry @ Rx
 
+    def source_camera_roots(self, motion) -> np.ndarray:
+        """(P, T, 3) float64: the roots of a capture of this pan (`panning=True`, so with
+        `frame_R`) in the static shot's camera frame: through the capture's first-frame camera,
+        then the first window's view."""
+        X = (motion.joints3d[:, :, 0].astype(np.float64) @ motion.cam_R[0].T.astype(np.float64)
+             + motion.cam_t[0].astype(np.float64))
+        return X @ motion.frame_R[0].T.astype(np.float64) @ self.source_from_first().T
+
     def window(self, t: int, image: np.ndarray) -> np.ndarray:
         """The output frame (H, W, 3) of source image (h, w, 3) at frame t."""
         import cv2

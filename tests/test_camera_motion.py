@@ -32,14 +32,6 @@ def panned(sports2d_tracks, tmp_path_factory):
     return pan, static, moving
 
 
-def _static_camera_roots(pan, motion: Motion) -> np.ndarray:
-    """(P, T, 3) a panning capture's roots in the static shot's camera: through its first
-    frame's camera, then the window's known turn at that frame."""
-    X = motion.joints3d[:, :, 0].astype(np.float64) @ motion.cam_R[0].T.astype(np.float64) + motion.cam_t[0]
-    X = X @ motion.frame_R[0].T.astype(np.float64)
-    return X @ pan.source_from_first().T
-
-
 def test_a_virtual_pan_recovers_the_turn_and_the_static_shots_paths(panned):
     pan, static, moving = panned
     yaw = rotations_to_yaw_pitch_roll(moving.frame_R)
@@ -47,7 +39,7 @@ def test_a_virtual_pan_recovers_the_turn_and_the_static_shots_paths(panned):
     assert np.abs(yaw[:, 1:]).max() < 1.0  # it neither tilts nor rolls
     assert np.allclose(moving.frame_K[:, 0, 0] / pan.focals(), 1.0, atol=0.04)  # the zoom
     assert moving.world == static.world == "y-up"
-    got = _static_camera_roots(pan, moving)
+    got = pan.source_camera_roots(moving)
     want = static.joints3d[:, :, 0].astype(np.float64) @ static.cam_R[0].T.astype(np.float64) + static.cam_t[0]
     assert list(moving.person_ids) == list(static.person_ids)
     both = moving.valid & static.valid

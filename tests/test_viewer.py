@@ -24,12 +24,16 @@ pytestmark = pytest.mark.skipif(
     reason="no chromium on this machine (apt-get install chromium; .ci/run installs it)")
 
 
+def _covers(live: bool) -> list[tuple[slice, slice]]:
+    """The (rows, cols) regions the page's controls cover: the live viewer adds its panel."""
+    return UI + [PANEL] if live else UI
+
+
 def _visible(x: float, y: float, live: bool) -> bool:
     """Whether pixel (x, y) is on the canvas and not under the page's controls."""
     if not (4 <= x < W - 4 and 4 <= y < H - 4):
         return False
-    covers = UI + [PANEL] if live else UI
-    return not any(r.start - 4 <= y < r.stop + 4 and c.start - 4 <= x < c.stop + 4 for r, c in covers)
+    return not any(r.start - 4 <= y < r.stop + 4 and c.start - 4 <= x < c.stop + 4 for r, c in _covers(live))
 
 
 def _screenshot(url: str, out, user_data, virtual_ms: int) -> np.ndarray:
@@ -66,7 +70,7 @@ def _look_at_projection(motion):
 def _foreground(shot: np.ndarray, live: bool) -> np.ndarray:
     """Pixels that differ from the page's white background, the page's controls left out."""
     fg = np.abs(shot - 255).sum(-1) > 40
-    for rows, cols in UI + [PANEL] if live else UI:
+    for rows, cols in _covers(live):
         fg[rows, cols] = False
     return fg
 

@@ -310,7 +310,7 @@ def main() -> None:
     net, history = train(args.steps, args.batch, args.lr, args.seed, config=config, model=model,
                          real_fraction=args.real_fraction, sparse_fraction=args.sparse_fraction, init=args.init)
     save_temporal(net, args.out, dict(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-                                      window=args.window, real_fraction=args.real_fraction,
+                                      window=net.config.window, real_fraction=args.real_fraction,
                                       sparse_fraction=args.sparse_fraction, init=args.init,
                                       final=history[-1] if history else {}))
     print(f"wrote {args.out}")

@@ -61,6 +61,16 @@ def fit_clips(model, regressor, fit: FitOptions | None, clips, face: bool, noise
     return rows
 
 
+def _option_value(text: str):
+    """A --fit value: an int, a float, else the text (e.g. solver=adam)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--paths", default="default", help="comma-separated: default, rest, regressor, temporal")
@@ -74,8 +84,7 @@ def main() -> None:
     ap.add_argument("--split", choices=("held-out", "train"), default="held-out",
                     help="train: tune options on the training takes, keeping the held-out ones for the figures")
     args = ap.parse_args()
-    overrides = {k: float(v) if "." in v or "e" in v else int(v)
-                 for k, v in (kv.split("=") for kv in args.fit.split(",") if kv)}
+    overrides = {k: _option_value(v) for k, v in (kv.split("=") for kv in args.fit.split(",") if kv)}
     conditions = [c for c in CONDITIONS if not args.conditions or f"{c[0]}:{c[2]:g}" in args.conditions.split(",")]
     torch.manual_seed(args.seed)
     model = load_body_model("anny")

@@ -225,6 +225,38 @@ class AnnyModel(BodyModel):
             rot = torch.einsum("bjde,bnje->bnd", G, Lk)
         return rot + torch.einsum("nj,bjd->bnd", Wk, x)
 
+    def keypoint_basis(self, shape: torch.Tensor, layout: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fast path's keypoints as a linear function of the posed skeleton, for one shape:
+        keypoint k = sum_j G_j C[k, j] + W[k, j] x_j, with G (B, J, 3, 3) the joints' world
+        rotations and x (B, J, 3) their positions. A second-order fitter differentiates the
+        keypoints analytically from it (`meshcap.fitting.gauss_newton`).
+
+        Args: shape (1, 6) phenotypes; layout a keypoint layout's name.
+        Returns: C (K, J, 3) local offsets, W (K, J) weights of the joint positions.
+        """
+        shape = torch.as_tensor(shape, dtype=self.dtype, device=self.device)
+        if shape.shape != (1, self.shape_dim):
+            raise ValueError(f"keypoint_basis takes one shape (1, {self.shape_dim}), got {tuple(shape.shape)}")
+        rest = self._rest(shape)
+        h, A, q, coeffs = rest["h"], rest["A"], rest["q"], rest["coeffs"]
+        # as `_fast_vertex_keypoints` folds them
+        v = self.sub_template + torch.einsum("bk,ksd->bsd", coeffs, self.sub_vertex_bs)
+        c = self.sub_skin_bones
+        qa = q[:, self.fitted[self.bone_joint[c]]]
+        local = (A[:, c] @ (v[:, :, None] - h[:, c])[..., None])[..., 0] + q[:, c] - qa
+        L = torch.einsum("skj,bskd->bsjd", self.sub_fold, local)
+        C = torch.einsum("ns,sjd->njd", self.kp_vertex_matrix, L[0])
+        W = self.kp_vertex_matrix @ self.sub_fold.sum(1)
+        # bone-head keypoints ride rigidly on their fitted joint
+        is_bone = self._kp_is_bone.to(self.device)
+        j = self.bone_joint[self.kp_bone]
+        onehot = torch.nn.functional.one_hot(j, self.num_joints).to(self.dtype)
+        rel = q[0, self.kp_bone] - q[0, self.fitted[j]]
+        C = torch.where(is_bone[:, None, None], onehot[..., None] * rel[:, None], C)
+        W = torch.where(is_bone[:, None], onehot, W)
+        table = self._layout_table(layout)
+        return torch.einsum("kn,njd->kjd", table, C), table @ W
+
     def _keypoints(self, layout, kp_v, G, x, q):
         """(B, K, 3) keypoints of a layout from the vertex-defined (B, N, 3) and bone heads."""
         kp_b = self._bone_positions(self.kp_bone, G, x, q)

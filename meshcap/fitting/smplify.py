@@ -30,6 +30,7 @@ from meshcap.body_models.base import BodyModel
 from meshcap.errors import InputError
 from meshcap.fitting.camera import project
 from meshcap.fitting.flips import LIMBS, limb_flips
+from meshcap.fitting.gauss_newton import TrackSolver
 from meshcap.fitting.priors import joint_ranges, limit_penalty
 from meshcap.fitting.smoothing import smooth_linear, smooth_rotvecs
 from meshcap.fitting.uncertainty import joint_sigma
@@ -64,7 +65,11 @@ class FitOptions:
     result is smoothed over time by a Gaussian of `smooth_s` seconds (`meshcap.fitting.smoothing`;
     0 turns it off), then settled: `iters_settle` more steps (`refine`) with the temporal terms
     `settle_accel` times stronger, which give back what the smoothing took from fast limbs
-    without following the detector's jitter again (0: the smoothed result as it is)."""
+    without following the detector's jitter again (0: the smoothed result as it is).
+    `solver` runs the body stage and the settling: "gauss-newton" (Levenberg-Marquardt on the
+    banded system, `meshcap.fitting.gauss_newton`; at most `iters_gn` and `iters_gn_settle`
+    steps; the root stage too, `iters_gn_root` steps per frame) where the body model has a linear keypoint basis (anny), else "adam"
+    (`iters_body`, `iters_settle` steps)."""
 
     sigma: float = 10.0
     min_confidence: float = 0.1
@@ -87,6 +92,10 @@ class FitOptions:
     smooth_s: float = 0.05
     iters_settle: int = 40
     settle_accel: float = 10.0
+    solver: str = "gauss-newton"
+    iters_gn: int = 12
+    iters_gn_settle: int = 6
+    iters_gn_root: int = 10
 
 
 @dataclass
@@ -270,6 +279,9 @@ class SingleViewFitter:
 
     def _fit_camera(self, root, transl, body, shape_p, obs, torso_mask):
         o = self.options
+        if self._gauss_newton():
+            return TrackSolver(self).solve_root(root.detach(), transl.detach(), body.detach(), shape_p.detach(),
+                                                obs, torso_mask, o.iters_gn_root)
         root.requires_grad_(True)
         transl.requires_grad_(True)
         opt = torch.optim.Adam([{"params": [root], "lr": o.lr_rot}, {"params": [transl], "lr": o.lr_transl}])
@@ -391,6 +403,55 @@ class SingleViewFitter:
         # the body stage starts from the chosen headings, not from the short stage's limbs:
         # started from the rest pose, descent favours the natural one of a limb's mirror images
         return start[pick].clone(), body.clone(), transl.clone(), margin, path == 1
+
+    def _gauss_newton(self) -> bool:
+        o = self.options
+        if o.solver not in ("gauss-newton", "adam"):
+            raise InputError(f"FitOptions.solver must be 'gauss-newton' or 'adam', got {o.solver!r}")
+        return o.solver == "gauss-newton" and hasattr(self.model, "keypoint_basis")
+
+    def _fit_gauss_newton(self, keypoints, K, init, fps, obs, root, body, transl, shape_p, fixed_shape,
+                          init_joints, init_w) -> FitResult:
+        """The body stage and the settling by Levenberg-Marquardt (`meshcap.fitting.gauss_newton`),
+        from the root and heading stages' result; the same objective and the same sequence of
+        steps as the Adam path (flips, smoothing, sigma, settling)."""
+        o = self.options
+        xy, conf = obs[0], obs[1]
+        solver = TrackSolver(self)
+        # the flips come after the first steps have placed the limbs (not when the
+        # initialisation's own sigma already says which way they point)
+        flip_at = set() if init_w is not None else {2, 4}
+
+        def flips(it, pose, transl, shape_p):
+            if it not in flip_at:
+                return None
+            root, body = pose[:, 0].clone(), pose[:, 1:].clone()
+            self._flip_limbs(root, body, shape_p, transl, obs)
+            return torch.cat([root[:, None], body], 1), transl
+
+        pose, transl, shape_p, history = solver.solve(
+            torch.cat([root[:, None], body], 1).detach(), transl.detach(), shape_p.detach(), obs,
+            init_joints, init_w, iters=o.iters_gn, fit_shape=not fixed_shape, callback=flips)
+        shape = self._shape_from_param(shape_p)
+        smoothed = o.temporal and o.smooth_s > 0
+        if smoothed:
+            pose = smooth_rotvecs(pose, o.smooth_s * fps)
+            transl = smooth_linear(transl, o.smooth_s * fps)
+        sigma = fit_sigma = joint_sigma(self.model, self.layout.name, pose, shape, transl, xy, conf, K,
+                                        init_sigma=None if init is None else init.sigma)
+        if init is not None and init.joints is not None and init.sigma is not None:
+            sigma = torch.hypot(sigma, 0.5 * init.sigma.to(sigma))  # as in `fit`
+        if smoothed and o.iters_gn_settle > 0:
+            # the settling as `fit` does it: pulled toward the smoothed fit by its own sigma,
+            # temporal terms `settle_accel` times stronger, the shape kept
+            with torch.no_grad():
+                j0 = self.model(pose, shape, vertices=False).joints
+            pose, transl, _, more = solver.solve(pose, transl, shape_p, obs, j0 - j0[:, :1],
+                                                 fit_sigma.square().reciprocal(), o.settle_accel,
+                                                 iters=o.iters_gn_settle, fit_shape=False)
+            history = history + more
+        out, err = self.evaluate(pose, shape, transl, xy, conf, K)
+        return FitResult(pose, shape, transl, out.joints, out.keypoints, err, sigma, history)
 
     def evaluate(self, pose: torch.Tensor, shape: torch.Tensor, transl: torch.Tensor, xy: torch.Tensor,
                  conf: torch.Tensor, K: torch.Tensor):
@@ -538,6 +599,9 @@ class SingleViewFitter:
             if init_w is not None:  # the initialisation's joints face the other way there
                 init_w = torch.where(mirrored[:, None], torch.zeros_like(init_w), init_w)
 
+        if self._gauss_newton():
+            return self._fit_gauss_newton(keypoints, K, init, fps, obs, root, body, transl, shape_p,
+                                          fixed_shape, init_joints, init_w)
         root.requires_grad_(True)
         transl.requires_grad_(True)
         body.requires_grad_(True)

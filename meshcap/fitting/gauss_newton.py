@@ -10,8 +10,8 @@ whole track (an arrow on its border).
 
 Jacobians are analytic: the fast path's keypoints are linear in the joints' world rotations
 and positions (`AnnyModel.keypoint_basis`), and turning joint i by w (world frame) moves any
-point p carried by its subtree by w x (p - x_i). Only the shape's Jacobian comes from forward-
-mode autodiff (6 directions). The damped system is solved by a block Cholesky over pairs of frames (block-tridiagonal), exact, about 0.1 s for 300
+point p carried by its subtree by w x (p - x_i). The shape's comes from central differences
+of the shape-only quantities (`TrackSolver.shape_jacobian`). The damped system is solved by a block Cholesky over pairs of frames (block-tridiagonal), exact, about 0.1 s for 300
 frames here (conjugate gradients with block-Jacobi preconditioning, tried first, needed more
 time for steps that were not exact enough: 114 against 80 mm on a synthetic track).
 
@@ -180,12 +180,28 @@ class TrackSolver:
         G, x = self.model._fk(R, transl, q)
         return R, G, x
 
-    def _keypoints_and_joints(self, pose, transl, shape_p):
-        shape = self.fitter._shape_from_param(shape_p)
-        _, G, x = self._kinematics(pose, transl, shape)
-        C, W = self.model.keypoint_basis(shape, self.fitter.layout.name)
-        kp = torch.einsum("tjde,kje->tkd", G, C) + torch.einsum("kj,tjd->tkd", W, x)
-        return kp, x
+    def shape_jacobian(self, R, G, shape_p, step: float = 3e-3):
+        """The keypoints' (T, K, 3, S) and joints' (T, J, 3, S) derivatives along the shape
+        parameters (1, S), at rotations R (T, J, 3, 3) local, G world. The shape enters only
+        through shape-only quantities (the rest joints, the keypoints' local offsets), in which
+        the posed points are linear: those are differenced (central, `step`), not the posed
+        track. Not forward-mode autodiff: its levels are process-global and `fit_tracks` fits
+        several tracks in threads at once."""
+        f = self.fitter
+        T = R.shape[0]
+        C0, W = self.model.keypoint_basis(f._shape_from_param(shape_p), f.layout.name)
+        zero = torch.zeros(T, 3, dtype=R.dtype, device=R.device)
+        Jkp, Jx = [], []
+        for m in range(shape_p.shape[-1]):
+            e = torch.zeros_like(shape_p)
+            e[0, m] = step
+            plus, minus = f._shape_from_param(shape_p + e), f._shape_from_param(shape_p - e)
+            dC = (self.model.keypoint_basis(plus, f.layout.name)[0] - self.model.keypoint_basis(minus, f.layout.name)[0]) / (2 * step)
+            dq = (self.model._rest(plus)["q"] - self.model._rest(minus)["q"]) / (2 * step)
+            _, dx = self.model._fk(R, zero, dq)  # the joints are linear in the rest joints
+            Jx.append(dx)
+            Jkp.append(torch.einsum("tjde,kje->tkd", G, dC) + torch.einsum("kj,tjd->tkd", W, dx))
+        return torch.stack(Jkp, -1), torch.stack(Jx, -1)
 
     def linearise(self, pose, transl, shape_p, obs, init_joints=None, init_w=None,
                   temporal_scale: float = 1.0, with_shape: bool = True) -> BandedSystem:
@@ -297,9 +313,7 @@ class TrackSolver:
 
         system = BandedSystem(D, U1, U2, g)
         if with_shape:
-            # the shape's Jacobian by forward-mode autodiff: 6 directions through the model
-            jac = torch.func.jacfwd(lambda s: self._keypoints_and_joints(pose, transl, s), argnums=0)(shape_p)
-            Jkp_s, Jx_s = jac[0][..., 0, :], jac[1][..., 0, :]  # (T, K, 3, S), (T, J, 3, S)
+            Jkp_s, Jx_s = self.shape_jacobian(R, G, shape_p)
             Jd_s = (Jproj @ Jkp_s) / unit[..., None]
             S = shape_p.shape[-1]
             Hss = torch.einsum("tkcp,tk,tkcq->pq", Jd_s, w, Jd_s).double()
@@ -388,10 +402,11 @@ class TrackSolver:
 
     @torch.no_grad()
     def solve(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,
-              iters: int = 10, fit_shape: bool = True, callback=None):
+              iters: int = 10, fit_shape: bool = True, callback=None, shape_steps: int = 1000):
         """Up to `iters` accepted Levenberg-Marquardt steps (fewer once a step gains less than
         1e-3 of the cost). `callback(it, pose, transl, shape_p)` may return a new (pose, transl)
-        between steps (the kinematic flips), which is then taken as is.
+        between steps (the kinematic flips), which is then taken as is. The shape (with
+        `fit_shape`) moves in the first `shape_steps` steps only.
         Returns (pose (T, J, 3), transl (T, 3), shape_p (1, S), loss history)."""
         T, J = pose.shape[:2]
         pose, transl, shape_p = pose.clone(), transl.clone(), shape_p.clone()
@@ -405,9 +420,11 @@ class TrackSolver:
                 if new is not None:
                     pose, transl = new
                     cost = self.cost(pose, transl, shape_p, *args)
-            system = self.linearise(pose, transl, shape_p, *args, with_shape=fit_shape)
+            # the shape settles in the first steps; after them its Jacobian (the costliest part
+            # of a linearisation) is left out and the shape kept
+            system = self.linearise(pose, transl, shape_p, *args, with_shape=fit_shape and it < shape_steps)
             accepted = False
-            for _ in range(6):
+            for _ in range(4):
                 step, step_s = system.solve(lam)
                 if step is None:  # not positive definite: more damping
                     lam *= 8.0

@@ -66,10 +66,12 @@ class FitOptions:
     0 turns it off), then settled: `iters_settle` more steps (`refine`) with the temporal terms
     `settle_accel` times stronger, which give back what the smoothing took from fast limbs
     without following the detector's jitter again (0: the smoothed result as it is).
-    `solver` runs the body stage and the settling: "gauss-newton" (Levenberg-Marquardt on the
-    banded system, `meshcap.fitting.gauss_newton`; at most `iters_gn` and `iters_gn_settle`
-    steps; the root stage too, `iters_gn_root` steps per frame) where the body model has a linear keypoint basis (anny), else "adam"
-    (`iters_body`, `iters_settle` steps)."""
+    `solver` runs the root stage, the body stage and the settling: "adam" (the default:
+    `iters_camera`, `iters_body`, `iters_settle` steps) or "gauss-newton" (Levenberg-Marquardt
+    on the track's banded system, `meshcap.fitting.gauss_newton`: at most `iters_gn_root` steps
+    per frame, `iters_gn`, `iters_gn_settle`), which needs a linear keypoint basis (anny; other
+    models stay on Adam). Gauss-Newton ends far lower on the objective with smoother motion, but
+    is not the default yet: see docs/design.md, The solver."""
 
     sigma: float = 10.0
     min_confidence: float = 0.1
@@ -92,7 +94,7 @@ class FitOptions:
     smooth_s: float = 0.05
     iters_settle: int = 40
     settle_accel: float = 10.0
-    solver: str = "gauss-newton"
+    solver: str = "adam"
     iters_gn: int = 12
     iters_gn_settle: int = 6
     iters_gn_root: int = 10

@@ -138,6 +138,7 @@ def test_a_long_track_fitted_window_by_window_matches_the_whole_fit(held_out, mo
     assert np.median(d) < 0.005 and d.max() < 0.05, (np.median(d), d.max())
 
 
+@pytest.mark.heavy  # about 30 s; .ci/run runs it after the default run
 def test_gauss_newton_fits_real_motion_as_well_and_smoother(held_out, model):
     """The second-order solver on a held-out real take (body-only, 3 px), with the capture's
     own regression stage and options: joints as near the truth as Adam's, motion smoother."""

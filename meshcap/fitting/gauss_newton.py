@@ -52,6 +52,18 @@ def rotvec_to_right_jacobian(rotvec: torch.Tensor) -> torch.Tensor:
     return eye - c1 * K + c2 * (K @ K)
 
 
+def projection_jacobian(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """(..., 3) camera-frame points -> (..., 2, 3) the derivative of their pixels under
+    `meshcap.fitting.camera.project` with K (3, 3) (depth clamped as there)."""
+    z = points[..., 2].clamp(min=1e-6)
+    J = torch.zeros(points.shape[:-1] + (2, 3), dtype=points.dtype, device=points.device)
+    J[..., 0, 0] = K[0, 0] / z
+    J[..., 1, 1] = K[1, 1] / z
+    J[..., 0, 2] = -K[0, 0] * points[..., 0] / z.square()
+    J[..., 1, 2] = -K[1, 1] * points[..., 1] / z.square()
+    return J
+
+
 def _bt(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(-1, -2)
 
@@ -232,13 +244,7 @@ class TrackSolver:
                         torch.eye(3, dtype=x.dtype).expand(T, J, 3, 3)], -1)  # (T, J, 3, P)
 
         # data: IRLS weights of the Geman-McClure kernel
-        z = kp[..., 2].clamp(min=1e-6)
-        fxy = torch.stack([K[0, 0], K[1, 1]])
-        Jproj = torch.zeros(T, Kn, 2, 3, dtype=x.dtype)
-        Jproj[..., 0, 0] = fxy[0] / z
-        Jproj[..., 1, 1] = fxy[1] / z
-        Jproj[..., 0, 2] = -fxy[0] * kp[..., 0] / z.square()
-        Jproj[..., 1, 2] = -fxy[1] * kp[..., 1] / z.square()
+        Jproj = projection_jacobian(kp, K)
         unit = 0.01 * scale[:, None, None]
         r = (project(kp, K) - xy) / unit
         r2 = r.square().sum(-1)
@@ -368,12 +374,7 @@ class TrackSolver:
             # turning the root by w moves every keypoint by w x (kp - x_root)
             Jkp = torch.cat([-skew(kp - x[:, :1]) @ B0[:, None],
                              W.sum(1)[None, :, None, None] * eye.expand(N, kp.shape[1], 3, 3)], -1)
-            z = kp[..., 2].clamp(min=1e-6)
-            Jproj = torch.zeros(N, kp.shape[1], 2, 3, dtype=kp.dtype)
-            Jproj[..., 0, 0] = K[0, 0] / z
-            Jproj[..., 1, 1] = K[1, 1] / z
-            Jproj[..., 0, 2] = -K[0, 0] * kp[..., 0] / z.square()
-            Jproj[..., 1, 2] = -K[1, 1] * kp[..., 1] / z.square()
+            Jproj = projection_jacobian(kp, K)
             r = (project(kp, K) - xy) / unit
             w = wc * (s2 * s2 / (s2 + r.square().sum(-1)).square()) / norm
             Jd = ((Jproj @ Jkp) / unit[..., None]).reshape(N, -1, 6)

@@ -406,6 +406,24 @@ class SingleViewFitter:
         # started from the rest pose, descent favours the natural one of a limb's mirror images
         return start[pick].clone(), body.clone(), transl.clone(), margin, path == 1
 
+    def _smooth_and_sigma(self, pose, shape, transl, xy, conf, K, init, fps):
+        """The finished body stage smoothed over time (when temporal), and its sigma. Returns
+        (pose, transl, sigma reported, fit_sigma the Laplace part alone, smoothed)."""
+        o = self.options
+        smoothed = o.temporal and o.smooth_s > 0
+        if smoothed:
+            pose = smooth_rotvecs(pose, o.smooth_s * fps)
+            transl = smooth_linear(transl, o.smooth_s * fps)
+        sigma = fit_sigma = joint_sigma(self.model, self.layout.name, pose, shape, transl, xy, conf, K,
+                                        init_sigma=None if init is None else init.sigma)
+        if init is not None and init.joints is not None and init.sigma is not None:
+            # Pulled toward lifted joints, the fit keeps their errors where the image does not
+            # pin it (depth, hidden limbs), which the Laplace sigma, treating them as data,
+            # misses: half their sigma adds in quadrature (ranks real-motion errors better;
+            # half, not all, keeps the calibration; see docs/design.md, Uncertainty).
+            sigma = torch.hypot(sigma, 0.5 * init.sigma.to(sigma))
+        return pose, transl, sigma, fit_sigma, smoothed
+
     def _gauss_newton(self) -> bool:
         o = self.options
         if o.solver not in ("gauss-newton", "adam"):
@@ -435,14 +453,7 @@ class SingleViewFitter:
             torch.cat([root[:, None], body], 1).detach(), transl.detach(), shape_p.detach(), obs,
             init_joints, init_w, iters=o.iters_gn, fit_shape=not fixed_shape, callback=flips)
         shape = self._shape_from_param(shape_p)
-        smoothed = o.temporal and o.smooth_s > 0
-        if smoothed:
-            pose = smooth_rotvecs(pose, o.smooth_s * fps)
-            transl = smooth_linear(transl, o.smooth_s * fps)
-        sigma = fit_sigma = joint_sigma(self.model, self.layout.name, pose, shape, transl, xy, conf, K,
-                                        init_sigma=None if init is None else init.sigma)
-        if init is not None and init.joints is not None and init.sigma is not None:
-            sigma = torch.hypot(sigma, 0.5 * init.sigma.to(sigma))  # as in `fit`
+        pose, transl, sigma, fit_sigma, smoothed = self._smooth_and_sigma(pose, shape, transl, xy, conf, K, init, fps)
         if smoothed and o.iters_gn_settle > 0:
             # the settling as `fit` does it: pulled toward the smoothed fit by its own sigma,
             # temporal terms `settle_accel` times stronger, the shape kept
@@ -638,18 +649,7 @@ class SingleViewFitter:
         pose = torch.cat([root[:, None], body], 1).detach()
         shape = self._shape_from_param(shape_p).detach()
         transl = transl.detach()
-        smoothed = o.temporal and o.smooth_s > 0
-        if smoothed:
-            pose = smooth_rotvecs(pose, o.smooth_s * fps)
-            transl = smooth_linear(transl, o.smooth_s * fps)
-        sigma = fit_sigma = joint_sigma(self.model, self.layout.name, pose, shape, transl, xy, conf, K,
-                                        init_sigma=None if init is None else init.sigma)
-        if init is not None and init.joints is not None and init.sigma is not None:
-            # Pulled toward lifted joints, the fit keeps their errors where the image does not
-            # pin it (depth, hidden limbs), which the Laplace sigma, treating them as data,
-            # misses: half their sigma adds in quadrature (ranks real-motion errors better;
-            # half, not all, keeps the calibration; see docs/design.md, Uncertainty).
-            sigma = torch.hypot(sigma, 0.5 * init.sigma.to(sigma))
+        pose, transl, sigma, fit_sigma, smoothed = self._smooth_and_sigma(pose, shape, transl, xy, conf, K, init, fps)
         if smoothed and o.iters_settle > 0:
             # Smoothing alone halves the acceleration error on real motion but shrinks fast
             # swings (Sports2D reprojection 2.6 -> 5.1 px); a free refit brings the jitter back

@@ -11,14 +11,15 @@ whole track (an arrow on its border).
 Jacobians are analytic: the fast path's keypoints are linear in the joints' world rotations
 and positions (`AnnyModel.keypoint_basis`), and turning joint i by w (world frame) moves any
 point p carried by its subtree by w x (p - x_i). The shape's comes from central differences
-of the shape-only quantities (`TrackSolver.shape_jacobian`). The damped system is solved by a block Cholesky over pairs of frames (block-tridiagonal), exact, about 0.1 s for 300
-frames here (conjugate gradients with block-Jacobi preconditioning, tried first, needed more
-time for steps that were not exact enough: 114 against 80 mm on a synthetic track).
+of the shape-only quantities (`TrackSolver.shape_jacobian`). The damped system is solved
+exactly by a block Cholesky over pairs of frames (block-tridiagonal), about 0.08 s for 300
+frames here; conjugate gradients with block-Jacobi preconditioning, tried first, left the slow
+modes along the track unsolved (114 against 70 mm on a synthetic track).
 
 Written by hand because no library on PyPI does this: Theseus/pypose solve dense or generic
-sparse systems through autograd Jacobians (about 0.4 s per linearisation of a 300-frame track on
-this CPU, against about 30 ms analytic), and Momentum's Gauss-Newton is a C++ library for its
-own skeleton format.
+sparse systems through autograd Jacobians (`torch.func.jacfwd` of this model: about 0.4 s per
+linearisation of a 300-frame track on this CPU, against about 0.07 s analytic), and Momentum's
+Gauss-Newton is a C++ library for its own skeleton format.
 """
 from __future__ import annotations
 

@@ -2,10 +2,10 @@
 
     python bench/fitting_speed.py [--frames 300] [--threads N]
 
-Prints, for the default solver (Gauss-Newton) and for Adam, with and without the final
+Prints, for Gauss-Newton and for Adam (the default solver), with and without the final
 smoothing and settling: wall time, frames/s, the ratio to Adam's time in this same process,
-and the root-relative joint error against the true bodies; and the ratio of the default fit's
-frames/s to the body model's full-mesh forward+backward bodies/s at the same batch size (so it
+and the root-relative joint error against the true bodies; and the ratio of the Gauss-Newton
+fit's frames/s to the body model's full-mesh forward+backward bodies/s at the same batch size (so it
 holds across machines). Issue 16's target: >= 300 frames/s with equal or better accuracy.
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ def main() -> None:
               f"root-relative joints {err:5.1f} mm  median reprojection {res.reprojection_px.nanmedian():.2f} px")
     secs = rows["gauss-newton"][0]
     print(f"reference: full-mesh forward+backward at batch {T}: {full_bps:.0f} bodies/s; "
-          f"ratio of the default fit's frames/s to it: {T / secs / full_bps:.3f}")
+          f"ratio of the Gauss-Newton fit's frames/s to it: {T / secs / full_bps:.3f}")
 
 
 if __name__ == "__main__":

@@ -202,13 +202,9 @@ class AnnyModel(BodyModel):
             kp = self._keypoints(layout, kp_v, G, x, rest["q"])
         return BodyModelOutput(joints=x, vertices=verts, keypoints=kp, layout=layout)
 
-    def _fast_vertex_keypoints(self, rest, G, x):
-        """Vertex-defined keypoints (B, N, 3) from the keypoint vertex subset alone.
-
-        Each subset vertex is folded onto the fitted joints it follows: posed v =
-        sum_j G_j L_vj + W_vj x_j, with L, W depending on the shape only. The keypoints are
-        fixed linear combinations of vertices, so L and W are contracted with them first; a
-        posed keypoint then costs one product per fitted joint."""
+    def _vertex_keypoint_fold(self, rest):
+        """The vertex-defined keypoints folded onto the fitted joints, shape-only: posed
+        keypoint n = sum_j G_j Lk[n, j] + Wk[n, j] x_j. Returns Lk (Bs, N, J, 3), Wk (N, J)."""
         h, A, q, coeffs = rest["h"], rest["A"], rest["q"], rest["coeffs"]
         v = self.sub_template + torch.einsum("bk,ksd->bsd", coeffs, self.sub_vertex_bs)
         c = self.sub_skin_bones  # (S, k)
@@ -216,8 +212,16 @@ class AnnyModel(BodyModel):
         local = (A[:, c] @ (v[:, :, None] - h[:, c])[..., None])[..., 0] + q[:, c] - qa
         M = self.kp_vertex_matrix  # (N, S)
         L = torch.einsum("skj,bskd->bsjd", self.sub_fold, local)
-        Lk = torch.einsum("ns,bsjd->bnjd", M, L)  # (Bs, N, J, 3)
-        Wk = M @ self.sub_fold.sum(1)  # (N, J)
+        return torch.einsum("ns,bsjd->bnjd", M, L), M @ self.sub_fold.sum(1)
+
+    def _fast_vertex_keypoints(self, rest, G, x):
+        """Vertex-defined keypoints (B, N, 3) from the keypoint vertex subset alone.
+
+        Each subset vertex is folded onto the fitted joints it follows: posed v =
+        sum_j G_j L_vj + W_vj x_j, with L, W depending on the shape only. The keypoints are
+        fixed linear combinations of vertices, so L and W are contracted with them first; a
+        posed keypoint then costs one product per fitted joint."""
+        Lk, Wk = self._vertex_keypoint_fold(rest)
         B, J = G.shape[:2]
         if Lk.shape[0] == 1:  # one shape for the batch: a single matrix product
             rot = (G.transpose(1, 2).reshape(B, 3, J * 3) @ Lk[0].reshape(-1, J * 3).T).transpose(1, 2)
@@ -238,15 +242,9 @@ class AnnyModel(BodyModel):
         if shape.shape != (1, self.shape_dim):
             raise ValueError(f"keypoint_basis takes one shape (1, {self.shape_dim}), got {tuple(shape.shape)}")
         rest = self._rest(shape)
-        h, A, q, coeffs = rest["h"], rest["A"], rest["q"], rest["coeffs"]
-        # as `_fast_vertex_keypoints` folds them
-        v = self.sub_template + torch.einsum("bk,ksd->bsd", coeffs, self.sub_vertex_bs)
-        c = self.sub_skin_bones
-        qa = q[:, self.fitted[self.bone_joint[c]]]
-        local = (A[:, c] @ (v[:, :, None] - h[:, c])[..., None])[..., 0] + q[:, c] - qa
-        L = torch.einsum("skj,bskd->bsjd", self.sub_fold, local)
-        C = torch.einsum("ns,sjd->njd", self.kp_vertex_matrix, L[0])
-        W = self.kp_vertex_matrix @ self.sub_fold.sum(1)
+        q = rest["q"]
+        C, W = self._vertex_keypoint_fold(rest)
+        C = C[0]
         # bone-head keypoints ride rigidly on their fitted joint
         is_bone = self._kp_is_bone.to(self.device)
         j = self.bone_joint[self.kp_bone]

@@ -29,6 +29,7 @@ import roma
 import torch
 
 from meshcap.fitting.camera import project
+from meshcap.fitting.priors import limit_excess
 
 
 def skew(v: torch.Tensor) -> torch.Tensor:
@@ -63,6 +64,18 @@ def projection_jacobian(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     J[..., 0, 2] = -K[0, 0] * points[..., 0] / z.square()
     J[..., 1, 2] = -K[1, 1] * points[..., 1] / z.square()
     return J
+
+
+def _gmof_weight(sq_residual: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The derivative of `smplify.gmof` in the squared residual: the IRLS weight of each."""
+    s2 = sigma * sigma
+    return s2 * s2 / (s2 + sq_residual).square()
+
+
+def _posed_keypoints(G: torch.Tensor, x: torch.Tensor, C: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """(B, K, 3) keypoints from world rotations G (B, J, 3, 3), positions x (B, J, 3) and a
+    keypoint basis C (K, J, 3), W (K, J) (`AnnyModel.keypoint_basis`)."""
+    return torch.einsum("tjde,kje->tkd", G, C) + torch.einsum("kj,tjd->tkd", W, x)
 
 
 def _bt(x: torch.Tensor) -> torch.Tensor:
@@ -193,16 +206,16 @@ class TrackSolver:
         G, x = self.model._fk(R, transl, q)
         return R, G, x
 
-    def shape_jacobian(self, R, G, shape_p, step: float = 3e-3):
+    def shape_jacobian(self, R, G, W, shape_p, step: float = 3e-3):
         """The keypoints' (T, K, 3, S) and joints' (T, J, 3, S) derivatives along the shape
-        parameters (1, S), at rotations R (T, J, 3, 3) local, G world. The shape enters only
+        parameters (1, S), at rotations R (T, J, 3, 3) local, G world; W (K, J) the keypoint
+        basis's joint weights (they do not depend on the shape). The shape enters only
         through shape-only quantities (the rest joints, the keypoints' local offsets), in which
         the posed points are linear: those are differenced (central, `step`), not the posed
         track. Not forward-mode autodiff: its levels are process-global and `fit_tracks` fits
         several tracks in threads at once."""
         f = self.fitter
         T = R.shape[0]
-        C0, W = self.model.keypoint_basis(f._shape_from_param(shape_p), f.layout.name)
         zero = torch.zeros(T, 3, dtype=R.dtype, device=R.device)
         Jkp, Jx = [], []
         for m in range(shape_p.shape[-1]):
@@ -213,7 +226,7 @@ class TrackSolver:
             dq = (self.model._rest(plus)["q"] - self.model._rest(minus)["q"]) / (2 * step)
             _, dx = self.model._fk(R, zero, dq)  # the joints are linear in the rest joints
             Jx.append(dx)
-            Jkp.append(torch.einsum("tjde,kje->tkd", G, dC) + torch.einsum("kj,tjd->tkd", W, dx))
+            Jkp.append(_posed_keypoints(G, dx, dC, W))
         return torch.stack(Jkp, -1), torch.stack(Jx, -1)
 
     def linearise(self, pose, transl, shape_p, obs, init_joints=None, init_w=None,
@@ -227,9 +240,10 @@ class TrackSolver:
         shape = f._shape_from_param(shape_p)
         R, G, x = self._kinematics(pose, transl, shape)
         C, W = self.model.keypoint_basis(shape, f.layout.name)
-        kp = torch.einsum("tjde,kje->tkd", G, C) + torch.einsum("kj,tjd->tkd", W, x)
+        kp = _posed_keypoints(G, x, C, W)
         Kn = kp.shape[1]
-        B = G @ rotvec_to_right_jacobian(pose)  # (T, J, 3, 3): world turn per unit rotvec change
+        Jr = rotvec_to_right_jacobian(pose)  # (T, J, 3, 3)
+        B = G @ Jr  # world turn per unit rotvec change
 
         # keypoints: turning joint i by w moves keypoint k by w x a[k, i]
         parts = torch.einsum("tjde,kje->tkjd", G, C) + W[None, :, :, None] * x[:, None]
@@ -248,10 +262,8 @@ class TrackSolver:
         Jproj = projection_jacobian(kp, K)
         unit = 0.01 * scale[:, None, None]
         r = (project(kp, K) - xy) / unit
-        r2 = r.square().sum(-1)
-        s2 = o.sigma * o.sigma
         norm = (conf.sum() / T).clamp(min=1e-6)
-        w = conf * (s2 * s2 / (s2 + r2).square()) / norm  # (T, K)
+        w = conf * _gmof_weight(r.square().sum(-1), o.sigma) / norm  # (T, K)
         Jd = (Jproj @ Jkp) / unit[..., None]  # (T, K, 2, P)
         Jd2 = Jd.reshape(T, 2 * Kn, P)
         D = (_bt(Jd2 * w.repeat_interleave(2, 1)[..., None]) @ Jd2).double()
@@ -259,9 +271,7 @@ class TrackSolver:
 
         # priors on the body joints' rotation vectors (the root's first three entries are free)
         body = pose[:, 1:].reshape(T, -1)
-        lo = f._ranges[1:, :, 0].reshape(-1) - 0.1
-        hi = f._ranges[1:, :, 1].reshape(-1) + 0.1
-        excess = body - torch.maximum(torch.minimum(body, hi), lo)
+        excess = limit_excess(pose[:, 1:], f._ranges).reshape(T, -1)
         prior_diag = o.w_pose + o.w_limits * (excess != 0).to(body.dtype)
         idx = torch.arange(3, 3 * J)
         D[:, idx, idx] += prior_diag.double()
@@ -303,7 +313,6 @@ class TrackSolver:
             # rotation velocity: dR_j = R_j [Jr_j dv]x, each joint's 9 entries on its own 3 values,
             # so it fills the 3x3 blocks on the diagonal of the rotations' part
             wr = temporal_scale * o.w_rot_vel * fps ** 2
-            Jr = rotvec_to_right_jacobian(pose)  # (T, J, 3, 3)
             dR = R[:, :, None] @ skew(_bt(Jr))  # (T, J, m, 3, 3): dR / dv_m
             JR = dR.reshape(T, J, 3, 9).transpose(-1, -2)  # (T, J, 9, 3)
             vel = (R[1:] - R[:-1]).reshape(T - 1, J, 9)
@@ -320,7 +329,7 @@ class TrackSolver:
 
         system = BandedSystem(D, U1, U2, g)
         if with_shape:
-            Jkp_s, Jx_s = self.shape_jacobian(R, G, shape_p)
+            Jkp_s, Jx_s = self.shape_jacobian(R, G, W, shape_p)
             Jd_s = (Jproj @ Jkp_s) / unit[..., None]
             S = shape_p.shape[-1]
             Hss = torch.einsum("tkcp,tk,tkcq->pq", Jd_s, w, Jd_s).double()
@@ -358,7 +367,6 @@ class TrackSolver:
         wc = conf * mask
         norm = (wc.sum() / N).clamp(min=1e-6)
         unit = 0.01 * scale[:, None, None]
-        s2 = o.sigma * o.sigma
         eye = torch.eye(3, dtype=root.dtype)
 
         def frame_cost(root, transl):
@@ -370,14 +378,14 @@ class TrackSolver:
         for _ in range(iters):
             pose = torch.cat([root[:, None], body], 1)
             G, x = self.model._fk(roma.rotvec_to_rotmat(pose), transl, q)
-            kp = torch.einsum("tjde,kje->tkd", G, C) + torch.einsum("kj,tjd->tkd", W, x)
+            kp = _posed_keypoints(G, x, C, W)
             B0 = G[:, 0] @ rotvec_to_right_jacobian(root)
             # turning the root by w moves every keypoint by w x (kp - x_root)
             Jkp = torch.cat([-skew(kp - x[:, :1]) @ B0[:, None],
                              W.sum(1)[None, :, None, None] * eye.expand(N, kp.shape[1], 3, 3)], -1)
             Jproj = projection_jacobian(kp, K)
             r = (project(kp, K) - xy) / unit
-            w = wc * (s2 * s2 / (s2 + r.square().sum(-1)).square()) / norm
+            w = wc * _gmof_weight(r.square().sum(-1), o.sigma) / norm
             Jd = ((Jproj @ Jkp) / unit[..., None]).reshape(N, -1, 6)
             w2 = w.repeat_interleave(2, 1)[..., None]
             H = (_bt(Jd * w2) @ Jd).double()

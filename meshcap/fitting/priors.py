@@ -62,8 +62,14 @@ def joint_ranges(model: BodyModel) -> torch.Tensor:
 
 
 
+def limit_excess(body: torch.Tensor, ranges: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
+    """(..., J-1, 3) signed excess (rad) of body-joint rotation vectors (..., J-1, 3) beyond their
+    ranges (J, 3, 2) widened by `margin` (0 inside); the root's row of `ranges` is ignored."""
+    lo, hi = ranges[1:, :, 0] - margin, ranges[1:, :, 1] + margin
+    return torch.relu(body - hi) - torch.relu(lo - body)
+
+
 def limit_penalty(body: torch.Tensor, ranges: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
     """(...,) squared excess (rad^2) of body-joint rotation vectors (..., J-1, 3) beyond their
     ranges (J, 3, 2) widened by `margin`; the root's row of `ranges` is ignored."""
-    lo, hi = ranges[1:, :, 0] - margin, ranges[1:, :, 1] + margin
-    return (torch.relu(lo - body) + torch.relu(body - hi)).square().sum((-1, -2))
+    return limit_excess(body, ranges, margin).square().sum((-1, -2))

@@ -2,9 +2,12 @@
 
     python bench/keypoints.py [--video PATH] [--frames N]
 
-Prints decode-only frames/s (PyAV, RGB conversion and rotation included), detect+track
-frames/s (BlazePose on the default tiles, plus tracking), the whole-frame (untiled) detector
-for comparison, and the ratios to decoding, all measured in this process. The video is
+Prints decode-only frames/s (PyAV, RGB conversion and rotation included), then detect+track
+frames/s (BlazePose plus tracking) for: the whole-frame search (tiles) in every frame on one
+thread, the reference the ratios are taken against; the same on two threads (the default);
+the untiled whole frame; and `follow=True`, which follows the people found in crops around
+them and searches the tiles every 10 frames. Each line also says whether the outcome held: tracks, the
+frames the two people share, and the largest jump of a track between frames (a swap). The video is
 fetched from the `sports2d` wheel on PyPI into the test-data cache if no path is given.
 """
 from __future__ import annotations
@@ -13,6 +16,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from meshcap.keypoints.detect import BlazePoseDetector
 from meshcap.keypoints.pipeline import detect_frames, detections_from_raw
@@ -42,19 +47,41 @@ def main() -> None:
     decode_fps = n / (time.perf_counter() - t0)
     print(f"decode only:            {decode_fps:7.1f} frames/s")
 
-    results = {}
-    for name, tiles in (("detect+track (tiles)", "auto"), ("detect+track (whole)", "none")):
-        with BlazePoseDetector(tiles=tiles) as det:
+    configs = (
+        ("every frame, tiles, 1 thread (reference)", dict(follow=False, threads=1)),
+        ("every frame, tiles, threads (default)", dict(follow=False)),
+        ("whole frame, 1 thread", dict(follow=False, tiles="none", threads=1)),
+        ("following (follow=True)", dict(follow=True)),
+    )
+    reference = None
+    for name, kwargs in configs:
+        with BlazePoseDetector(**kwargs) as det:
             det.detect(next(iter(reader)).image, 0.0)  # model load, outside the timing
             det.reset()
             t0 = time.perf_counter()
             raw = detect_frames(reader, det)
             tracks = track_detections(detections_from_raw(raw))
             fps = n / (time.perf_counter() - t0)
+        reference = reference or fps
         both = sum(1 for frame in raw.per_frame() if len(frame) >= 2)
-        results[name] = fps
-        print(f"{name}: {fps:7.1f} frames/s, ratio to decode {fps / decode_fps:.3f}; "
-              f"{len(tracks)} tracks, two or more people found in {both}/{n} frames")
+        print(f"{name}: {fps:6.1f} frames/s ({fps / reference:.2f}x the reference, "
+              f"{fps / decode_fps:.3f} of decoding); {len(tracks)} tracks, {_outcome(tracks, raw.image_size[0])}; "
+              f"two or more people found in {both}/{n} frames")
+
+
+def _outcome(tracks: dict, width: int) -> str:
+    """Shared frames of the two longest tracks, and the largest jump of a track's centre
+    between consecutive frames (an identity swap jumps across the frame)."""
+    if len(tracks) < 2:
+        return "fewer than two tracks"
+    (f0, kp0), (f1, kp1) = sorted(tracks.values(), key=lambda t: -len(t[0]))[:2]
+    jump = 0.0
+    for f, kp in ((f0, kp0), (f1, kp1)):
+        x = np.array([k[k[:, 2] > 0.3, 0].mean() for k in kp])
+        step = np.abs(np.diff(x))[np.diff(f) == 1]
+        jump = max(jump, float(step.max()) if len(step) else 0.0)
+    return (f"the two longest share {len(np.intersect1d(f0, f1))} frames, "
+            f"largest centre jump {jump / width:.1%} of the width")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import pytest
 from command import run_main
 from data import opencv_sample, sports2d_demo
 from meshcap import InputError
+from meshcap.errors import MeshcapError
 from conftest import CountingDetector
 from meshcap.keypoints.detect import Detection, square_tiles
 from meshcap.keypoints.layouts import get_layout
@@ -235,6 +236,33 @@ def test_smoothing_tracks_keeps_confidences(demo):
         np.testing.assert_array_equal(s.tracks[t][1][..., 2], tracks.tracks[t][1][..., 2])
         jitter = lambda kp: np.abs(np.diff(kp[:, :25, :2], 2, axis=0)).mean()  # noqa: E731
         assert jitter(s.tracks[t][1]) < jitter(tracks.tracks[t][1])
+
+
+def test_following_people_in_crops_keeps_both_walkers_apart():
+    """`follow=True` detects each person in a crop around where they were and searches the
+    whole frame only every few frames: on the Sports2D demo it still gives the two people,
+    together for most of the clip, each crossing the frame without a swap."""
+    from meshcap.keypoints.detect import BlazePoseDetector
+
+    with BlazePoseDetector(follow=True) as det:
+        tracks = video_tracks(sports2d_demo(), detector=det)
+    assert det.settings()["follow"] is True and sorted(tracks.tracks) == [0, 1]
+    (f0, kp0), (f1, kp1) = tracks.tracks[0], tracks.tracks[1]
+    assert len(np.intersect1d(f0, f1)) > 150
+    W = tracks.image_size[0]
+    for f, kp in ((f0, kp0), (f1, kp1)):
+        assert np.abs(np.diff(_center_x(kp)))[np.diff(f) == 1].max() < 0.1 * W
+    x0, x1 = _center_x(kp0), _center_x(kp1)
+    assert x1[0] > 0.8 * W and x1[-1] < 0.1 * W and x0[0] < 0.45 * W and x0[-1] > 0.7 * W
+
+
+def test_detector_options_are_checked():
+    from meshcap.keypoints.detect import BlazePoseDetector
+
+    with pytest.raises(MeshcapError, match="search_every"):
+        BlazePoseDetector(search_every=0)
+    with pytest.raises(MeshcapError, match="threads"):
+        BlazePoseDetector(threads=-1)
 
 
 def test_square_tiles():

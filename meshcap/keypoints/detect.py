@@ -266,6 +266,7 @@ class BlazePoseDetector(Detector):
         self._landmarkers: dict[tuple, object] = {}
         self._followed: list[_Followed] = []
         self._spare: list = []
+        self._warm: set[int] = set()
         self._since_search = 0
         self._counts: list[int] = []
         self._pool = None
@@ -312,6 +313,23 @@ class BlazePoseDetector(Detector):
             # MediaPipe's graphs release the GIL while they run
             self._pool = ThreadPoolExecutor(n, thread_name_prefix="meshcap-blazepose")
         return list(self._pool.map(fn, jobs))
+
+    def _run_jobs(self, jobs: list, image: np.ndarray, ms: int) -> list:
+        """Each (landmarker, region, video mode) job's finds, in order. A landmarker's first
+        run logs MediaPipe's start-up chatter to file descriptor 2: those run one at a time
+        with it silenced (redirecting a descriptor from several threads at once is a race),
+        the rest at once."""
+        out: list = [None] * len(jobs)
+        cold = [i for i, j in enumerate(jobs) if id(j[0]) not in self._warm]
+        if cold:
+            with _native_stderr_silenced():
+                for i in cold:
+                    out[i] = self._run(jobs[i][0], image, jobs[i][1], ms, jobs[i][2])
+            self._warm.update(id(jobs[i][0]) for i in cold)
+        rest = [i for i in range(len(jobs)) if out[i] is None]
+        for i, r in zip(rest, self._map(lambda i: self._run(jobs[i][0], image, jobs[i][1], ms, jobs[i][2]), rest)):
+            out[i] = r
+        return out
 
     def _run(self, landmarker, image: np.ndarray, region, ms: int, video: bool) -> list[tuple[Detection, np.ndarray]]:
         """The people one landmarker finds in `region` of the frame: (Detection, all (K, 2)
@@ -361,14 +379,14 @@ class BlazePoseDetector(Detector):
         tiles = square_tiles(w, h) if self.tiles == "auto" else [(0, 0, w, h)]
         if not self.follow:
             jobs = [(self._tile_landmarker((tile, w, h)), tile, True) for tile in tiles]
-            finds = self._map(lambda j: self._run(j[0], image, j[1], ms, j[2]), jobs)
+            finds = self._run_jobs(jobs, image, ms)
             return [det for det, _ in self._search(finds, tiles, w, h)]
 
         search = not self._followed or self._since_search >= int(self.search_every) - 1
         jobs = [(f.landmarker, f.region(w, h), True) for f in self._followed]
         if search:
             jobs += [(self._tile_landmarker((tile, w, h)), tile, True) for tile in tiles]
-        finds = self._map(lambda j: self._run(j[0], image, j[1], ms, j[2]), jobs)
+        finds = self._run_jobs(jobs, image, ms)
         n = len(self._followed)
         kept: list[Detection] = []
         followed: list[_Followed] = []
@@ -418,6 +436,7 @@ class BlazePoseDetector(Detector):
         self._landmarkers = {}
         self._followed = []
         self._spare = []
+        self._warm = set()
         self._since_search = 0
         self._counts = []
         self._last_ms = -1

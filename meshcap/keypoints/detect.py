@@ -266,7 +266,7 @@ class BlazePoseDetector(Detector):
         self._landmarkers: dict[tuple, object] = {}
         self._followed: list[_Followed] = []
         self._spare: list = []
-        self._warm: set[int] = set()
+        self._warm: set = set()  # landmarkers that have run once
         self._since_search = 0
         self._counts: list[int] = []
         self._pool = None
@@ -281,13 +281,13 @@ class BlazePoseDetector(Detector):
             s.update(follow=True, search_every=int(self.search_every))
         return s
 
-    def _new_landmarker(self, video: bool, num_poses: int):
+    def _new_landmarker(self, num_poses: int):
         from mediapipe.tasks import python as mp_tasks
         from mediapipe.tasks.python import vision
 
         opts = vision.PoseLandmarkerOptions(
             base_options=mp_tasks.BaseOptions(model_asset_path=str(blazepose_task_file())),
-            running_mode=vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE,
+            running_mode=vision.RunningMode.VIDEO,
             num_poses=num_poses, min_pose_detection_confidence=self.min_detection_confidence,
             min_pose_presence_confidence=self.min_presence_confidence,
             min_tracking_confidence=self.min_tracking_confidence)
@@ -296,9 +296,9 @@ class BlazePoseDetector(Detector):
 
     def _tile_landmarker(self, key):
         if key not in self._landmarkers:
-            # video mode: between searches a few frames apart its tracking still holds, and it
-            # keeps people in poses its person detector misses (a cartwheel, a dive)
-            self._landmarkers[key] = self._new_landmarker(video=True, num_poses=self.num_poses)
+            # video mode also for the searches a few frames apart: its tracking still holds, and
+            # it keeps people in poses its person detector misses (a cartwheel, a dive)
+            self._landmarkers[key] = self._new_landmarker(self.num_poses)
         return self._landmarkers[key]
 
     def _map(self, fn, jobs: list) -> list:
@@ -315,23 +315,23 @@ class BlazePoseDetector(Detector):
         return list(self._pool.map(fn, jobs))
 
     def _run_jobs(self, jobs: list, image: np.ndarray, ms: int) -> list:
-        """Each (landmarker, region, video mode) job's finds, in order. A landmarker's first
+        """Each (landmarker, region) job's finds, in order. A landmarker's first
         run logs MediaPipe's start-up chatter to file descriptor 2: those run one at a time
         with it silenced (redirecting a descriptor from several threads at once is a race),
         the rest at once."""
         out: list = [None] * len(jobs)
-        cold = [i for i, j in enumerate(jobs) if id(j[0]) not in self._warm]
+        cold = [i for i, (lm, _) in enumerate(jobs) if lm not in self._warm]
         if cold:
             with _native_stderr_silenced():
                 for i in cold:
-                    out[i] = self._run(jobs[i][0], image, jobs[i][1], ms, jobs[i][2])
-            self._warm.update(id(jobs[i][0]) for i in cold)
+                    out[i] = self._run(*jobs[i], image, ms)
+            self._warm.update(jobs[i][0] for i in cold)
         rest = [i for i in range(len(jobs)) if out[i] is None]
-        for i, r in zip(rest, self._map(lambda i: self._run(jobs[i][0], image, jobs[i][1], ms, jobs[i][2]), rest)):
+        for i, r in zip(rest, self._map(lambda i: self._run(*jobs[i], image, ms), rest)):
             out[i] = r
         return out
 
-    def _run(self, landmarker, image: np.ndarray, region, ms: int, video: bool) -> list[tuple[Detection, np.ndarray]]:
+    def _run(self, landmarker, region, image: np.ndarray, ms: int) -> list[tuple[Detection, np.ndarray]]:
         """The people one landmarker finds in `region` of the frame: (Detection, all (K, 2)
         landmark positions in frame pixels)."""
         import mediapipe as mp
@@ -339,7 +339,7 @@ class BlazePoseDetector(Detector):
         h, w = image.shape[:2]
         x0, y0, x1, y1 = region
         crop = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image[y0:y1, x0:x1]))
-        res = landmarker.detect_for_video(crop, ms) if video else landmarker.detect(crop)
+        res = landmarker.detect_for_video(crop, ms)
         out = []
         for lms in res.pose_landmarks:
             a = np.array([[p.x, p.y, p.visibility if p.visibility is not None else 1.0] for p in lms],
@@ -378,14 +378,14 @@ class BlazePoseDetector(Detector):
         self._last_ms = ms
         tiles = square_tiles(w, h) if self.tiles == "auto" else [(0, 0, w, h)]
         if not self.follow:
-            jobs = [(self._tile_landmarker((tile, w, h)), tile, True) for tile in tiles]
+            jobs = [(self._tile_landmarker((tile, w, h)), tile) for tile in tiles]
             finds = self._run_jobs(jobs, image, ms)
             return [det for det, _ in self._search(finds, tiles, w, h)]
 
         search = not self._followed or self._since_search >= int(self.search_every) - 1
-        jobs = [(f.landmarker, f.region(w, h), True) for f in self._followed]
+        jobs = [(f.landmarker, f.region(w, h)) for f in self._followed]
         if search:
-            jobs += [(self._tile_landmarker((tile, w, h)), tile, True) for tile in tiles]
+            jobs += [(self._tile_landmarker((tile, w, h)), tile) for tile in tiles]
         finds = self._run_jobs(jobs, image, ms)
         n = len(self._followed)
         kept: list[Detection] = []
@@ -405,13 +405,14 @@ class BlazePoseDetector(Detector):
                 self._spare.append(f.landmarker)
             else:  # drifted onto someone followed already; it would carry them on
                 lost = True
+                self._warm.discard(f.landmarker)
                 f.landmarker.close()
         if search:
             for det, points in self._search(finds[n:], tiles, w, h):
                 if all(not _duplicate(det, k) for k in kept):
                     kept.append(det)
                     # a new landmarker takes most of a second to build
-                    lm = self._spare.pop() if self._spare else self._new_landmarker(video=True, num_poses=1)
+                    lm = self._spare.pop() if self._spare else self._new_landmarker(1)
                     followed.append(_Followed(lm, points))
             self._since_search = 0
         else:

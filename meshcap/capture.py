@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +18,10 @@ from meshcap.contacts import plant_feet
 from meshcap.errors import InputError
 from meshcap.fitting.camera import intrinsics
 from meshcap.fitting.smplify import FitOptions
-from meshcap.fitting.tracks import fit_tracks
+from meshcap.fitting.tracks import TrackFitter, fit_tracks
 from meshcap.keypoints.tracks import Tracks, TrackerOptions
 from meshcap.motion import Motion
+from meshcap.streaming import StreamingFits, fit_rate
 from meshcap.world import check_world_option, place_in_world
 
 Progress = Callable[[str, int, int], None]
@@ -37,8 +39,11 @@ def load_tracks(source: str | Path, *, keypoints: str | Path | None = None, star
                 end: float | None = None, stride: int = 1, tracker: TrackerOptions | None = None,
                 smooth: bool = False, cache: str | Path | None = None,
                 image_size: tuple[int, int] | None = None, fps: float | None = None,
-                progress: Progress | None = None) -> Tracks:
+                progress: Progress | None = None, on_track=None) -> Tracks:
     """2D tracks from a video (detected, cached in `cache`) or from a keypoint source.
+
+    on_track: while a video is detected, called with each track that has ended
+    (`meshcap.keypoints.pipeline.video_tracks`), so that it can be fitted meanwhile.
 
     image_size (width, height) and fps describe keypoint input (default: how far the keypoints
     reach, and 30 fps); with a video beside the keypoints, the video's own size and rate are
@@ -77,7 +82,7 @@ def load_tracks(source: str | Path, *, keypoints: str | Path | None = None, star
         return smooth_tracks(tracks) if smooth else tracks
     step = (lambda d, t: progress("detecting people", d, t)) if progress else None
     return video_tracks(source, start=start, end=end, stride=stride, tracker=tracker, smooth=smooth,
-                        cache=cache, progress=step)
+                        cache=cache, progress=step, on_track=on_track)
 
 
 def monocular_camera(camera, focal: float | None, image_size: tuple[int, int]):
@@ -93,17 +98,19 @@ def monocular_camera(camera, focal: float | None, image_size: tuple[int, int]):
     return torch.as_tensor(camera.K, dtype=torch.float32), dist
 
 
-def undistort_tracks(tracks: dict, K, dist) -> dict:
-    """Tracks {id: (frames, keypoints (n, K, 3))} with the keypoints moved from the lens's
-    pixels to those of the pinhole camera K, which is what fitting projects through."""
+def _undistorter(K, dist):
+    """keypoints (n, K, 3) of frames (n,) -> the same through the pinhole K (as they are when
+    dist is None)."""
     from meshcap.multiview.calibration import undistort_points
 
-    out = {}
-    for tid, (f, kp) in tracks.items():
+    def undistort(frames: np.ndarray, kp: np.ndarray) -> np.ndarray:
+        if dist is None:
+            return kp
         kp = kp.copy()
         kp[..., :2] = undistort_points(kp[..., :2], np.asarray(K, np.float64), dist).astype(kp.dtype)
-        out[tid] = (f, kp)
-    return out
+        return kp
+
+    return undistort
 
 
 def fit_setup(model, regressor: str | Path | bool = False, fit: FitOptions | None = None,
@@ -134,7 +141,7 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
             regressor: str | Path | bool = True,
             image_size: tuple[int, int] | None = None, fps: float | None = None,
             camera=None, camera_name: str | None = None, world: str | None = None,
-            smooth_fit: float | None = None, panning: bool = False,
+            smooth_fit: float | None = None, panning: bool = False, stream: bool = True,
             cache: str | Path | None = None, progress: Progress | None = None) -> Motion:
     """Capture the people in a video as a Motion.
 
@@ -169,6 +176,9 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
             followed frame by frame on the background (`meshcap.camera_motion`; needs the
             video) and the people are fitted in a world that stays put; the Motion keeps the
             camera's turn (`frame_R`, `frame_K`). A camera that also travels is warned about.
+        stream: fit the people whose tracks have ended while the rest of the video is still
+            being detected (`meshcap.streaming`; the same result, sooner). Not with
+            `max_people` or `panning`, which need the whole video first.
         progress: progress(stage, done, total).
     """
     from meshcap.body_models import load_body_model
@@ -194,49 +204,59 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
     if panning and is_keypoint_source(source):
         raise InputError(f"{source}: a panning camera is followed on the video's background; give the "
                          "video, with the keypoint file as `keypoints`")
-    tracks = load_tracks(source, keypoints=keypoints, start=start, end=end, stride=stride,
-                         tracker=tracker, smooth=smooth, cache=cache, image_size=image_size, fps=fps,
-                         progress=progress)
-    if not tracks.tracks:
-        raise InputError(f"{source}: no person found (no track of {tracker.min_length if tracker else 10}"
-                         " or more frames)")
-    chosen = tracks.tracks
-    if max_people is not None and len(chosen) > max_people:
-        rank = sorted(chosen, key=lambda t: -float(chosen[t][1][..., 2].sum()))
-        chosen = {t: chosen[t] for t in sorted(rank[:max_people])}
-    w, h = tracks.image_size
-    K, dist = monocular_camera(camera, focal, (w, h))
-    detected = chosen
-    if dist is not None:
-        chosen = undistort_tracks(chosen, K, dist)
-    turn = None
-    if panning:  # fit in the reference view, where the camera stands still
-        turn = follow_camera(source, tracks, float(K[0, 0]), np.asarray(K[:2, 2], np.float64), dist,
-                             progress=(lambda d, t: progress("following the camera", d, t)) if progress else None)
-        chosen = {tid: (f, turn.to_reference(f, kp)) for tid, (f, kp) in chosen.items()}
-        K = torch.as_tensor(turn.reference_intrinsics(), dtype=torch.float32)
-        warn_if_moving(turn)
-    step = (lambda d, t: progress("fitting bodies", d, t)) if progress else None
-    if progress:
-        progress("fitting bodies", 0, len(chosen))
     net, fit = fit_setup(model, regressor, fit)
     if smooth_fit is not None:
         fit = dataclasses.replace(fit or FitOptions(), smooth_s=float(smooth_fit))
-    # the rate of the frames actually used (a stride or a variable frame rate changes it)
-    dt = np.diff(tracks.frame_times)
-    fps = 1.0 / float(np.median(dt)) if len(dt) and np.median(dt) > 0 else tracks.fps
-    if abs(fps - tracks.fps) < 1e-6 * tracks.fps:
-        fps = tracks.fps  # the stated rate, not its round-off through the timestamps
-    motion = fit_tracks(model, chosen, num_frames=tracks.num_frames, image_size=(w, h), fps=fps,
-                        layout=tracks.layout, K=K, frame_times=tracks.frame_times, options=fit,
-                        regressor=net, progress=step)
+    # People whose tracks end are fitted while the rest of the video is detected
+    # (`meshcap.streaming`), except where the fit needs the whole video first: choosing the
+    # `max_people` best tracks, or following a panning camera.
+    streaming = None
+    if stream and max_people is None and not panning and keypoints is None and not is_keypoint_source(source):
+        from meshcap.keypoints.detect import detector_layout
+        from meshcap.video import VideoReader
+
+        info = VideoReader(source, fps=fps).info
+        K, dist = monocular_camera(camera, focal, (info.width, info.height))
+        fitter = TrackFitter(model, detector_layout(), (info.width, info.height), K, fit, net)
+        streaming = StreamingFits(fitter, info.fps, _undistorter(K, dist))
+    with streaming.fitter if streaming else contextlib.nullcontext():  # an error stops the fits under way
+        tracks = load_tracks(source, keypoints=keypoints, start=start, end=end, stride=stride,
+                             tracker=tracker, smooth=smooth, cache=cache, image_size=image_size, fps=fps,
+                             progress=progress, on_track=streaming.on_track if streaming else None)
+        if not tracks.tracks:
+            raise InputError(f"{source}: no person found (no track of {tracker.min_length if tracker else 10}"
+                             " or more frames)")
+        chosen = tracks.tracks
+        if max_people is not None and len(chosen) > max_people:
+            rank = sorted(chosen, key=lambda t: -float(chosen[t][1][..., 2].sum()))
+            chosen = {t: chosen[t] for t in sorted(rank[:max_people])}
+        w, h = tracks.image_size
+        step = (lambda d, t: progress("fitting bodies", d, t)) if progress else None
+        if progress:
+            progress("fitting bodies", 0, len(chosen))
+        turn = None
+        if streaming is not None:
+            motion = streaming.motion(tracks, progress=step)
+        else:
+            K, dist = monocular_camera(camera, focal, (w, h))
+            fitted = _undistorter(K, dist)
+            fitted = {tid: (f, fitted(f, kp)) for tid, (f, kp) in chosen.items()}
+            if panning:  # fit in the reference view, where the camera stands still
+                turn = follow_camera(source, tracks, float(K[0, 0]), np.asarray(K[:2, 2], np.float64), dist,
+                                     progress=(lambda d, t: progress("following the camera", d, t)) if progress else None)
+                fitted = {tid: (f, turn.to_reference(f, kp)) for tid, (f, kp) in fitted.items()}
+                K = torch.as_tensor(turn.reference_intrinsics(), dtype=torch.float32)
+                warn_if_moving(turn)
+            motion = fit_tracks(model, fitted, num_frames=tracks.num_frames, image_size=(w, h),
+                                fps=fit_rate(tracks.frame_times, tracks.fps), layout=tracks.layout, K=K,
+                                frame_times=tracks.frame_times, options=fit, regressor=net, progress=step)
     motion = place_in_world(motion, model, world)
     if motion.world != "camera":  # on a ground: plant the feet (keypoints2d: what the fit saw)
         motion = plant_feet(motion, model, options=fit)
     if turn is not None:
         motion.frame_R, motion.frame_K = turn.rotations.astype(np.float32), turn.intrinsics().astype(np.float32)
     for p, tid in enumerate(motion.person_ids):  # keypoints2d: as detected, through the lens
-        f, kp = detected[int(tid)]
+        f, kp = chosen[int(tid)]
         motion.keypoints2d[p, f] = kp
     if model_path is not None:
         motion.body_model_settings["model_path"] = str(Path(model_path).resolve())

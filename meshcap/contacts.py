@@ -15,6 +15,8 @@ off the person's plane; and labels the contacts again on the result.
 from __future__ import annotations
 
 import copy
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -153,10 +155,11 @@ def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, opt
     kp2 = motion.keypoints2d if keypoints is None else np.asarray(keypoints, dtype=np.float32)
     fitter = SingleViewFitter(model, motion.keypoint_layout, options)
     out = cam
-    for p in range(motion.num_people):
+
+    def refit(p: int) -> None:
         fr = np.flatnonzero(motion.valid[p])
         if not np.isfinite(heights[p]) or len(fr) < 3 or not (prob[p, fr] >= 0.5).any():
-            continue
+            return
         sl = slice(int(fr[0]), int(fr[-1]) + 1)
         as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=model.dtype)  # noqa: E731
         start = FitInit(as_t(cam.poses[p, sl]), as_t(cam.shape[p:p + 1]), as_t(cam.transl[p, sl]),
@@ -169,6 +172,12 @@ def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, opt
         out.poses[p, sl] = res.poses.numpy()
         out.transl[p, sl] = res.transl.numpy()
         out.joints3d[p, sl] = res.joints.numpy()
+
+    # people two at a time, as `fit_tracks` fits them (PyTorch releases the GIL in its ops)
+    workers = max(1, min(2, motion.num_people, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for fut in [pool.submit(refit, p) for p in range(motion.num_people)]:
+            fut.result()
     if motion.world != "camera":
         out = move_motion(out, R.T, -R.T @ t, motion.world, model)
     out.contact, out.contact_prob = foot_contacts(out, model)

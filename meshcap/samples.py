@@ -138,6 +138,42 @@ def cmu_bvh() -> Path:
     return out
 
 
+OPENCV_DOC = "opencv-doc"
+
+
+def opencv_doc(name: str) -> Path:
+    """A file of Debian's `opencv-doc` examples/data (messi5.jpg; vtest.avi: 795 frames,
+    768x576, 10 fps, people walking into and out of a square): from the installed package if
+    there is one, else from the .deb fetched with `apt-get download` (no root needed)."""
+    installed = Path("/usr/share/doc/opencv-doc/examples/data") / name
+    if installed.exists():
+        return installed
+    out = samples_dir() / "opencv-doc" / name
+    if not out.exists():
+        debs = samples_dir() / "debs"
+        debs.mkdir(parents=True, exist_ok=True)
+        if not list(debs.glob(f"{OPENCV_DOC}_*.deb")):
+            r = subprocess.run(["apt-get", "download", OPENCV_DOC], cwd=debs, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise MeshcapError(f"could not fetch Debian's {OPENCV_DOC}: {r.stderr.strip()[-300:]}")
+        deb = next(debs.glob(f"{OPENCV_DOC}_*.deb"))
+        import io
+        import tarfile
+
+        tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+            member = f"./usr/share/doc/opencv-doc/examples/data/{name}"
+            try:
+                data = t.extractfile(member).read()
+            except KeyError:
+                raise MeshcapError(f"Debian's {OPENCV_DOC} has no examples/data/{name}") from None
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(out.suffix + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(out)
+    return out
+
+
 class VirtualPan:
     """A panning, zooming camera made from a static shot: per frame t, a window of the source
     image centred at `centres[t]` (x, y source pixels), `widths[t]` source pixels wide, at the

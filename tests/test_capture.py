@@ -10,7 +10,7 @@ from PIL import Image
 
 from blender_check import assert_blender_matches
 from command import run_main
-from data import sports2d_demo
+from data import opencv_sample, sports2d_demo
 from meshcap import InputError, Motion
 from meshcap.capture import capture
 from meshcap.export.fbx import blender_available
@@ -88,6 +88,29 @@ def test_capture_from_a_keypoint_file(sports2d_tracks):
     m = capture(cache, max_people=1)
     assert m.num_people == 1 and m.person_ids.tolist() == [0]  # the longest track
     assert m.valid[0].sum() == len(range(tracks.tracks[0][0].min(), tracks.tracks[0][0].max() + 1))
+
+
+def test_people_who_leave_are_fitted_while_the_video_is_still_detected(monkeypatch):
+    """vtest.avi, 14-24 s: one walker leaves the square at frame 58 of 100; their track ends
+    15 frames later and is fitted then, while detection goes on, and the Motion is the one
+    fitted after detection."""
+    from meshcap.fitting.tracks import TrackFitter
+    from meshcap.streaming import StreamingFits
+
+    handed, submitted = [], []
+    on_track, submit = StreamingFits.on_track, TrackFitter.submit
+    monkeypatch.setattr(StreamingFits, "on_track", lambda self, f, kp, t: (handed.append(len(t)), on_track(self, f, kp, t)))
+    monkeypatch.setattr(TrackFitter, "submit", lambda self, tid, *a, **k: (submitted.append(tid), submit(self, tid, *a, **k)))
+    video = opencv_sample("vtest.avi")
+    m = capture(video, start=14.0, end=24.0, world="camera")
+    assert m.num_frames == 100 and m.num_people == 2
+    assert len(handed) == 1 and handed[0] < 80  # handed over at the frame the track ended
+    assert len(submitted) == 2  # the streamed fit was used, not redone
+    monkeypatch.undo()
+    after = capture(video, start=14.0, end=24.0, world="camera", stream=False)
+    assert (after.valid == m.valid).all() and list(after.person_ids) == list(m.person_ids)
+    d = np.linalg.norm(after.joints3d - m.joints3d, axis=-1)[m.valid]
+    assert np.median(d) < 1e-3 and d.max() < 0.01  # metres; threads' round-off apart, the same fit
 
 
 def test_bad_input_exits_2_and_writes_nothing(tmp_path):

@@ -140,3 +140,31 @@ def test_fit_bad_input_is_clear(model):
         f.fit(kp, K, init=FitInit(poses=torch.zeros(4, 20, 3), sigma=torch.zeros(4, 20)))
     with pytest.raises(InputError, match="fps"):
         f.fit(kp, K, fps=0.0)
+
+
+def test_streamed_fits_are_kept_unless_the_frame_rate_changes(model):
+    """A track fitted while the video was read is used as it is, except where the frames read
+    afterwards change the rate (a variable frame rate): then it is fitted again at the final
+    rate, as if nothing had been streamed."""
+    from meshcap.fitting.tracks import TrackFitter
+    from meshcap.keypoints.tracks import Tracks
+    from meshcap.streaming import StreamingFits, fit_rate
+
+    g = torch.Generator().manual_seed(6)
+    _, gt = _scene(model, smooth_motion(model, 12, 30.0, g), torch.zeros(12))
+    kp = _clean(gt).numpy()
+    frames = np.arange(10)
+    for later_dt, refit in ((1 / 30, False), (1 / 10, True)):
+        times = np.r_[np.arange(11) / 30, 10 / 30 + later_dt * np.arange(1, 40)]
+        fitter = TrackFitter(model, "blazepose33", (1280, 720))
+        submitted = []
+        submit = fitter.submit
+        fitter.submit = lambda tid, *a, **k: (submitted.append((tid, k["fps"])), submit(tid, *a, **k))
+        stream = StreamingFits(fitter, stated_fps=30.0)
+        stream.on_track(frames, kp[:10], times[:11])  # ended after frame 10: fitted at 30 fps
+        tracks = Tracks("blazepose33", 30.0, times, (1280, 720), {0: (frames, kp[:10].copy())})
+        motion = stream.motion(tracks)
+        assert motion.person_ids.tolist() == [0] and motion.num_frames == len(times)
+        assert motion.fps == pytest.approx(fit_rate(times, 30.0))
+        assert [f for _, f in submitted] == ([30.0, pytest.approx(10.0)] if refit else [30.0])
+        assert motion.valid[0, :10].all() and not motion.valid[0, 10:].any()

@@ -106,6 +106,13 @@ def register_detector(name: str, cls: type) -> None:
     _REGISTRY[name] = cls
 
 
+def detector_layout(name: str = "blazepose") -> str:
+    """The keypoint layout detector `name` gives, without building it."""
+    if name not in _REGISTRY:
+        raise MeshcapError(f"unknown detector {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name].layout
+
+
 def get_detector(name: str = "blazepose", **kwargs) -> Detector:
     if name not in _REGISTRY:
         raise MeshcapError(f"unknown detector {name!r}; known: {', '.join(sorted(_REGISTRY))}")

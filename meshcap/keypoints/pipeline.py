@@ -18,7 +18,7 @@ import numpy as np
 
 from meshcap.errors import InputError
 from meshcap.keypoints.detect import Detection, Detector, get_detector
-from meshcap.keypoints.tracks import Tracks, TrackerOptions, smooth_tracks, track_detections
+from meshcap.keypoints.tracks import Tracker, Tracks, TrackerOptions, smooth_tracks, track_detections
 from meshcap.video import VideoReader
 
 
@@ -37,17 +37,22 @@ def _source_key(reader: VideoReader, detector: Detector) -> dict:
 
 
 def detect_frames(reader: VideoReader, detector: Detector,
-                  progress: Callable[[int, int], None] | None = None) -> Tracks:
+                  progress: Callable[[int, int], None] | None = None,
+                  on_frame: Callable[[list[Detection], float], None] | None = None) -> Tracks:
     """Run the detector on every frame; returns the raw detections as one-frame 'tracks'
-    (ids in the order found), with the frame times and indices."""
+    (ids in the order found), with the frame times and indices. on_frame(detections, time) is
+    called after each frame."""
     times, index, rows = [], [], []
     total = len(reader)
     detector.reset()
     for i, frame in enumerate(reader):
-        for det in detector.detect(frame.image, frame.time):
+        dets = detector.detect(frame.image, frame.time)
+        for det in dets:
             rows.append((i, det.keypoints))
         times.append(frame.time)
         index.append(frame.index)
+        if on_frame is not None:
+            on_frame(dets, frame.time)
         if progress is not None:
             progress(i + 1, max(total, i + 1))
     if not times:
@@ -64,7 +69,8 @@ def detections_from_raw(raw: Tracks) -> list[list[Detection]]:
 def video_tracks(video: str | Path, detector: Detector | None = None, start: float | None = None,
                  end: float | None = None, stride: int = 1, tracker: TrackerOptions | None = None,
                  smooth: bool = False, cache: str | Path | None = None,
-                 progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None) -> Tracks:
+                 progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None,
+                 on_track: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None) -> Tracks:
     """People's keypoint tracks in a video (or an image, or a folder of images).
 
     Args:
@@ -73,6 +79,11 @@ def video_tracks(video: str | Path, detector: Detector | None = None, start: flo
         tracker: linking options (gaps bridged, short/unsure tracks dropped).
         smooth: One-Euro filter the tracks.
         cache: a keypoint cache file to reuse if it matches, and to write otherwise.
+        on_track: on_track(frames (n,), keypoints (n, K, 3), frame_times so far) is called
+            while the video is being detected, for each track that has ended (unseen for more
+            than the tracker's gap) and is kept, exactly as it will be in the result (smoothed
+            if asked), so that it can be fitted meanwhile (`meshcap.streaming`). Tracks still
+            going at the end, and every track of a reused cache, come only in the result.
     """
     reader = VideoReader(video, start=start, end=end, stride=stride)
     own = detector is None
@@ -90,7 +101,7 @@ def video_tracks(video: str | Path, detector: Detector | None = None, start: flo
             except InputError:
                 raw = None  # an unreadable cache is simply rebuilt
         if raw is None:
-            raw = detect_frames(reader, detector, progress)
+            raw = detect_frames(reader, detector, progress, _streamer(reader, detector.layout, tracker, smooth, on_track))
             raw.source = key
             if cache is not None:
                 raw.save(cache)
@@ -99,6 +110,29 @@ def video_tracks(video: str | Path, detector: Detector | None = None, start: flo
             detector.close()
     tracks = link(raw, tracker)
     return smooth_tracks(tracks) if smooth else tracks
+
+
+def _streamer(reader: VideoReader, layout: str, options: TrackerOptions | None, smooth: bool,
+              on_track: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None):
+    """An on_frame for `detect_frames` that links as it goes and hands ended tracks to on_track.
+    The online `Tracker` is the same linking `link` does afterwards, so the tracks handed over
+    are the result's."""
+    if on_track is None:
+        return None
+    tracker, times = Tracker(options), []
+
+    def on_frame(dets: list[Detection], time: float) -> None:
+        times.append(time)
+        # the keypoints as the raw detections keep them, so that linking decides alike
+        ended = tracker.update([Detection(np.asarray(d.keypoints, np.float32), d.score, d.layout) for d in dets])
+        for _, frames, kp in ended:
+            if smooth:
+                t = np.asarray(times)
+                one = Tracks(layout, reader.info.fps, t, (reader.info.width, reader.info.height), {0: (frames, kp)})
+                frames, kp = smooth_tracks(one).tracks[0]
+            on_track(frames, kp, np.asarray(times))
+
+    return on_frame
 
 
 def link(raw: Tracks, tracker: TrackerOptions | None = None) -> Tracks:

@@ -200,19 +200,45 @@ def _distance(pred: np.ndarray, kp: np.ndarray, scale: float) -> float:
     return float(d.mean() / scale)
 
 
-def track_detections(detections: list[list[Detection]], options: TrackerOptions | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Link per-frame detections into tracks. Returns id -> (frames, keypoints (n, K, 3)).
+class Tracker:
+    """Links per-frame detections into tracks online, one frame at a time.
 
     Each live track predicts its keypoints with constant velocity; detections are assigned to
     tracks by the Hungarian algorithm on the mean keypoint distance (relative to body size),
     gated by `max_distance` (widened with the time unseen). Unmatched detections start new
-    tracks; tracks unseen for more than `max_gap` frames end. Ids count up from 0 in order of
-    first appearance among the tracks kept.
+    tracks; tracks unseen for more than `max_gap` frames end. `update` hands back the tracks
+    that ended in that frame and are kept (long and sure enough), so that they can be used
+    while the video goes on; `tracks()` gives every kept track with its final id (ids count up
+    from 0 in order of first appearance).
+
+        tracker = Tracker()
+        for dets in frames:
+            for key, frames, kps in tracker.update(dets): ...   # ended: fit it now
+        final = tracker.tracks()   # {id: (frames, kps)}; tracker.key_of[id] = its key
     """
-    o = options or TrackerOptions()
-    live: list[dict] = []
-    done: list[dict] = []
-    for t, dets in enumerate(detections):
+
+    def __init__(self, options: TrackerOptions | None = None):
+        self.options = options or TrackerOptions()
+        self.t = 0
+        self._live: list[dict] = []
+        self._done: list[dict] = []
+        self._count = 0
+        self.key_of: dict[int, int] = {}
+
+    def _kept(self, tr: dict) -> bool:
+        o = self.options
+        return (len(tr["frames"]) >= o.min_length
+                and float(np.mean([k[:, 2].mean() for k in tr["kps"]])) >= o.min_mean_confidence)
+
+    @staticmethod
+    def _arrays(tr: dict) -> tuple[int, np.ndarray, np.ndarray]:
+        return tr["key"], np.asarray(tr["frames"], np.int64), np.stack(tr["kps"]).astype(np.float32)
+
+    def update(self, dets: list[Detection]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Link one frame's detections. Returns the kept tracks that ended with this frame, each
+        (key, frames (n,), keypoints (n, K, 3)); the key is the track's for good, its id is not
+        known before `tracks()`."""
+        o, t, live = self.options, self.t, self._live
         preds = []
         for tr in live:
             last_t, last = tr["frames"][-1], tr["kps"][-1]
@@ -253,17 +279,35 @@ def track_detections(detections: list[list[Detection]], options: TrackerOptions 
                     matched_d.add(j)
         for j, d in enumerate(dets):
             if j not in matched_d:
-                live.append(dict(frames=[t], kps=[d.keypoints], vel=None))
-        still = []
+                live.append(dict(frames=[t], kps=[d.keypoints], vel=None, key=self._count))
+                self._count += 1
+        still, ended = [], []
         for tr in live:
-            (still if t - tr["frames"][-1] <= o.max_gap else done).append(tr)
-        live = still
-    done.extend(live)
-    kept = [tr for tr in done if len(tr["frames"]) >= o.min_length
-            and float(np.mean([k[:, 2].mean() for k in tr["kps"]])) >= o.min_mean_confidence]
-    kept.sort(key=lambda tr: tr["frames"][0])
-    return {i: (np.asarray(tr["frames"], np.int64), np.stack(tr["kps"]).astype(np.float32))
-            for i, tr in enumerate(kept)}
+            (still if t - tr["frames"][-1] <= o.max_gap else ended).append(tr)
+        self._live = still
+        self._done.extend(ended)
+        self.t += 1
+        return [self._arrays(tr) for tr in ended if self._kept(tr)]
+
+    def live(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """The kept tracks that have not ended yet (key, frames, keypoints), as they stand."""
+        return [self._arrays(tr) for tr in self._live if self._kept(tr)]
+
+    def tracks(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Every kept track, ended or live: id -> (frames, keypoints); fills `key_of`."""
+        kept = [tr for tr in self._done + self._live if self._kept(tr)]
+        kept.sort(key=lambda tr: tr["frames"][0])
+        self.key_of = {i: tr["key"] for i, tr in enumerate(kept)}
+        return {i: self._arrays(tr)[1:] for i, tr in enumerate(kept)}
+
+
+def track_detections(detections: list[list[Detection]], options: TrackerOptions | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Link per-frame detections into tracks (`Tracker`). Returns id -> (frames, keypoints
+    (n, K, 3)); ids count up from 0 in order of first appearance among the tracks kept."""
+    tracker = Tracker(options)
+    for dets in detections:
+        tracker.update(dets)
+    return tracker.tracks()
 
 
 # -- One-Euro filter ---------------------------------------------------------------------------

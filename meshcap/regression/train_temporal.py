@@ -57,14 +57,34 @@ class WindowBatch:
     joints: torch.Tensor
 
 
+def _subtrees(model: BodyModel, prefixes: tuple[str, ...]) -> torch.Tensor:
+    """(J,) bool: the joints at or below any joint whose name starts with one of `prefixes`."""
+    names, parents = list(model.joint_names), list(model.parents)
+    inside = [any(n.startswith(p) for p in prefixes) for n in names]
+    for j in range(len(names)):  # parents come before their children
+        if parents[j] >= 0 and inside[parents[j]]:
+            inside[j] = True
+    return torch.tensor(inside)
+
+
+# Limbs that part mixing takes from another window: both arms (from the clavicles) or both legs.
+MIX_PARTS = (("clavicle", "upperarm"), ("upperleg",))
+
+
 def _real_windows(model: BodyModel, seqs: list[dict[str, torch.Tensor]], n: int, W: int,
-                  g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(poses (n, W, J, 3), transl (n, W, 3)) windows of the real takes, re-timed and mirrored."""
+                  g: torch.Generator, balance: float = 1.0,
+                  mix: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(poses (n, W, J, 3), transl (n, W, 3)) windows of the real takes, re-timed and mirrored.
+
+    balance: takes are drawn in proportion to their length to this power (1: every real frame
+    equally likely; 0.5 gives the short, varied takes more of the batch than the long climbs).
+    mix: the share of windows whose arms, or (half as often) legs, come from another window:
+    new combinations of real limb motion over a real body, which the few takes lack.
+    """
     from meshcap.regression.mocap import mirror_poses
 
     lengths = torch.tensor([len(s["poses"]) for s in seqs], dtype=torch.float32)
-    # takes drawn in proportion to their length (every real frame equally likely)
-    take = torch.multinomial(lengths, n, replacement=True, generator=g)
+    take = torch.multinomial(lengths ** balance, n, replacement=True, generator=g)
     speed = 0.7 + 0.7 * torch.rand(n, generator=g)
     poses, transl = [], []
     for i in range(n):
@@ -86,6 +106,16 @@ def _real_windows(model: BodyModel, seqs: list[dict[str, torch.Tensor]], n: int,
     mirror = torch.rand(n, generator=g) < 0.5
     poses[mirror] = mirror_poses(model, poses[mirror])
     transl[mirror, :, 0] = -transl[mirror, :, 0]
+    if mix > 0 and n > 1:
+        donor = (torch.arange(n) + torch.randint(1, n, (n,), generator=g)) % n  # never itself
+        u = torch.rand(n, generator=g)
+        for part, (lo_u, hi_u) in zip(MIX_PARTS, ((0.0, 2 * mix / 3), (2 * mix / 3, mix))):
+            rows = (u >= lo_u) & (u < hi_u)
+            joints = _subtrees(model, part)
+            if rows.any() and joints.any():
+                idx = rows.nonzero()[:, 0]
+                poses[idx[:, None], :, joints.nonzero()[:, 0][None]] = \
+                    poses[donor[idx][:, None], :, joints.nonzero()[:, 0][None]]
     return poses, transl
 
 
@@ -148,13 +178,15 @@ def _cameras(center: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, to
 
 
 def window_batch(model: BodyModel, n: int, W: int, g: torch.Generator, seqs: list[dict[str, torch.Tensor]] | None,
-                 real_fraction: float = 0.7, sparse_fraction: float = 0.5) -> WindowBatch:
-    """n windows of W frames (module docstring); n a multiple of SHAPE_GROUPS."""
+                 real_fraction: float = 0.7, sparse_fraction: float = 0.5, balance: float = 1.0,
+                 mix: float = 0.0) -> WindowBatch:
+    """n windows of W frames (module docstring); n a multiple of SHAPE_GROUPS; `balance` and
+    `mix` as in `_real_windows`."""
     layout = get_layout(INPUT_LAYOUT)
     k = int(round(n * real_fraction)) if seqs else 0
     parts = []
     if k:
-        parts.append(_real_windows(model, seqs, k, W, g))
+        parts.append(_real_windows(model, seqs, k, W, g, balance, mix))
     if n - k:
         parts.append(_synthetic_windows(model, n - k, W, g))
     poses = torch.cat([p for p, _ in parts])
@@ -251,7 +283,7 @@ WEIGHTS = dict(mpjpe=1.0, vel=2.0, nll=0.01)
 def train(steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 0, log_every: int = 100,
           config: TemporalConfig | None = None, model: BodyModel | None = None, log=print,
           real_fraction: float = 0.7, sparse_fraction: float = 0.5,
-          init: str | Path | None = None) -> tuple[TemporalLifter, list[dict]]:
+          init: str | Path | None = None, balance: float = 1.0, mix: float = 0.0) -> tuple[TemporalLifter, list[dict]]:
     """Train the lifter for `steps` steps (one-cycle rate up to `lr`); `init`: a weights file to
     go on from (its config is kept; use another `seed` so that it sees new batches)."""
     from meshcap.body_models import load_body_model
@@ -274,7 +306,7 @@ def train(steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 0, log_ever
     history = []
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
-        b = window_batch(model, batch, config.window, g, seqs, real_fraction, sparse_fraction)
+        b = window_batch(model, batch, config.window, g, seqs, real_fraction, sparse_fraction, balance, mix)
         ls = losses(net, b)
         total = sum(WEIGHTS[k] * ls[k] for k in WEIGHTS)
         opt.zero_grad()
@@ -301,6 +333,10 @@ def main() -> None:
     ap.add_argument("--real-fraction", type=float, default=0.7)
     ap.add_argument("--sparse-fraction", type=float, default=0.5)
     ap.add_argument("--init", help="a weights file to go on training from (its window is kept)")
+    ap.add_argument("--balance", type=float, default=1.0,
+                    help="draw real takes in proportion to length**BALANCE (1: every frame alike)")
+    ap.add_argument("--mix", type=float, default=0.0,
+                    help="share of real windows whose arms or legs come from another window")
     args = ap.parse_args()
     from meshcap.body_models import load_body_model
     from meshcap.regression.temporal import save_temporal
@@ -308,11 +344,12 @@ def main() -> None:
     model = load_body_model("anny")
     config = TemporalConfig(num_joints=model.num_joints, body_model=model.name, window=args.window)
     net, history = train(args.steps, args.batch, args.lr, args.seed, config=config, model=model,
-                         real_fraction=args.real_fraction, sparse_fraction=args.sparse_fraction, init=args.init)
+                         real_fraction=args.real_fraction, sparse_fraction=args.sparse_fraction, init=args.init,
+                         balance=args.balance, mix=args.mix)
     save_temporal(net, args.out, dict(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                                       window=net.config.window, real_fraction=args.real_fraction,
                                       sparse_fraction=args.sparse_fraction, init=args.init,
-                                      final=history[-1] if history else {}))
+                                      balance=args.balance, mix=args.mix, final=history[-1] if history else {}))
     print(f"wrote {args.out}")
 
 

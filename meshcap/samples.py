@@ -114,19 +114,25 @@ def holosoma_climbs() -> Path:
     return out
 
 
+def _deb(package: str) -> Path:
+    """Debian's `package` .deb, fetched once into the cache with `apt-get download` (no root
+    needed)."""
+    debs = samples_dir() / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    if not list(debs.glob(f"{package}_*.deb")):
+        r = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise MeshcapError(f"could not fetch Debian's {package}: {r.stderr.strip()[-300:]}")
+    return next(debs.glob(f"{package}_*.deb"))
+
+
 def cmu_bvh() -> Path:
     """usr/share/assimp/models/BVH of Debian's `assimp-testmodels`: CMU subject 01 takes
     (01_01.bvh, 01_03.bvh: 120 fps) and Boxing_Toes.bvh (100 fps), fetched with
     `apt-get download` (no root needed) and unpacked with `dpkg-deb`."""
     out = samples_dir() / "assimp-bvh"
     if not (out / "01_01.bvh").exists():
-        debs = samples_dir() / "debs"
-        debs.mkdir(parents=True, exist_ok=True)
-        if not list(debs.glob(f"{ASSIMP_TESTMODELS}_*.deb")):
-            r = subprocess.run(["apt-get", "download", ASSIMP_TESTMODELS], cwd=debs, capture_output=True, text=True)
-            if r.returncode != 0:
-                raise MeshcapError(f"could not fetch Debian's {ASSIMP_TESTMODELS}: {r.stderr.strip()[-300:]}")
-        deb = next(debs.glob(f"{ASSIMP_TESTMODELS}_*.deb"))
+        deb = _deb(ASSIMP_TESTMODELS)
         tmp = samples_dir() / "assimp-unpack"
         subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
         out.mkdir(parents=True, exist_ok=True)
@@ -150,13 +156,7 @@ def opencv_doc(name: str) -> Path:
         return installed
     out = samples_dir() / "opencv-doc" / name
     if not out.exists():
-        debs = samples_dir() / "debs"
-        debs.mkdir(parents=True, exist_ok=True)
-        if not list(debs.glob(f"{OPENCV_DOC}_*.deb")):
-            r = subprocess.run(["apt-get", "download", OPENCV_DOC], cwd=debs, capture_output=True, text=True)
-            if r.returncode != 0:
-                raise MeshcapError(f"could not fetch Debian's {OPENCV_DOC}: {r.stderr.strip()[-300:]}")
-        deb = next(debs.glob(f"{OPENCV_DOC}_*.deb"))
+        deb = _deb(OPENCV_DOC)
         import io
         import tarfile
 

@@ -91,9 +91,9 @@ def monocular_camera(camera, focal: float | None, image_size: tuple[int, int]):
     at the centre."""
     if camera is None:
         return intrinsics(*image_size, focal), None
-    if tuple(camera.size) != tuple(image_size) and all(camera.size):
-        raise InputError(f"camera {camera.name} was calibrated at {camera.size[0]}x{camera.size[1]}, but the "
-                         f"images are {image_size[0]}x{image_size[1]}")
+    from meshcap.multiview.calibration import check_camera_size
+
+    check_camera_size(camera, image_size, "the images are")
     dist = camera.dist if np.any(camera.dist) else None
     return torch.as_tensor(camera.K, dtype=torch.float32), dist
 
@@ -138,7 +138,7 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
             start: float | None = None, end: float | None = None, stride: int = 1,
             max_people: int | None = None, device: str = "cpu", smooth: bool = False,
             tracker: TrackerOptions | None = None, fit: FitOptions | None = None,
-            regressor: str | Path | bool = True,
+            regressor: str | Path | bool = True, temporal: str | Path | bool = True,
             image_size: tuple[int, int] | None = None, fps: float | None = None,
             camera=None, camera_name: str | None = None, world: str | None = None,
             smooth_fit: float | None = None, panning: bool = False, stream: bool = True,
@@ -158,6 +158,9 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
         regressor: True (default) to initialise the fit from the shipped regressor weights, a
             weights file, or False to fit from the rest pose (the old path: on the real-motion
             benchmark it is about 45 mm PA-MPJPE worse, see MODEL_CARD.md).
+        temporal: with a regressor, the temporal lifter that sees each frame's motion: True
+            (default) the shipped weights, a weights file, or False for the per-frame
+            regressor alone.
         image_size, fps: (width, height) and frame rate of keypoint input (a video's own are
             used when there is one; values that contradict it are an error).
         camera, camera_name: a calibration file (any format `meshcap multiview` reads) or a
@@ -199,12 +202,13 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
         if focal is not None:
             raise InputError("give a focal length or a camera file, not both (the file's K holds the focal)")
         camera = camera if isinstance(camera, Camera) else read_camera(camera, camera_name)
-        if image_size is None and all(camera.size) and (keypoints is not None or is_keypoint_source(source)):
+        # keypoints alone: the calibration says how large their images were (a video says it itself)
+        if image_size is None and all(camera.size) and is_keypoint_source(source):
             image_size = camera.size
     if panning and is_keypoint_source(source):
         raise InputError(f"{source}: a panning camera is followed on the video's background; give the "
                          "video, with the keypoint file as `keypoints`")
-    net, fit = fit_setup(model, regressor, fit)
+    net, fit = fit_setup(model, regressor, fit, temporal)
     if smooth_fit is not None:
         fit = dataclasses.replace(fit or FitOptions(), smooth_s=float(smooth_fit))
     # People whose tracks end are fitted while the rest of the video is detected

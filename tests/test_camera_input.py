@@ -172,3 +172,11 @@ def test_a_video_beside_keypoints_sets_size_and_rate(sports2d_tracks, tmp_path):
         capture(video, keypoints=cache, image_size=(640, 480))
     with pytest.raises(InputError, match="runs at 30 fps, but the fps given is 60"):
         capture(video, keypoints=cache, fps=60)
+    # a calibration a few rows off the video (an encoder pads 994 rows to 1008) is still that
+    # camera, with the video's own size; far off is an error
+    K = np.array([[1800.0, 0, 884], [0, 1800.0, 497], [0, 0, 1]])
+    padded = Camera("c", K, np.eye(3), np.zeros(3), (1768, 1008))
+    m = capture(video, keypoints=cache, camera=padded, end=1.0, world="camera")
+    assert m.image_size.tolist() == [[1768, 994]] and np.allclose(m.cam_K, K)
+    with pytest.raises(InputError, match="the images are 1768x994 but camera c was calibrated at 1280x720"):
+        capture(video, keypoints=cache, camera=Camera("c", K, np.eye(3), np.zeros(3), (1280, 720)), end=1.0)

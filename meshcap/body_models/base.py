@@ -71,6 +71,21 @@ class BodyModel(torch.nn.Module):
         """(batch_size, S) the mean / neutral shape."""
         return torch.zeros(batch_size, self.shape_dim, dtype=self.dtype, device=self.device)
 
+    def mirror_permutation(self) -> list[int]:
+        """(J,) joint index map that swaps left and right ("foot.L"/"foot.R" as anny names
+        them, "left_foot"/"right_foot" as SMPL does): joint i of a mirror image is joint perm[i]."""
+        def other(n: str) -> str:
+            for a, b in ((".L", ".R"), (".R", ".L")):
+                if n.endswith(a):
+                    return n[:-2] + b
+            for a, b in (("left_", "right_"), ("right_", "left_")):
+                if n.startswith(a):
+                    return b + n[len(a):]
+            return n
+
+        names = list(self.joint_names)
+        return [names.index(other(n)) if other(n) in names else i for i, n in enumerate(names)]
+
     def keypoint_names(self, layout: str) -> tuple[str, ...]:
         return get_layout(layout).names
 

@@ -72,6 +72,20 @@ class Camera:
         return distort_project(Xc, torch.as_tensor(self.K, dtype=dt), torch.as_tensor(self.dist, dtype=dt))
 
 
+# Calibrated sizes may differ slightly from the frames: an encoder pads 1080 rows to 1088
+# (Pose2Sim's demo calibration says 1088x1920 for 1080x1920 videos). The intrinsics still hold.
+SIZE_TOLERANCE = 0.05
+
+
+def check_camera_size(camera: Camera, size: tuple[int, int], what: str) -> None:
+    """An error naming `what` when images of `size` (width, height) cannot be the camera's:
+    more than SIZE_TOLERANCE off its calibrated size (a size of 0 is not known)."""
+    w, h = size
+    cw, ch = camera.size
+    if cw and ch and (abs(w / cw - 1) > SIZE_TOLERANCE or abs(h / ch - 1) > SIZE_TOLERANCE):
+        raise InputError(f"{what} {w}x{h} but camera {camera.name} was calibrated at {cw}x{ch}")
+
+
 def distort_project(Xc: torch.Tensor, K: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
     """(..., 2) pixels of camera-frame points (..., 3) through OpenCV's lens model
     (k1, k2, p1, p2, k3); points behind the camera are clamped to a small depth."""

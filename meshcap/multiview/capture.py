@@ -13,7 +13,7 @@ from meshcap.fitting.smplify import FitOptions
 from meshcap.keypoints.layouts import get_layout
 from meshcap.motion import Motion
 from meshcap.multiview.associate import associate_tracks
-from meshcap.multiview.calibration import Camera, check_cameras, read_calibration
+from meshcap.multiview.calibration import Camera, check_camera_size, check_cameras, read_calibration
 from meshcap.multiview.swaps import apply_swaps, find_swaps
 from meshcap.multiview.triangulate import triangulate
 from meshcap.world import place_in_world
@@ -95,10 +95,10 @@ def load_views(sources, cams, cache_dir=None, progress=None) -> list:
         cache = Path(cache_dir) / f"{src.stem}.cam{c}.keypoints.npz" if cache_dir else None
         step = (lambda d, n, c=c: progress(f"detecting view {c + 1}", d, n)) if progress else None
         tr = _tracks_for(src, cache, step)
-        w, h = tr.image_size
-        if abs(w / cam.size[0] - 1) > 0.05 or abs(h / cam.size[1] - 1) > 0.05:
-            raise InputError(f"{src}: frames are {w}x{h} but camera {cam.name} was calibrated at "
-                             f"{cam.size[0]}x{cam.size[1]}; is the order of the videos the calibration's?")
+        try:
+            check_camera_size(cam, tr.image_size, f"{src}: frames are")
+        except InputError as e:
+            raise InputError(f"{e}; is the order of the videos the calibration's?") from None
         views.append(tr.convert("blazepose33") if tr.layout != "blazepose33" else tr)
     return views
 

@@ -478,10 +478,7 @@ def fit_points3d(model, points: torch.Tensor, layout: str = "coco17", names=BODY
 def mirror_poses(model, poses: torch.Tensor) -> torch.Tensor:
     """(..., J, 3) axis-angle poses of the body's mirror image (left and right swapped, the
     reflection through the body's sagittal plane x = 0 of the canonical frame)."""
-    names = list(model.joint_names)
-    perm = [names.index(n[:-2] + (".R" if n.endswith(".L") else ".L")) if n[-2:] in (".L", ".R") else i
-            for i, n in enumerate(names)]
-    out = poses[..., perm, :].clone()
+    out = poses[..., model.mirror_permutation(), :].clone()
     out[..., 1:] = -out[..., 1:]
     return out
 

@@ -149,10 +149,14 @@ def _synthetic_windows(model: BodyModel, n: int, W: int, g: torch.Generator) -> 
     return poses, transl
 
 
-def _cameras(center: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _cameras(center: torch.Tensor, g: torch.Generator,
+             roll: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per window a camera looking at points near `center` (n, W, 3), world y up: (R (n, 3, 3)
     world -> camera (OpenCV), eye (n, W, 3), K (n, 3, 3), image sizes (n, 2)); the distance is
-    set later from the person's extent."""
+    set later from the person's extent. Cameras are level give or take a few degrees, except a
+    `roll` share of them turned by any angle about their axis: the camera-frame pose of a body
+    lying, upside down or cartwheeling is then also seen with upright bodies' poses, which the
+    training motion has far more of (the targets are camera-frame, so this is no contradiction)."""
     n = center.shape[0]
     sizes = torch.tensor(IMAGE_SIZES, dtype=torch.float32)[torch.randint(len(IMAGE_SIZES), (n,), generator=g)]
     diag = torch.tensor([default_focal(int(w), int(h)) for w, h in sizes])
@@ -166,7 +170,11 @@ def _cameras(center: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, to
     elev = -0.25 + 0.95 * torch.rand(n, generator=g) ** 1.5
     d = torch.stack([torch.cos(elev) * torch.sin(az), torch.sin(elev), torch.cos(elev) * torch.cos(az)], -1)
     z = -d  # forward, toward the person
-    roll = torch.randn(n, generator=g) * 0.05
+    tilt = torch.randn(n, generator=g) * 0.05
+    if roll > 0:  # drawn only then: the default's batches stay those of the shipped weights
+        wide = torch.rand(n, generator=g) < roll
+        tilt = torch.where(wide, (2 * torch.rand(n, generator=g) - 1) * math.pi, tilt)
+    roll = tilt
     down = torch.tensor([0.0, -1.0, 0.0]).expand(n, 3)
     x = torch.linalg.cross(down, z, dim=-1)
     x = x / x.norm(dim=-1, keepdim=True)
@@ -179,9 +187,9 @@ def _cameras(center: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, to
 
 def window_batch(model: BodyModel, n: int, W: int, g: torch.Generator, seqs: list[dict[str, torch.Tensor]] | None,
                  real_fraction: float = 0.7, sparse_fraction: float = 0.5, balance: float = 1.0,
-                 mix: float = 0.0) -> WindowBatch:
+                 mix: float = 0.0, roll: float = 0.0) -> WindowBatch:
     """n windows of W frames (module docstring); n a multiple of SHAPE_GROUPS; `balance` and
-    `mix` as in `_real_windows`."""
+    `mix` as in `_real_windows`, `roll` as in `_cameras`."""
     layout = get_layout(INPUT_LAYOUT)
     k = int(round(n * real_fraction)) if seqs else 0
     parts = []
@@ -209,7 +217,7 @@ def window_batch(model: BodyModel, n: int, W: int, g: torch.Generator, seqs: lis
     # a detector's points are not the body model's: offsets fixed over the window
     kp3 = kp3 + torch.randn(n, 1, kp3.shape[2], 3, generator=g) * 0.02
 
-    R, d, K, sizes = _cameras(joints[:, :, 0], g)
+    R, d, K, sizes = _cameras(joints[:, :, 0], g, roll)
     root = joints[:, :, :1]
     extent = (kp3 - root).norm(dim=-1).amax((1, 2))  # (n,) metres
     fill = 0.25 + 0.6 * torch.rand(n, generator=g)  # the person's share of the short side
@@ -283,7 +291,8 @@ WEIGHTS = dict(mpjpe=1.0, vel=2.0, nll=0.01)
 def train(steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 0, log_every: int = 100,
           config: TemporalConfig | None = None, model: BodyModel | None = None, log=print,
           real_fraction: float = 0.7, sparse_fraction: float = 0.5,
-          init: str | Path | None = None, balance: float = 1.0, mix: float = 0.0) -> tuple[TemporalLifter, list[dict]]:
+          init: str | Path | None = None, balance: float = 1.0, mix: float = 0.0,
+          roll: float = 0.0) -> tuple[TemporalLifter, list[dict]]:
     """Train the lifter for `steps` steps (one-cycle rate up to `lr`); `init`: a weights file to
     go on from (its config is kept; use another `seed` so that it sees new batches)."""
     from meshcap.body_models import load_body_model
@@ -306,7 +315,7 @@ def train(steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 0, log_ever
     history = []
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
-        b = window_batch(model, batch, config.window, g, seqs, real_fraction, sparse_fraction, balance, mix)
+        b = window_batch(model, batch, config.window, g, seqs, real_fraction, sparse_fraction, balance, mix, roll)
         ls = losses(net, b)
         total = sum(WEIGHTS[k] * ls[k] for k in WEIGHTS)
         opt.zero_grad()
@@ -337,6 +346,8 @@ def main() -> None:
                     help="draw real takes in proportion to length**BALANCE (1: every frame alike)")
     ap.add_argument("--mix", type=float, default=0.0,
                     help="share of real windows whose arms or legs come from another window")
+    ap.add_argument("--roll", type=float, default=0.0,
+                    help="share of windows whose camera is turned by any angle about its axis")
     args = ap.parse_args()
     from meshcap.body_models import load_body_model
     from meshcap.regression.temporal import save_temporal
@@ -345,11 +356,11 @@ def main() -> None:
     config = TemporalConfig(num_joints=model.num_joints, body_model=model.name, window=args.window)
     net, history = train(args.steps, args.batch, args.lr, args.seed, config=config, model=model,
                          real_fraction=args.real_fraction, sparse_fraction=args.sparse_fraction, init=args.init,
-                         balance=args.balance, mix=args.mix)
+                         balance=args.balance, mix=args.mix, roll=args.roll)
     save_temporal(net, args.out, dict(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                                       window=net.config.window, real_fraction=args.real_fraction,
                                       sparse_fraction=args.sparse_fraction, init=args.init,
-                                      balance=args.balance, mix=args.mix, final=history[-1] if history else {}))
+                                      balance=args.balance, mix=args.mix, roll=args.roll, final=history[-1] if history else {}))
     print(f"wrote {args.out}")
 
 

@@ -1,0 +1,162 @@
+"""Monocular capture on real footage, where no mocap truth exists.
+
+    python bench/footage.py [--paths default,rest,per-frame] [--temporal FILE] [--no-sports2d]
+
+1. Pose2Sim's single-person demo: each of its four calibrated cameras used as a monocular
+   video (`meshcap.capture` with that camera's intrinsics and distortion, its own detections),
+   scored against the four-camera fit of the same frames (`capture_multiview`), the reference
+   here (its leave-one-camera-out error is about 21 px, see bench/multiview.py). On the COCO
+   body points (shoulders to ankles) of the same body model: PA-MPJPE per frame (similarity
+   Procrustes), and MPJPE after moving the reference into the camera's frame and aligning
+   the mid-hips (a wrong heading or lean shows there, not in PA). In each frame the monocular
+   person is the one whose fitted points project closest to the reference's; frames where
+   none is within a fifth of the subject's height are counted as missed.
+2. The Sports2D demo (`world="camera"`): each person's median reprojection of the fitted
+   keypoints against the detections (confidence > 0.1) and the fitted joints' mean
+   acceleration (mm/frame^2).
+
+Paths: default (`meshcap.capture` as shipped: per-frame regressor + temporal lifter), per-frame
+(the regressor without the lifter), rest (no regression stage); `--temporal FILE` tries
+other lifter weights on the default path. Detections are cached beside the samples.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from meshcap import capture, capture_multiview
+from meshcap.keypoints.pipeline import video_tracks
+from meshcap.multiview.calibration import read_calibration
+from meshcap.regression.mocap import BODY
+from meshcap.samples import pose2sim_single_person, sports2d_demo
+
+HIPS = [BODY.index("left_hip"), BODY.index("right_hip")]
+
+
+def body_points(motion) -> np.ndarray:
+    """(P, T, 12, 3) the fitted COCO body points, in the Motion's frame."""
+    from meshcap.keypoints.layouts import get_layout
+
+    names = get_layout("coco17").names
+    return motion.keypoints3d("coco17")[:, :, [names.index(n) for n in BODY]]
+
+
+def project(X: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(..., 2) pinhole pixels of camera-frame points (..., 3) (distortion left out: for
+    matching people only)."""
+    return X[..., :2] / X[..., 2:3] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+
+
+def similarity_error(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean distance of points a (N, 3) to b (N, 3) after the best similarity transform of a."""
+    ac, bc = a - a.mean(0), b - b.mean(0)
+    U, S, Vt = np.linalg.svd(ac.T @ bc)
+    d = np.sign(np.linalg.det(U @ Vt))
+    D = np.diag([1.0, 1.0, d])
+    R = U @ D @ Vt
+    s = (S * np.diag(D)).sum() / (ac ** 2).sum()
+    return float(np.linalg.norm(s * ac @ R - bc, axis=-1).mean())
+
+
+def reprojection(motion, p: int) -> tuple[float, float]:
+    """(median reprojection px of person p's fitted keypoints against its detections, mean
+    acceleration of its fitted joints mm/frame^2) of a camera-frame Motion."""
+    v = motion.valid[p]
+    K = motion.cam_K[0] if motion.cam_K.ndim == 3 else motion.cam_K
+    uv = project(motion.keypoints3d(motion.keypoint_layout)[p][v], K)
+    obs = motion.keypoints2d[p][v]
+    err = np.linalg.norm(uv - obs[..., :2], axis=-1)[obs[..., 2] > 0.1]
+    j = motion.joints3d[p][v]
+    acc = np.linalg.norm(j[2:] - 2 * j[1:-1] + j[:-2], axis=-1).mean() * 1000
+    return float(np.median(err)), float(acc)
+
+
+def score_view(mono, ref: np.ndarray, ref_valid: np.ndarray, R: np.ndarray, t: np.ndarray,
+               K: np.ndarray) -> dict[str, np.ndarray]:
+    """Per reference frame: PA and root-aligned MPJPE (mm) of the matched monocular person
+    (NaN where none matched). ref (T, 12, 3) world; R, t world -> this camera."""
+    pts = body_points(mono)
+    T = min(len(ref), pts.shape[1])
+    pa, mp = np.full(T, np.nan), np.full(T, np.nan)
+    for f in range(T):
+        if not ref_valid[f]:
+            continue
+        rc = ref[f] @ R.T + t
+        ruv = project(rc, K)
+        height = np.ptp(ruv[:, 1]) + 1e-6
+        best, dist = None, 0.2 * height
+        for p in range(pts.shape[0]):
+            if mono.valid[p, f]:
+                d = np.median(np.linalg.norm(project(pts[p, f], K) - ruv, axis=-1))
+                if d < dist:
+                    best, dist = p, d
+        if best is None:
+            continue
+        x = pts[best, f]
+        pa[f] = similarity_error(x, rc) * 1000
+        mp[f] = np.linalg.norm((x - x[HIPS].mean(0)) - (rc - rc[HIPS].mean(0)), axis=-1).mean() * 1000
+    return dict(pa=pa, mpjpe=mp)
+
+
+def path_options(path: str, temporal: str | None) -> dict:
+    return {"default": dict(temporal=temporal or True), "per-frame": dict(temporal=False),
+            "rest": dict(regressor=False)}[path]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--paths", default="default,per-frame,rest")
+    ap.add_argument("--temporal", default=None, help="temporal lifter weights for the default path")
+    ap.add_argument("--no-sports2d", action="store_true")
+    args = ap.parse_args()
+    paths = args.paths.split(",")
+
+    demo = pose2sim_single_person()
+    calib = demo / "calibration" / "Calib.qca.txt"
+    cams = read_calibration(calib)
+    videos = sorted((demo / "videos").glob("cam0*.mp4"))
+    t0 = time.perf_counter()
+    ref_motion = capture_multiview(videos, calib, cache_dir=demo / "videos", world="camera")
+    subject = int(ref_motion.valid.sum(1).argmax())
+    ref = body_points(ref_motion)[subject]
+    ref_valid = ref_motion.valid[subject]
+    print(f"{demo.name}: reference = the four-camera fit of its subject, {ref_valid.sum()} frames "
+          f"({time.perf_counter() - t0:.0f} s)")
+    summary = []
+    for path in paths:
+        pa_all, mp_all, missed = [], [], 0
+        for c, (video, cam) in enumerate(zip(videos, cams)):
+            keypoints = demo / "videos" / f"{video.stem}.cam{c}.keypoints.npz"
+            mono = capture(video, keypoints=keypoints, camera=cam, world="camera", **path_options(path, args.temporal))
+            s = score_view(mono, ref, ref_valid, cam.R, cam.t, cam.K)
+            ok = np.isfinite(s["pa"])
+            missed += int(ref_valid[:len(ok)].sum() - ok.sum())
+            pa_all.append(s["pa"][ok])
+            mp_all.append(s["mpjpe"][ok])
+            print(f"[{path}] {cam.name}: {mono.num_people} people, {ok.sum()} frames matched: PA-MPJPE "
+                  f"{s['pa'][ok].mean():.1f} mm (p90 {np.percentile(s['pa'][ok], 90):.1f}), "
+                  f"MPJPE {s['mpjpe'][ok].mean():.1f} mm", flush=True)
+        pa, mp = np.concatenate(pa_all), np.concatenate(mp_all)
+        summary.append(f"[{path}] Pose2Sim, each camera alone vs the four-camera fit: PA-MPJPE {pa.mean():.1f} mm, "
+                       f"MPJPE {mp.mean():.1f} mm, {missed} frames unmatched")
+
+    if not args.no_sports2d:
+        video = sports2d_demo()
+        cache = Path(tempfile.gettempdir()) / "meshcap_bench_footage.keypoints.npz"
+        video_tracks(video, cache=cache)
+        for path in paths:
+            m = capture(video, cache=cache, world="camera", **path_options(path, args.temporal))
+            figs = [reprojection(m, p) for p in range(m.num_people)]
+            summary.append(f"[{path}] Sports2D: reprojection " + " / ".join(f"{r:.2f}" for r, _ in figs)
+                           + " px, joint accel " + " / ".join(f"{a:.1f}" for _, a in figs) + " mm/frame^2")
+    print()
+    for line in summary:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from footage import reprojection  # bench/ is on the path when run as a script
 from meshcap.capture import capture
 from meshcap.fitting.smplify import FitOptions
 from meshcap.keypoints.pipeline import video_tracks
@@ -29,19 +29,10 @@ def main() -> None:
         t0 = time.perf_counter()
         m = capture(video, cache=cache, world="camera", fit=FitOptions(w_init=0.5, solver=solver))
         secs = time.perf_counter() - t0
-        kp3 = m.keypoints3d(m.keypoint_layout)
-        K = m.cam_K[0] if m.cam_K.ndim == 3 else m.cam_K
         out = []
         for p in range(m.num_people):
-            v = m.valid[p]
-            x = kp3[p][v]
-            uv = x[..., :2] / x[..., 2:3] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
-            obs = m.keypoints2d[p][v]
-            ok = obs[..., 2] > 0.1
-            err = np.linalg.norm(uv - obs[..., :2], axis=-1)[ok]
-            j = m.joints3d[p][v]
-            acc = np.linalg.norm(j[2:] - 2 * j[1:-1] + j[:-2], axis=-1).mean() * 1000
-            out.append(f"person {p}: {v.sum()} frames, reprojection median {np.median(err):.2f} px, joint accel {acc:.1f} mm/frame^2")
+            err, acc = reprojection(m, p)
+            out.append(f"person {p}: {m.valid[p].sum()} frames, reprojection median {err:.2f} px, joint accel {acc:.1f} mm/frame^2")
         print(solver, f"{secs:.1f} s;", "; ".join(out))
 
 

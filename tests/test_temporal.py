@@ -144,3 +144,23 @@ def test_training_goes_on_from_a_weights_file():
     ref = shipped.state_dict()
     drift = max(float((v - ref[k]).abs().max()) for k, v in net.state_dict().items())
     assert drift < 1e-4, drift
+
+
+def test_rolled_training_cameras_show_bodies_in_every_orientation(model):
+    """`window_batch(roll=...)`: that share of the cameras turns by any angle about its axis,
+    so the camera-frame torso points every way (the targets turn with the keypoints); without
+    it the cameras stay level and heads are up but for the real takes' lying and acrobatics."""
+    from meshcap.regression.train_temporal import window_batch
+
+    spine = [model.joint_names.index("root"), model.joint_names.index("neck01")]
+
+    def torso_angles(roll: float) -> np.ndarray:
+        b = window_batch(model, 64, 9, torch.Generator().manual_seed(3), None, roll=roll)
+        up = b.joints[:, :, spine[1]] - b.joints[:, :, spine[0]]
+        return np.degrees(np.arctan2(up[..., 0], -up[..., 1]).numpy().ravel())  # 0: upright in the image
+
+    level, rolled = torso_angles(0.0), torso_angles(1.0)
+    assert np.mean(np.abs(level) > 90) < 0.02
+    assert 0.35 < np.mean(np.abs(rolled) > 90) < 0.65
+    # every quarter of the circle is seen
+    assert np.histogram(rolled, bins=4, range=(-180, 180))[0].min() > 0.15 * rolled.size

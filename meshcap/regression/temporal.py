@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,7 +29,6 @@ import torch
 from torch import nn
 
 from meshcap.errors import MeshcapError
-from meshcap.keypoints.layouts import get_layout
 from meshcap.regression.model import prepare_input
 
 FPS = 30.0
@@ -147,35 +145,11 @@ def lift_features(net: TemporalLifter, features: torch.Tensor, batch_size: int =
 
 
 def lift_track(net: TemporalLifter, keypoints: torch.Tensor, layout: str, K: torch.Tensor,
-               fps: float = FPS, mirror: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+               fps: float = FPS) -> dict[str, torch.Tensor]:
     """Root-relative joints (T, J, 3) and sigma (T, J) of a track (T, K, 3) pixels + confidence
     in `layout`, frames consecutive at `fps`: read at stride round(fps / FPS), each of the
-    interleaved sub-tracks on its own.
-
-    mirror: the lifted joints' left/right index map (`BodyModel.mirror_permutation()`). Given
-    it, the track is also lifted as its mirror image (reflected about the principal point, left
-    and right keypoints swapped) and the reflected-back result averaged with the direct one, as
-    VideoPose3D does at test time; where the two disagree, sigma grows by that disagreement
-    (the network is unsure there, measured in MODEL_CARD.md)."""
-    kp = torch.as_tensor(keypoints, dtype=torch.float32)
-    K = torch.as_tensor(K, dtype=torch.float32)
-    out = _lift_strided(net, track_features(kp, layout, K), fps)
-    if mirror is None:
-        return out
-    flipped = kp[:, get_layout(layout).flip_permutation()].clone()
-    flipped[..., 0] = 2 * K[..., 0, 2] - flipped[..., 0]
-    back = _lift_strided(net, track_features(flipped, layout, K), fps)
-    back_j = back["joints"][:, list(mirror)].clone()
-    back_j[..., 0] = -back_j[..., 0]
-    back_s = back["sigma"][:, list(mirror)]
-    joints = (out["joints"] + back_j) / 2
-    # variance of the two-way mixture, per axis
-    spread = (out["joints"] - back_j).square().sum(-1) / 12
-    sigma = ((out["sigma"].square() + back_s.square()) / 2 + spread).sqrt()
-    return dict(joints=joints, sigma=sigma)
-
-
-def _lift_strided(net: TemporalLifter, feats: torch.Tensor, fps: float) -> dict[str, torch.Tensor]:
+    interleaved sub-tracks on its own."""
+    feats = track_features(keypoints, layout, K)
     T = feats.shape[0]
     stride = max(1, int(round(fps / FPS)))
     J = net.config.num_joints

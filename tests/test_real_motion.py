@@ -155,3 +155,30 @@ def test_gauss_newton_fits_real_motion_as_well_and_smoother(held_out, model):
     accel = {k: float(r["accel"]) for k, r in scores.items()}
     assert pa["gauss-newton"] < pa["adam"] + 3.0, pa
     assert accel["gauss-newton"] < accel["adam"], accel
+
+
+def test_lying_frames_start_from_the_lifted_joints(held_out, model, monkeypatch):
+    """The held-out get-up take lies on its back for its first second. In the frames whose
+    lifted torso leans beyond `regression.UPRIGHT_DEG`, the fit starts from poses that reach
+    toward the lifter's joints (the per-frame regressor misreads a lying body); upright frames
+    keep the per-frame rotations."""
+    import meshcap.regression as regression
+
+    v = _clip(held_out, "deepmimic_getup_faceup", 0, seed=2)
+    stage, _ = fit_setup(model, True, None)
+    kp, K = torch.as_tensor(v.keypoints), torch.as_tensor(v.K)
+    lifted = regression.lift_track(stage.temporal, kp, "coco17", K, mocap.FPS)["joints"]
+    tilted = regression._torso_tilt(model, lifted) > regression.UPRIGHT_DEG
+    assert tilted[:40].all() and not tilted[-40:].any()  # lying first, standing at the end
+
+    def init_and_reach():
+        init = stage.init_track(model, kp, "coco17", K, mocap.FPS)
+        with torch.no_grad():
+            j = model(init.poses, init.shape, vertices=False).joints.float()
+        return init, ((j - j[:, :1]) - lifted).norm(dim=-1).mean(-1)
+
+    init, reach = init_and_reach()
+    monkeypatch.setattr(regression, "UPRIGHT_DEG", 180.0)  # the per-frame rotations everywhere
+    frame, reach_frame = init_and_reach()
+    assert reach[tilted].median() < 0.6 * reach_frame[tilted].median(), (reach[tilted].median(), reach_frame[tilted].median())
+    assert torch.equal(init.poses[~tilted], frame.poses[~tilted])

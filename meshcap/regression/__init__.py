@@ -56,6 +56,7 @@ def regress_track(net: KeypointRegressor, model: BodyModel, keypoints: torch.Ten
     sees the motion around each frame), and each frame's pose is turned as a whole to face the
     way the lifted joints do (a rotation of the root: the per-frame net's own heading is the
     usual error of a single frame, a body seen from behind or its depth mirror)."""
+    from meshcap.fitting.inverse_kinematics import joints_to_poses
     from meshcap.fitting.smplify import FitInit
 
     r = regress(net, model, keypoints, layout, K)
@@ -85,7 +86,31 @@ def regress_track(net: KeypointRegressor, model: BodyModel, keypoints: torch.Ten
         poses = poses.clone()
         poses[:, 0] = roma.rotmat_to_rotvec(turn @ roma.rotvec_to_rotmat(poses[:, 0]))
         joints = joints.to(dt)
+        # Where the lifted torso leans far from the image's up, the per-frame net is outside
+        # what it learned (level cameras, mostly upright bodies) and the fit would stay near
+        # its misread rotations: there, every joint starts where the lifted ones are. Upright
+        # people keep the per-frame rotations (reaching the lifter's joints everywhere made
+        # the Pose2Sim cameras' monocular fits 11 mm worse; MODEL_CARD.md).
+        tilted = _torso_tilt(model, joints) > UPRIGHT_DEG
+        if tilted.any():
+            reached = joints_to_poses(model, poses[tilted].to(dt), shape.to(dt), joints[tilted], sigma[tilted].to(dt))
+            poses = poses.to(dt).clone()
+            poses[tilted] = reached
     return FitInit(poses=poses.to(dt), shape=shape.to(dt), transl=None, sigma=sigma.to(dt), joints=joints)
+
+
+# Torso lean (degrees from the camera's up) beyond which the fit starts from the lifted joints.
+UPRIGHT_DEG = 60.0
+
+
+def _torso_tilt(model: BodyModel, joints: torch.Tensor) -> torch.Tensor:
+    """(T,) degrees between the root-to-neck direction of root-relative joints (T, J, 3),
+    camera axes (y down), and the camera's up."""
+    neck = next((model.joint_names.index(n) for n in ("neck01", "neck") if n in model.joint_names), None)
+    if neck is None:
+        return torch.zeros(joints.shape[0], dtype=joints.dtype)
+    v = joints[:, neck] - joints[:, 0]
+    return torch.rad2deg(torch.acos((-v[:, 1] / v.norm(dim=-1).clamp(min=1e-9)).clamp(-1, 1)))
 
 
 @dataclass

@@ -27,8 +27,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from meshcap import capture, capture_multiview
+from meshcap.fitting.camera import project as camera_project
+from meshcap.fitting.metrics import pa_mpjpe
 from meshcap.keypoints.pipeline import video_tracks
 from meshcap.multiview.calibration import read_calibration
 from meshcap.regression.mocap import BODY
@@ -46,20 +49,9 @@ def body_points(motion) -> np.ndarray:
 
 
 def project(X: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """(..., 2) pinhole pixels of camera-frame points (..., 3) (distortion left out: for
-    matching people only)."""
-    return X[..., :2] / X[..., 2:3] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
-
-
-def similarity_error(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean distance of points a (N, 3) to b (N, 3) after the best similarity transform of a."""
-    ac, bc = a - a.mean(0), b - b.mean(0)
-    U, S, Vt = np.linalg.svd(ac.T @ bc)
-    d = np.sign(np.linalg.det(U @ Vt))
-    D = np.diag([1.0, 1.0, d])
-    R = U @ D @ Vt
-    s = (S * np.diag(D)).sum() / (ac ** 2).sum()
-    return float(np.linalg.norm(s * ac @ R - bc, axis=-1).mean())
+    """(..., N, 2) pinhole pixels of camera-frame points (..., N, 3) (distortion left out: for
+    matching people and the reprojection of undistorted fits)."""
+    return camera_project(torch.as_tensor(X), torch.as_tensor(K)).numpy()
 
 
 def reprojection(motion, p: int) -> tuple[float, float]:
@@ -97,7 +89,7 @@ def score_view(mono, ref: np.ndarray, ref_valid: np.ndarray, R: np.ndarray, t: n
         if best is None:
             continue
         x = pts[best, f]
-        pa[f] = similarity_error(x, rc) * 1000
+        pa[f] = float(pa_mpjpe(torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(rc))) * 1000
         mp[f] = np.linalg.norm((x - x[HIPS].mean(0)) - (rc - rc[HIPS].mean(0)), axis=-1).mean() * 1000
     return dict(pa=pa, mpjpe=mp)
 

@@ -84,7 +84,7 @@ class BodyModel(torch.nn.Module):
             return n
 
         names = list(self.joint_names)
-        return [names.index(other(n)) if other(n) in names else i for i, n in enumerate(names)]
+        return [names.index(m) if (m := other(n)) in names else i for i, n in enumerate(names)]
 
     def keypoint_names(self, layout: str) -> tuple[str, ...]:
         return get_layout(layout).names

@@ -77,13 +77,14 @@ class Camera:
 SIZE_TOLERANCE = 0.05
 
 
-def check_camera_size(camera: Camera, size: tuple[int, int], what: str) -> None:
-    """An error naming `what` when images of `size` (width, height) cannot be the camera's:
-    more than SIZE_TOLERANCE off its calibrated size (a size of 0 is not known)."""
+def check_camera_size(camera: Camera, size: tuple[int, int], what: str, hint: str = "") -> None:
+    """An error naming `what` (and ending with `hint`) when images of `size` (width, height)
+    cannot be the camera's: more than SIZE_TOLERANCE off its calibrated size (a size of 0 is
+    not known)."""
     w, h = size
     cw, ch = camera.size
     if cw and ch and (abs(w / cw - 1) > SIZE_TOLERANCE or abs(h / ch - 1) > SIZE_TOLERANCE):
-        raise InputError(f"{what} {w}x{h} but camera {camera.name} was calibrated at {cw}x{ch}")
+        raise InputError(f"{what} {w}x{h} but camera {camera.name} was calibrated at {cw}x{ch}{hint}")
 
 
 def distort_project(Xc: torch.Tensor, K: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:

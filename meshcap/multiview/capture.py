@@ -95,10 +95,7 @@ def load_views(sources, cams, cache_dir=None, progress=None) -> list:
         cache = Path(cache_dir) / f"{src.stem}.cam{c}.keypoints.npz" if cache_dir else None
         step = (lambda d, n, c=c: progress(f"detecting view {c + 1}", d, n)) if progress else None
         tr = _tracks_for(src, cache, step)
-        try:
-            check_camera_size(cam, tr.image_size, f"{src}: frames are")
-        except InputError as e:
-            raise InputError(f"{e}; is the order of the videos the calibration's?") from None
+        check_camera_size(cam, tr.image_size, f"{src}: frames are", "; is the order of the videos the calibration's?")
         views.append(tr.convert("blazepose33") if tr.layout != "blazepose33" else tr)
     return views
 

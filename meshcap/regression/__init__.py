@@ -88,13 +88,13 @@ def regress_track(net: KeypointRegressor, model: BodyModel, keypoints: torch.Ten
         joints = joints.to(dt)
         # Where the lifted torso leans far from the image's up, the per-frame net is outside
         # what it learned (level cameras, mostly upright bodies) and the fit would stay near
-        # its misread rotations: there, every joint starts where the lifted ones are. Upright
+        # its misread rotations: there, every joint starts reaching for the lifted ones. Upright
         # people keep the per-frame rotations (reaching the lifter's joints everywhere made
         # the Pose2Sim cameras' monocular fits 11 mm worse; MODEL_CARD.md).
         tilted = _torso_tilt(model, joints) > UPRIGHT_DEG
         if tilted.any():
             reached = joints_to_poses(model, poses[tilted].to(dt), shape.to(dt), joints[tilted], sigma[tilted].to(dt))
-            poses = poses.to(dt).clone()
+            poses = poses.to(dt)  # cloned above: the regressor's own poses stay as they were
             poses[tilted] = reached
     return FitInit(poses=poses.to(dt), shape=shape.to(dt), transl=None, sigma=sigma.to(dt), joints=joints)
 

@@ -150,11 +150,11 @@ def _synthetic_windows(model: BodyModel, n: int, W: int, g: torch.Generator) -> 
 
 
 def _cameras(center: torch.Tensor, g: torch.Generator,
-             roll: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+             any_roll: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per window a camera looking at points near `center` (n, W, 3), world y up: (R (n, 3, 3)
     world -> camera (OpenCV), eye (n, W, 3), K (n, 3, 3), image sizes (n, 2)); the distance is
-    set later from the person's extent. Cameras are level give or take a few degrees, except a
-    `roll` share of them turned by any angle about their axis: the camera-frame pose of a body
+    set later from the person's extent. Cameras are level give or take a few degrees, except an
+    `any_roll` share of them turned by any angle about their axis: the camera-frame pose of a body
     lying, upside down or cartwheeling is then also seen with upright bodies' poses, which the
     training motion has far more of (the targets are camera-frame, so this is no contradiction)."""
     n = center.shape[0]
@@ -170,11 +170,10 @@ def _cameras(center: torch.Tensor, g: torch.Generator,
     elev = -0.25 + 0.95 * torch.rand(n, generator=g) ** 1.5
     d = torch.stack([torch.cos(elev) * torch.sin(az), torch.sin(elev), torch.cos(elev) * torch.cos(az)], -1)
     z = -d  # forward, toward the person
-    tilt = torch.randn(n, generator=g) * 0.05
-    if roll > 0:  # drawn only then: the default's batches stay those of the shipped weights
-        wide = torch.rand(n, generator=g) < roll
-        tilt = torch.where(wide, (2 * torch.rand(n, generator=g) - 1) * math.pi, tilt)
-    roll = tilt
+    roll = torch.randn(n, generator=g) * 0.05
+    if any_roll > 0:  # drawn only then: the default's batches stay those of the shipped weights
+        wide = torch.rand(n, generator=g) < any_roll
+        roll = torch.where(wide, (2 * torch.rand(n, generator=g) - 1) * math.pi, roll)
     down = torch.tensor([0.0, -1.0, 0.0]).expand(n, 3)
     x = torch.linalg.cross(down, z, dim=-1)
     x = x / x.norm(dim=-1, keepdim=True)
@@ -189,7 +188,7 @@ def window_batch(model: BodyModel, n: int, W: int, g: torch.Generator, seqs: lis
                  real_fraction: float = 0.7, sparse_fraction: float = 0.5, balance: float = 1.0,
                  mix: float = 0.0, roll: float = 0.0) -> WindowBatch:
     """n windows of W frames (module docstring); n a multiple of SHAPE_GROUPS; `balance` and
-    `mix` as in `_real_windows`, `roll` as in `_cameras`."""
+    `mix` as in `_real_windows`; `roll` is `_cameras`' `any_roll`."""
     layout = get_layout(INPUT_LAYOUT)
     k = int(round(n * real_fraction)) if seqs else 0
     parts = []

@@ -5,7 +5,8 @@ against plain confidence-weighted DLT triangulation of the same 2D keypoints.
 
 Prints, for the subject (the person seen longest; the demo's background people are matched
 too but left out here):
-0. the left/right swaps found and undone in each view (`meshcap.multiview.swaps`);
+0. the left/right swaps found and undone in each view (`meshcap.multiview.swaps`), and the
+   fitted bone scales (one per body part, left and right alike);
 1. per-view reprojection error of the fit and of plain DLT into the views they were made
    from, pixels (median and 90th percentile);
 2. leave-one-camera-out: fit (and triangulate) with three views, measure the reprojection
@@ -69,6 +70,9 @@ def main() -> None:
     t0 = time.perf_counter()
     res = MultiViewFitter(model, cams).fit(kp, fps=views[0].fps)
     print(f"fit of {C} views: {time.perf_counter() - t0:.1f} s")
+    scales = res.bone_scale[0].tolist()
+    print("bone scales: " + ", ".join(f"{n.removesuffix('.L')} {s:.3f}" for n, s in zip(model.joint_names, scales)
+                                      if not n.endswith(".R")))
     print("1. per-view reprojection into the views fitted (fit | DLT of all views):")
     X_all = plain_dlt(kp, cams)
     for c, cam in enumerate(cams):

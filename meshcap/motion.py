@@ -1,5 +1,5 @@
-"""`Motion`, the one result type, and the motion.npz file format (schema version 2; version-1
-files, which have no foot contacts, still load).
+"""`Motion`, the one result type, and the motion.npz file format (schema version 3 when it holds
+per-bone scales, else 2; version-1 files, which have no foot contacts, still load).
 
 A motion.npz is a plain `.npz` that numpy alone reads (`np.load(path)`, no pickled objects).
 Every per-person array has a leading person axis P, even for one person; frames where a person
@@ -8,7 +8,7 @@ was not seen are `valid == False` and hold zeros (their numbers carry no meaning
 | key                  | shape / type        | meaning                                                  |
 |----------------------|---------------------|----------------------------------------------------------|
 | format               | str                 | "meshcap.motion"                                         |
-| version              | int                 | 2 (1: the same without the contact keys)                 |
+| version              | int                 | 3 with bone_scale, else 2 (1: without the contact keys)  |
 | fps                  | float               | frames per second of the result                          |
 | frame_times          | (T,) float64        | timestamp of each frame, seconds                         |
 | body_model           | str                 | "anny", "smpl", "smplh" or "smplx"                       |
@@ -17,6 +17,7 @@ was not seen are `valid == False` and hold zeros (their numbers carry no meaning
 | person_ids           | (P,) int            | track id of each person                                  |
 | poses                | (P, T, J, 3) f32    | local joint rotations, axis-angle, root first            |
 | shape                | (P, S) f32          | one body shape per person                                |
+| bone_scale           | (P, J) f32, opt     | per-joint scale of the body part it carries (absent: 1)  |
 | transl               | (P, T, 3) f32       | root translation, metres, world frame                    |
 | joints3d             | (P, T, J, 3) f32    | posed joints, metres, world frame                        |
 | keypoints2d          | (P, T, K, 3) f32    | detected keypoints (x, y, confidence), pixels, camera 0  |
@@ -47,6 +48,13 @@ frame t the camera is world -> camera `frame_R[t] @ cam_R[0]`, `frame_R[t] @ cam
 intrinsics `frame_K[t]`; keypoints2d are in frame t's pixels. Both keys are absent for a camera
 that stands still.
 
+Bone scales (`BodyModel.forward`'s bone_scale): proportions that the shape space cannot
+reach, fitted once per person where several calibrated views pin them down
+(`meshcap.fitting.multiview`); joint j's body part (mesh, keypoints, child offsets) is scaled by
+bone_scale[p, j] about the joint. Every reader of a Motion poses the body with them (BVH
+offsets, glTF skin, renders, the viewer); a file without the key has every scale 1, and
+it is then written as version 2, which older meshcap reads.
+
 Foot contacts (`meshcap.contacts`): a foot is planted when its sole is low on the person's own
 support (the ground, or whatever they stand on) and still; `contact_prob` is how sure that is
 (1 - probability of a swing), `contact` is `contact_prob >= 0.5`. Both keys are absent when no
@@ -65,8 +73,8 @@ from meshcap.errors import MotionFileError
 from meshcap.fileio import save_npz_atomic
 
 FORMAT = "meshcap.motion"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 # What the world frame is (the optional key `world`; files without it are "camera"):
 # "camera": camera 0's frame as it was (OpenCV: y down), no gravity known;
@@ -89,7 +97,8 @@ _SCHEMA: dict[str, tuple[str, int]] = {
 }
 # keys a file may lack (version 1 never has the contacts; `world` absent means "camera")
 _OPTIONAL: dict[str, tuple[str, int]] = {"world": ("U", 0), "contact": ("b", 3), "contact_prob": ("f", 3),
-                                         "view_swaps": ("b", 3), "frame_R": ("f", 3), "frame_K": ("f", 3)}
+                                         "view_swaps": ("b", 3), "frame_R": ("f", 3), "frame_K": ("f", 3),
+                                         "bone_scale": ("f", 2)}
 
 
 @dataclass(eq=False)
@@ -124,6 +133,7 @@ class Motion:
     view_swaps: np.ndarray | None = None
     frame_R: np.ndarray | None = None
     frame_K: np.ndarray | None = None
+    bone_scale: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.world = str(self.world)
@@ -163,6 +173,8 @@ class Motion:
             raise ValueError("invalid Motion: frame_R and frame_K come together")
         if self.frame_R is not None:
             self.frame_R, self.frame_K = f32(self.frame_R), f32(self.frame_K)
+        if self.bone_scale is not None:
+            self.bone_scale = f32(self.bone_scale)
         problems = _check_consistency(self._arrays())
         if problems:
             raise ValueError("invalid Motion: " + "; ".join(problems))
@@ -176,6 +188,15 @@ class Motion:
         if self.world == "z-up":
             return _Z_UP_TO_Y_UP.copy()
         return CAMERA_TO_Y_UP @ self.cam_R[0].astype(np.float64)
+
+    def bone_scale_of(self, person: int):
+        """(1, J) torch float32 bone scales of `person` for the body model's `bone_scale`, or
+        None when the Motion has none (every scale 1)."""
+        if self.bone_scale is None:
+            return None
+        import torch
+
+        return torch.as_tensor(self.bone_scale[person: person + 1])
 
     def camera_at(self, frame: int, camera: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(K (3, 3), R (3, 3), t (3,)) float64: camera `camera` at `frame`, world -> camera; a
@@ -202,7 +223,8 @@ class Motion:
         d = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
         d["body_model_settings"] = json.dumps(self.body_model_settings, sort_keys=True)
         d["joint_names"] = np.array(self.joint_names, dtype=str)
-        d["format"], d["version"] = FORMAT, VERSION
+        # without bone scales the file is version 2's, which older readers take
+        d["format"], d["version"] = FORMAT, VERSION if self.bone_scale is not None else 2
         return {k: np.asarray(v) for k, v in d.items()}
 
     def save(self, path: str | Path) -> Path:
@@ -318,7 +340,8 @@ class Motion:
                 for s in range(0, len(frames), batch_size):
                     idx = frames[s: s + batch_size]
                     r = model(torch.as_tensor(self.poses[p, idx]), torch.as_tensor(self.shape[p: p + 1]),
-                              torch.as_tensor(self.transl[p, idx]), layout=layout, vertices=False)
+                              torch.as_tensor(self.transl[p, idx]), layout=layout, vertices=False,
+                              bone_scale=self.bone_scale_of(p))
                     out[p, idx] = r.keypoints.cpu().numpy()
         return out
 
@@ -373,6 +396,12 @@ def _check_consistency(d: dict[str, np.ndarray]) -> list[str]:
     for k in ("contact", "contact_prob"):
         if k in d and np.asarray(d[k]).shape != (P, T, 2):
             out.append(f"{k!r} has shape {np.asarray(d[k]).shape}, expected ({P}, {T}, 2)")
+    if "bone_scale" in d:
+        bs = np.asarray(d["bone_scale"])
+        if bs.shape != (P, J):
+            out.append(f"'bone_scale' has shape {bs.shape}, expected ({P}, {J})")
+        elif not (np.isfinite(bs).all() and (bs > 0).all()):
+            out.append("'bone_scale' must be finite and positive")
     if "view_swaps" in d and np.asarray(d["view_swaps"]).shape != (P, T, C):
         out.append(f"'view_swaps' has shape {np.asarray(d['view_swaps']).shape}, expected ({P}, {T}, {C})")
     for k in ("frame_R", "frame_K"):

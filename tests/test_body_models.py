@@ -191,6 +191,58 @@ def test_anny_bad_input_is_named(anny_model):
         load_body_model("anny", "/tmp")
 
 
+def test_bone_scales_lengthen_the_parts_they_carry(anny_full):
+    """bone_scale[j] scales joint j's body part about the joint: its children's rest offsets,
+    its keypoints and its mesh; the fast path agrees with the full mesh; ones change nothing;
+    scaling every part alike scales the whole body about the root."""
+    m = anny_full
+    J = m.num_joints
+    pose, shape, transl = _rand_params(3, J, seed=5)
+    g = torch.Generator().manual_seed(6)
+    scale = 1 + 0.15 * torch.randn(1, J, generator=g, dtype=torch.float64)
+    full = m(pose, shape, transl, layout="blazepose33", bone_scale=scale)
+    fast = m(pose, shape, transl, layout="blazepose33", vertices=False, bone_scale=scale)
+    torch.testing.assert_close(fast.keypoints, full.keypoints)
+    torch.testing.assert_close(fast.joints, full.joints)
+    plain = m(pose, shape, transl, layout="blazepose33")
+    ones = m(pose, shape, transl, layout="blazepose33", bone_scale=torch.ones(1, J, dtype=torch.float64))
+    torch.testing.assert_close(ones.vertices, plain.vertices)
+    # the skeleton: each offset is its parent's scale times the unscaled one
+    sk0, sk1 = m.skeleton(shape[:1]), m.skeleton(shape[:1], scale)
+    parents = torch.tensor(m.parents[1:])
+    torch.testing.assert_close(sk1.offsets[0, 1:], sk0.offsets[0, 1:] * scale[0, parents, None])
+    torch.testing.assert_close(sk1.offsets[0, 0], sk0.offsets[0, 0])
+    # the forearm part carries the wrist: a longer forearm moves the wrist keypoint away from the elbow
+    names = m.joint_names
+    elbow = names.index("lowerarm01.L")
+    longer = torch.ones(1, J, dtype=torch.float64)
+    longer[0, elbow] = 1.2
+    kp = get_layout("blazepose33").names
+    rest = lambda s: m(torch.zeros(1, J, 3, dtype=torch.float64), shape[:1], layout="blazepose33",  # noqa: E731
+                       vertices=False, bone_scale=s)
+    a, b = rest(None), rest(longer)
+    wrist = names.index("wrist.L")
+    torch.testing.assert_close(b.joints[0, wrist] - b.joints[0, elbow], 1.2 * (a.joints[0, wrist] - a.joints[0, elbow]))
+    # the wrist keypoint is skinned partly to the hand, whose own scale is 1
+    reach = lambda o: (o.keypoints[0, kp.index("left_wrist")] - o.joints[0, elbow]).norm()  # noqa: E731
+    assert 1.15 * reach(a) < reach(b) < 1.2 * reach(a)
+    torch.testing.assert_close(b.keypoints[0, kp.index("right_wrist")], a.keypoints[0, kp.index("right_wrist")])
+    # every part 1.1x: the body 1.1x about its root
+    zero = torch.zeros(1, J, 3, dtype=torch.float64)
+    big = m(zero, shape[:1], bone_scale=torch.full((1, J), 1.1, dtype=torch.float64))
+    base = m(zero, shape[:1])
+    root = m.rest_joints(shape[:1])[0, 0]
+    torch.testing.assert_close(big.vertices[0] - root, 1.1 * (base.vertices[0] - root))
+    # gradients reach the scales
+    s = torch.ones(1, J, dtype=torch.float64, requires_grad=True)
+    m(pose, shape, transl, layout="coco17", vertices=False, bone_scale=s).keypoints.square().sum().backward()
+    assert torch.isfinite(s.grad).all() and s.grad.abs().max() > 0
+    with pytest.raises(ValueError, match=r"bone_scale must have shape \(3 or 1, 20\)"):
+        m(pose, shape, transl, bone_scale=torch.ones(2, J))
+    with pytest.raises(ValueError, match="bone_scale must be finite and positive"):
+        m(pose, shape, transl, bone_scale=-torch.ones(1, J))
+
+
 # -- SMPL family ---------------------------------------------------------------------------------
 
 def test_synthetic_smpl_file_loads_without_chumpy_and_poses(smpl_file):
@@ -227,6 +279,12 @@ def test_smpl_folder_layout_and_gradients(smpl_file):
     betas = torch.zeros(2, 10, requires_grad=True)
     m(pose, betas, layout="coco17").keypoints.sum().backward()
     assert betas.grad.abs().max() > 0 and torch.isfinite(pose.grad).all()
+    # SMPL has no bone scales: ones are the model as it is, anything else is refused by name
+    torch.testing.assert_close(m(pose, betas, bone_scale=torch.ones(1, 24)).joints, m(pose, betas).joints)
+    with pytest.raises(ValueError, match="smpl: per-bone scales are not available"):
+        m(pose, betas, bone_scale=torch.full((1, 24), 1.1))
+    with pytest.raises(ValueError, match="smpl: per-bone scales are not available"):
+        m.skeleton(betas[:1], torch.full((1, 24), 1.1))
 
 
 def test_smpl_path_errors_are_clear(tmp_path, smpl_file):

@@ -132,8 +132,8 @@ def test_wrong_types_and_shapes(motion, tmp_path):
         Motion.load(_rewrite(tmp_path, motion, transl=np.zeros((2, 6, 3), np.float32)))
     with pytest.raises(MotionFileError, match="format is 'other'"):
         Motion.load(_rewrite(tmp_path, motion, format=np.array("other")))
-    with pytest.raises(MotionFileError, match="schema version 3"):
-        Motion.load(_rewrite(tmp_path, motion, version=np.array(3)))
+    with pytest.raises(MotionFileError, match="schema version 4"):
+        Motion.load(_rewrite(tmp_path, motion, version=np.array(4)))
 
 
 def test_foot_contacts_and_version_1_files(motion, tmp_path):
@@ -163,6 +163,34 @@ def test_foot_contacts_and_version_1_files(motion, tmp_path):
     assert "1 view-frames relabelled left/right" in s.summary()
     with pytest.raises(MotionFileError, match=r"'view_swaps' has shape \(2, 7, 2\)"):
         Motion.load(_rewrite(tmp_path, s, view_swaps=np.zeros((2, 7, 2), bool)))
+
+
+def test_bone_scales_round_trip_as_version_3(motion, tmp_path):
+    """Bone scales are kept (version 3); the motion's 3D keypoints are those of the scaled body;
+    bad scales are named; a file without them stays version 2."""
+    import copy
+
+    from meshcap import load_body_model
+
+    scaled = copy.deepcopy(motion)
+    scaled.bone_scale = np.ones((2, 20), np.float32)
+    scaled.bone_scale[1, 4:6] = 0.9  # the second person's shins
+    path = scaled.save(tmp_path / "s.npz")
+    with np.load(path) as f:
+        assert int(f["version"]) == 3
+    back = Motion.load(path)
+    assert np.array_equal(back.bone_scale, scaled.bone_scale)
+    model = load_body_model("anny")
+    a, b = motion.keypoints3d("coco17", model), back.keypoints3d("coco17", model)
+    assert np.array_equal(a[0], b[0], equal_nan=True)
+    ankle = 15  # coco17's left ankle, carried by the shin
+    assert np.nanmax(np.abs(a[1, :, ankle] - b[1, :, ankle])) > 0.01
+    with pytest.raises(MotionFileError, match=r"'bone_scale' has shape \(2, 19\), expected \(2, 20\)"):
+        Motion.load(_rewrite(tmp_path, back, bone_scale=np.ones((2, 19), np.float32)))
+    with pytest.raises(MotionFileError, match="'bone_scale' must be finite and positive"):
+        Motion.load(_rewrite(tmp_path, back, bone_scale=np.zeros((2, 20), np.float32)))
+    with np.load(motion.save(tmp_path / "m.npz")) as f:
+        assert int(f["version"]) == 2 and "bone_scale" not in f.files
 
 
 def test_pickled_objects_are_refused(motion, tmp_path):

@@ -132,6 +132,48 @@ def test_keypoint_offsets_absorb_a_detectors_systematic_bias(scene):
     assert err[0.03] < 0.93 * err[0.0], err
 
 
+def test_bone_scales_fit_proportions_the_shape_cannot_make():
+    """A person whose shins are 8% shorter and forearms 12% longer than any anny shape makes
+    them, seen by four cameras: the fitted bone scales shorten the shins and lengthen the
+    forearms, and the skeleton lands closer to the truth than without scales (measured 13.4 mm
+    mean without, 11.0 with; feet 7.3 -> 4.6 mm). The fitted joints are the scaled body's."""
+    model = load_body_model("anny")
+    g = torch.Generator().manual_seed(2)
+    T = 30
+    poses = smooth_motion(model, T, 30.0, g)
+    poses[:, 0] = torch.tensor([0.0, 0.7, 0.0])
+    shape = sample_shapes(model, 1, g)
+    transl = torch.stack([torch.linspace(-0.3, 0.3, T), torch.zeros(T), torch.zeros(T)], -1)
+    cams = ring(dist=(-0.05, 0.02, 0.001, -0.001, 0.0))
+    names = model.joint_names
+    truth = torch.ones(1, model.num_joints)
+    for n, v in (("lowerleg01", 0.92), ("lowerarm01", 1.12)):
+        for side in (".L", ".R"):
+            truth[0, names.index(n + side)] = v
+    with torch.no_grad():
+        out = model(poses, shape, transl, layout="blazepose33", vertices=False, bone_scale=truth)
+    obs = np.stack([np.concatenate([cam.project(out.keypoints.double()).numpy()
+                                    + np.random.default_rng(c).normal(0, 2.0, (T, 33, 2)),
+                                    np.full((T, 33, 1), 0.9)], -1) for c, cam in enumerate(cams)])
+    feet = [names.index("foot.L"), names.index("foot.R")]
+    err, feet_err, fits = {}, {}, {}
+    for sd in (0.0, 0.1):
+        res = MultiViewFitter(model, cams, scale_sd=sd).fit(obs, fps=30.0)
+        d = (res.joints - out.joints.to(res.joints.dtype)).norm(dim=-1) * 1000
+        err[sd], feet_err[sd], fits[sd] = float(d.mean()), float(d[:, feet].mean()), res
+    s = fits[0.1].bone_scale[0]
+    assert torch.equal(fits[0.0].bone_scale, torch.ones_like(fits[0.0].bone_scale))
+    # the shape takes a share (its "proportions" phenotype lengthens limbs too), so the scales
+    # point the right way without reaching the truth (measured 0.955 and 1.028)
+    assert float(s[names.index("lowerleg01.L")]) < 0.97 and float(s[names.index("lowerarm01.L")]) > 1.01, s
+    assert s[names.index("lowerleg01.L")] == s[names.index("lowerleg01.R")]  # symmetric
+    assert err[0.1] < 0.9 * err[0.0] and feet_err[0.1] < 0.75 * feet_err[0.0], (err, feet_err)
+    # the fitted joints are the scaled body's, as a Motion's readers will pose it
+    with torch.no_grad():
+        again = model(fits[0.1].poses, fits[0.1].shape, fits[0.1].transl, vertices=False, bone_scale=s[None])
+    torch.testing.assert_close(again.joints, fits[0.1].joints, atol=1e-5, rtol=0)
+
+
 def test_triangulation_down_weights_a_corrupted_view(scene):
     _, cams, obs, _, kp3 = scene
     bad = obs.copy()

@@ -45,6 +45,7 @@ class AnnyModel(BodyModel):
     name = "anny"
     shape_dim = len(PHENOTYPES)
     shape_names = PHENOTYPES
+    supports_bone_scale = True
 
     def __init__(self, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
@@ -97,6 +98,9 @@ class AnnyModel(BodyModel):
         self.register_buffer("fitted", i(fitted), persistent=False)
         self.register_buffer("bone_joint", i(anc), persistent=False)
         self.register_buffer("joint_parent", i([0] + self.parents[1:]), persistent=False)
+        # the fitted joint whose body part holds each bone's offset from its parent (bone 0's
+        # offset is the root's rest position, which no scale moves)
+        self.register_buffer("offset_joint", i(anc[parent0]), persistent=False)
 
         # The keypoint vertex subset and its skinning folded onto fitted joints.
         self.register_buffer("sub_ids", i(d["vertex_ids"]), persistent=False)
@@ -130,9 +134,11 @@ class AnnyModel(BodyModel):
         w = phenotype_blendshape_weights(shape, list(PHENOTYPES), anchors, self.pheno_mask, False)
         return w @ self.pheno_projection
 
-    def _rest(self, shape: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _rest(self, shape: torch.Tensor, scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Shape-only quantities: coefficients (Bs, K), bone heads h (Bs, 104, 3), reference
-        rotations A = U R^T (Bs, 104, 3, 3) and reference-pose bone heads q (Bs, 104, 3)."""
+        rotations A = U R^T (Bs, 104, 3, 3) and reference-pose bone heads q (Bs, 104, 3);
+        with `scale` (Bs or 1, J) (`BodyModel.forward`'s bone_scale) q is the scaled skeleton's
+        and s (B, 104) is each bone's scale (its fitted joint's), else s is None."""
         coeffs = self.blend_coefficients(shape)
         h = self.bone_heads + torch.einsum("bk,knd->bnd", coeffs, self.bone_heads_bs)
         M = self.orient + torch.einsum("bk,knij->bnij", coeffs, self.orient_bs)
@@ -141,11 +147,18 @@ class AnnyModel(BodyModel):
         A_off = torch.cat([eye, A[:, 1:]], dim=1)  # anny takes the root's offset rotation as I
         off = (A_off[:, self.bone_parent] @ (h - h[:, self.bone_parent])[..., None])[..., 0]
         off = torch.cat([h[:, :1], off[:, 1:]], dim=1)
+        s = None
+        if scale is not None:
+            # each offset grows with the body part that holds it: a joint's children, bone
+            # heads and (below) vertices all move out from the joint by its scale
+            s = scale[:, self.bone_joint]
+            off = torch.cat([off[:, :1], off[:, 1:] * scale[:, self.offset_joint[1:]][..., None]], dim=1)
         q = torch.einsum("ck,bkd->bcd", self.chain, off)
-        return dict(coeffs=coeffs, h=h, A=A, q=q)
+        return dict(coeffs=coeffs, h=h, A=A, q=q, s=s)
 
-    def rest_joints(self, shape: torch.Tensor) -> torch.Tensor:
-        return self._rest(torch.as_tensor(shape, dtype=self.dtype, device=self.device))["q"][:, self.fitted]
+    def rest_joints(self, shape: torch.Tensor, bone_scale: torch.Tensor | None = None) -> torch.Tensor:
+        shape = torch.as_tensor(shape, dtype=self.dtype, device=self.device)
+        return self._rest(shape, self.check_bone_scale(bone_scale))["q"][:, self.fitted]
 
     # -- kinematics ----------------------------------------------------------------------------
 
@@ -188,8 +201,8 @@ class AnnyModel(BodyModel):
 
     # -- forward -------------------------------------------------------------------------------
 
-    def _forward(self, rotmats, shape, transl, layout, vertices) -> BodyModelOutput:
-        rest = self._rest(shape)
+    def _forward(self, rotmats, shape, transl, layout, vertices, bone_scale=None) -> BodyModelOutput:
+        rest = self._rest(shape, bone_scale)
         G, x = self._fk(rotmats, transl, rest["q"])
         verts = kp = None
         if vertices:
@@ -209,7 +222,10 @@ class AnnyModel(BodyModel):
         v = self.sub_template + torch.einsum("bk,ksd->bsd", coeffs, self.sub_vertex_bs)
         c = self.sub_skin_bones  # (S, k)
         qa = q[:, self.fitted[self.bone_joint[c]]]
-        local = (A[:, c] @ (v[:, :, None] - h[:, c])[..., None])[..., 0] + q[:, c] - qa
+        around = (A[:, c] @ (v[:, :, None] - h[:, c])[..., None])[..., 0]  # the vertex about its bone
+        if rest["s"] is not None:
+            around = around * rest["s"][:, c][..., None]
+        local = around + q[:, c] - qa
         M = self.kp_vertex_matrix  # (N, S)
         L = torch.einsum("skj,bskd->bsjd", self.sub_fold, local)
         return torch.einsum("ns,bsjd->bnjd", M, L), M @ self.sub_fold.sum(1)
@@ -305,7 +321,7 @@ class AnnyModel(BodyModel):
         h, A, q = rest["h"], rest["A"], rest["q"]
         j = self.bone_joint
         Ga = G[:, j]
-        Rb = Ga @ A
+        Rb = Ga @ A if rest["s"] is None else Ga @ (A * rest["s"][..., None, None])
         tb = x[:, j] + (Ga @ (q - q[:, self.fitted[j]])[..., None])[..., 0] - (Rb @ h[..., None])[..., 0]
         return torch.cat([Rb, tb[..., None]], dim=-1)
 

@@ -54,6 +54,8 @@ class BodyModel(torch.nn.Module):
     joint_names: list[str]
     parents: list[int]
     shape_dim: int
+    # whether `bone_scale` is available (see `forward`): proportions beyond the shape space
+    supports_bone_scale: bool = False
 
     @property
     def num_joints(self) -> int:
@@ -99,18 +101,41 @@ class BodyModel(torch.nn.Module):
         how a per-joint quantity (an uncertainty, a colour) spreads over the surface."""
         raise NotImplementedError
 
-    def skeleton(self, shape: torch.Tensor | None = None) -> Skeleton:
-        """Joint names, parents and the rest offsets (B, J, 3) for `shape` (B, S)."""
+    def skeleton(self, shape: torch.Tensor | None = None, bone_scale: torch.Tensor | None = None) -> Skeleton:
+        """Joint names, parents and the rest offsets (B, J, 3) for `shape` (B, S) and
+        `bone_scale` (B or 1, J) (see `forward`)."""
         if shape is None:
             shape = self.default_shape()
-        rest = self.rest_joints(shape)
+        rest = self.rest_joints(shape) if bone_scale is None else self.rest_joints(shape, bone_scale)
         parents = torch.as_tensor(self.parents[1:], device=rest.device)
         offsets = torch.cat([rest[:, :1], rest[:, 1:] - rest[:, parents]], dim=1)
         return Skeleton(list(self.joint_names), list(self.parents), offsets)
 
-    def rest_joints(self, shape: torch.Tensor) -> torch.Tensor:
-        """(B, J, 3) joint positions at identity pose for `shape` (B, S)."""
+    def rest_joints(self, shape: torch.Tensor, bone_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, J, 3) joint positions at identity pose for `shape` (B, S) and `bone_scale`
+        (B or 1, J) (see `forward`)."""
         raise NotImplementedError
+
+    def check_bone_scale(self, bone_scale, batch_size: int | None = None) -> torch.Tensor | None:
+        """`bone_scale` as a (B or 1, J) tensor of this model's dtype and device, or None when it
+        is None or all ones; ValueError for a wrong shape, a non-positive or non-finite value, or
+        a model without bone scales."""
+        if bone_scale is None:
+            return None
+        s = torch.as_tensor(bone_scale, dtype=self.dtype, device=self.device)
+        J = self.num_joints
+        if s.ndim == 1:
+            s = s[None]
+        if s.ndim != 2 or s.shape[1] != J or (batch_size is not None and s.shape[0] not in (1, batch_size)):
+            want = f"({batch_size} or 1, {J})" if batch_size is not None else f"(B, {J})"
+            raise ValueError(f"{self.name}: bone_scale must have shape {want}, got {tuple(s.shape)}")
+        if not (torch.isfinite(s).all() and (s > 0).all()):
+            raise ValueError(f"{self.name}: bone_scale must be finite and positive")
+        if not s.requires_grad and bool((s == 1).all()):
+            return None
+        if not self.supports_bone_scale:
+            raise ValueError(f"{self.name}: per-bone scales are not available for this body model (anny has them)")
+        return s
 
     def _check_inputs(self, pose, rotmats, shape, transl):
         if (pose is None) == (rotmats is None):
@@ -158,6 +183,7 @@ class BodyModel(torch.nn.Module):
         rotmats: torch.Tensor | None = None,
         layout: str | None = None,
         vertices: bool = True,
+        bone_scale: torch.Tensor | None = None,
     ) -> BodyModelOutput:
         """Pose the body.
 
@@ -169,13 +195,20 @@ class BodyModel(torch.nn.Module):
             layout: name of a keypoint layout (`coco17`, `blazepose33`, ...) to return.
             vertices: False takes the fast path: skeleton and keypoints only, the full mesh
                 is never skinned.
+            bone_scale: (B or 1, J) proportions beyond the shape space: joint j's body part
+                (its mesh, keypoints and the rest offsets of its child joints) is scaled by
+                bone_scale[:, j] about the joint; None or ones: the shape's own proportions.
+                Rotations keep their meaning (local, about world-aligned rest axes).
         Returns:
             BodyModelOutput with joints (B, J, 3), keypoints (B, K, 3) and vertices (B, V, 3).
         """
         rotmats, shape, transl = self._check_inputs(pose, rotmats, shape, transl)
         if layout is not None:
             get_layout(layout)
-        return self._forward(rotmats, shape, transl, layout, vertices)
+        scale = self.check_bone_scale(bone_scale, rotmats.shape[0])
+        if scale is None:
+            return self._forward(rotmats, shape, transl, layout, vertices)
+        return self._forward(rotmats, shape, transl, layout, vertices, bone_scale=scale)
 
     def _forward(self, rotmats, shape, transl, layout, vertices) -> BodyModelOutput:
         raise NotImplementedError

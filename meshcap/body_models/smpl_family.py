@@ -220,9 +220,10 @@ class SMPLFamilyModel(BodyModel):
     def num_vertices(self) -> int:
         return self.layer.v_template.shape[0]
 
-    def rest_joints(self, shape: torch.Tensor) -> torch.Tensor:
+    def rest_joints(self, shape: torch.Tensor, bone_scale: torch.Tensor | None = None) -> torch.Tensor:
         from smplx.lbs import blend_shapes, vertices2joints
 
+        self.check_bone_scale(bone_scale)  # ones only: SMPL-family models have no bone scales
         shape = torch.as_tensor(shape, dtype=self.dtype, device=self.device)
         v = self.layer.v_template + blend_shapes(shape, self.layer.shapedirs)
         return vertices2joints(self.layer.J_regressor, v)

@@ -48,7 +48,7 @@ def bvh_text(motion, person: int = 0, body_model=None) -> str:
     model = body_model or motion.load_body_model()
     shape = torch.as_tensor(motion.shape[person:person + 1], dtype=model.dtype)
     with torch.no_grad():
-        sk = model.skeleton(shape)
+        sk = model.skeleton(shape, motion.bone_scale_of(person))  # offsets of the scaled bones
         rest_root = model.rest_joints(shape)[0, 0].cpu().numpy().astype(np.float64)
     offsets = sk.offsets[0].cpu().numpy().astype(np.float64)
     names, parents = list(sk.joint_names), list(sk.parents)

@@ -87,10 +87,11 @@ def gltf_document(motion, body_model=None):
         shape = torch.as_tensor(motion.shape[p:p + 1], dtype=model.dtype)
         with torch.no_grad():
             J = model.num_joints
-            zero = model(torch.zeros(1, J, 3, dtype=model.dtype), shape, vertices=True)
+            scale = motion.bone_scale_of(p)  # the bind pose is the scaled body's
+            zero = model(torch.zeros(1, J, 3, dtype=model.dtype), shape, vertices=True, bone_scale=scale)
             verts = zero.vertices[0].cpu().numpy().astype(np.float32)
-            sk = model.skeleton(shape)
-            rest = model.rest_joints(shape)[0].cpu().numpy().astype(np.float64)
+            sk = model.skeleton(shape, scale)
+            rest = model.rest_joints(shape, scale)[0].cpu().numpy().astype(np.float64)
         offsets = sk.offsets[0].cpu().numpy().astype(np.float64)
         parents = list(sk.parents)
         poses = _fill_invalid(motion.poses[p].astype(np.float64), valid)

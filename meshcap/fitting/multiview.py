@@ -12,6 +12,14 @@ its keypoint, and the difference is systematic for a person. Several calibrated 
 so stages (3) and (4) also fit one small offset per keypoint, constant over the track, in the
 frame of the bone that carries the keypoint (what marker registration does in OpenSim). The
 skeleton is unchanged by them; they only move the keypoints the views are compared with.
+
+Bone scales: anny's six phenotypes tie a person's proportions together (a tall body has long
+legs and long arms in fixed ratios), and several views see the person's own. So stages (3) and
+(4) also fit one scale per body part (`BodyModel.forward`'s bone_scale: upper arm, forearm,
+thigh, shin, spine, head, ...), constant over the track, the left and right sides sharing one
+(OpenSim's symmetric scaling), with a log-normal prior toward 1 (the shape's own proportions).
+Unlike the offsets they change the skeleton itself, so the Motion keeps them and every export
+and render poses the scaled body.
 """
 from __future__ import annotations
 
@@ -35,7 +43,8 @@ from meshcap.multiview.triangulate import triangulate
 class MultiViewResult:
     """poses (T, J, 3), shape (1, S), transl (T, 3), joints (T, J, 3) world; keypoints3d
     (T, K, 3) of the fitted body; triangulated (T, K, 3) (NaN where unseen); reprojection_px
-    (C, T, K) per view (NaN where the view saw nothing); uncertainty (T, J) metres."""
+    (C, T, K) per view (NaN where the view saw nothing); uncertainty (T, J) metres;
+    bone_scale (1, J) the fitted proportions (ones when not fitted)."""
 
     poses: torch.Tensor
     shape: torch.Tensor
@@ -45,6 +54,29 @@ class MultiViewResult:
     triangulated: np.ndarray
     reprojection_px: np.ndarray
     uncertainty: torch.Tensor
+    bone_scale: torch.Tensor
+
+
+def bone_axes(model: BodyModel) -> torch.Tensor:
+    """(J, 3) unit direction of each joint's bone at the rest pose of the default shape: toward
+    the mean of its children; zeros for a joint without children (a hand, a foot, the head)."""
+    rest = model.rest_joints(model.default_shape())[0]
+    axes = torch.zeros_like(rest)
+    for j in range(model.num_joints):
+        kids = [c for c, p in enumerate(model.parents) if p == j]
+        if kids:
+            d = rest[kids].mean(0) - rest[j]
+            axes[j] = d / d.norm().clamp(min=1e-9)
+    return axes
+
+
+def symmetric_groups(model: BodyModel) -> torch.Tensor:
+    """(J,) group index of each joint, a left joint and its right twin in one group (numbered
+    by the lower of the two joint indices, then made consecutive)."""
+    perm = model.mirror_permutation()
+    lead = [min(j, perm[j]) for j in range(model.num_joints)]
+    _, group = torch.unique(torch.tensor(lead), return_inverse=True)
+    return group
 
 
 def keypoint_bones(model: BodyModel, layout: str) -> torch.Tensor:
@@ -81,11 +113,13 @@ class MultiViewFitter:
     """Fits keypoints (C, T, K, 3) of one person seen by C calibrated cameras.
 
     `offset_sd` (metres): the prior's scale for the per-keypoint offsets (module docstring);
-    0 turns them off."""
+    0 turns them off. `scale_sd`: the log-normal prior's scale for the bone scales (0.1: a
+    part 10% longer or shorter than the shape makes it costs one standard deviation); 0, or a
+    body model without bone scales, turns them off."""
 
     def __init__(self, body_model: BodyModel, cameras: list[Camera], layout: str = "blazepose33",
                  options: FitOptions | None = None, iters_3d: int = 100, iters_2d: int = 200,
-                 offset_sd: float = 0.03) -> None:
+                 offset_sd: float = 0.03, scale_sd: float = 0.1) -> None:
         self.model = body_model
         self.cameras = cameras
         self._single = SingleViewFitter(body_model, layout, options)  # priors and parameterisation
@@ -93,7 +127,14 @@ class MultiViewFitter:
         self.options = self._single.options
         self.iters_3d, self.iters_2d = iters_3d, iters_2d
         self.offset_sd = offset_sd
+        if offset_sd < 0 or scale_sd < 0:
+            raise ValueError(f"offset_sd and scale_sd must be >= 0, got {offset_sd} and {scale_sd}")
+        self.scale_sd = scale_sd if body_model.supports_bone_scale else 0.0
+        self._groups = symmetric_groups(body_model)
         self._bones = keypoint_bones(body_model, self.layout.name) if offset_sd > 0 else None
+        self._along = None
+        if self._bones is not None and self.scale_sd > 0:
+            self._along = bone_axes(body_model)[self._bones]  # (K, 3)
         dt = body_model.dtype
         self._R = torch.as_tensor(np.stack([c.R for c in cameras]), dtype=dt)
         self._t = torch.as_tensor(np.stack([c.t for c in cameras]), dtype=dt)
@@ -154,9 +195,14 @@ class MultiViewFitter:
         root, transl = self._root_init(tri, self._single._shape_from_param(shape_p))
         body = torch.zeros(T, m.num_joints - 1, 3, dtype=dt)
         offsets = torch.zeros(K, 3, dtype=dt)  # metres, in the carrying bone's frame
-        for p in (root, transl, body, shape_p, offsets):
+        log_scale = torch.zeros(int(self._groups.max()) + 1, dtype=dt)  # per symmetric group
+        for p in (root, transl, body, shape_p, offsets, log_scale):
             p.requires_grad_(True)
         use_offsets = self._bones is not None
+        use_scales = self.scale_sd > 0
+
+        def bone_scale():
+            return torch.exp(log_scale)[self._groups][None] if use_scales else None
 
         xy = torch.as_tensor(np.nan_to_num(kp[..., :2]), dtype=dt)
         conf = torch.as_tensor(np.nan_to_num(kp[..., 2]), dtype=dt)
@@ -172,14 +218,21 @@ class MultiViewFitter:
                 track = track + o.w_accel * acc.square().sum()
                 track = track + o.w_rot_vel * ((rotmats[1:] - rotmats[:-1]) * fps).square().sum()
             if use_offsets:  # Gaussian prior, sd offset_sd per axis
-                track = track + (offsets / self.offset_sd).square().sum()
+                if self._along is None:
+                    track = track + (offsets / self.offset_sd).square().sum()
+                else:  # along the bone a third of it: a bone's length is its scale's to fit
+                    along = (offsets * self._along).sum(-1)
+                    across = offsets - along[:, None] * self._along
+                    track = track + (across / self.offset_sd).square().sum() + (3 * along / self.offset_sd).square().sum()
+            if use_scales:  # log-normal toward the shape's own proportions, each group once
+                track = track + (log_scale / self.scale_sd).square().sum()
             return frame.sum() + track
 
         def forward():
             pose = torch.cat([root[:, None], body], 1)
             rotmats = roma.rotvec_to_rotmat(pose)
             out = m(rotmats=rotmats, shape=self._single._shape_from_param(shape_p), transl=transl,
-                    layout=self.layout.name, vertices=False)
+                    layout=self.layout.name, vertices=False, bone_scale=bone_scale())
             if use_offsets:
                 R = global_rotations(rotmats, m.parents)[:, self._bones]  # (T, K, 3, 3)
                 out.keypoints = out.keypoints + (R @ offsets[..., None])[..., 0]
@@ -187,7 +240,8 @@ class MultiViewFitter:
 
         # 3D stage: centimetre residuals, Geman-McClure at 10 cm
         opt = torch.optim.Adam([{"params": [root, body], "lr": o.lr_rot}, {"params": [transl], "lr": o.lr_transl},
-                                {"params": [shape_p], "lr": o.lr_shape}, {"params": [offsets], "lr": 0.002}])
+                                {"params": [shape_p], "lr": o.lr_shape}, {"params": [offsets], "lr": 0.002},
+                                {"params": [log_scale], "lr": 0.003}])
         for _ in range(self.iters_3d):
             opt.zero_grad()
             out, rotmats = forward()
@@ -197,7 +251,8 @@ class MultiViewFitter:
             opt.step()
         # 2D stage: every view's reprojection
         opt = torch.optim.Adam([{"params": [root, body], "lr": o.lr_rot / 3}, {"params": [transl], "lr": o.lr_transl / 3},
-                                {"params": [shape_p], "lr": o.lr_shape / 3}, {"params": [offsets], "lr": 0.001}])
+                                {"params": [shape_p], "lr": o.lr_shape / 3}, {"params": [offsets], "lr": 0.001},
+                                {"params": [log_scale], "lr": 0.0015}])
         for _ in range(self.iters_2d):
             opt.zero_grad()
             out, rotmats = forward()
@@ -213,9 +268,10 @@ class MultiViewFitter:
             err = (uv - xy).norm(dim=-1)
             err = torch.where(conf > 0, err, torch.full_like(err, float("nan")))
             sigma = self._uncertainty(out.joints, err, conf)
+            scale = bone_scale() if use_scales else torch.ones(1, m.num_joints, dtype=dt)
         pose = torch.cat([root[:, None], body], 1).detach()
         return MultiViewResult(pose, self._single._shape_from_param(shape_p).detach(), transl.detach(),
-                               out.joints, out.keypoints, tri_np, err.numpy(), sigma)
+                               out.joints, out.keypoints, tri_np, err.numpy(), sigma, scale.detach())
 
     def _uncertainty(self, joints: torch.Tensor, err: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
         """(T, J) per-joint sigma, metres: each view that saw the person in a frame pins a joint

@@ -151,6 +151,8 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
     out = dict(poses=np.zeros((P, T, J, 3), np.float32), shape=np.zeros((P, model.shape_dim), np.float32),
                transl=np.zeros((P, T, 3), np.float32), joints3d=np.zeros((P, T, J, 3), np.float32),
                keypoints2d=np.zeros((P, T, K, 3), np.float32), uncertainty=np.zeros((P, T, J), np.float32))
+    if fitter.scale_sd > 0:
+        out["bone_scale"] = np.ones((P, J), np.float32)
     valid = np.zeros((P, T), bool)
     view_swaps = np.zeros((P, T, len(cams)), bool)
     for p, (first, kp, swapped) in enumerate(people):
@@ -163,6 +165,8 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
         out["joints3d"][p, sl] = res.joints.numpy()
         out["keypoints2d"][p, sl] = kp[0]
         out["uncertainty"][p, sl] = res.uncertainty.numpy()
+        if "bone_scale" in out:
+            out["bone_scale"][p] = res.bone_scale[0].numpy()
         view_swaps[p, sl] = swapped.T
         valid[p, sl] = True
         if progress:

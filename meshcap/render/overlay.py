@@ -127,7 +127,7 @@ class OverlayRenderer:
                     if not len(frames):
                         continue
                     out = self.model(torch.as_tensor(m.poses[p, frames]), torch.as_tensor(m.shape[p: p + 1]),
-                                     torch.as_tensor(m.transl[p, frames]))
+                                     torch.as_tensor(m.transl[p, frames]), bone_scale=m.bone_scale_of(p))
                     verts = out.vertices.cpu().numpy().astype(np.float64)
                     for f, vf in zip(frames, verts):
                         K, R, t = self._view(int(f))

@@ -79,8 +79,9 @@ class MotionScene:
             pid = int(motion.person_ids[p])
             shape = torch.as_tensor(motion.shape[p: p + 1], dtype=model.dtype)
             with torch.no_grad():
-                rest = model(torch.zeros(1, J, 3, dtype=model.dtype), shape).vertices[0].cpu().numpy()
-                rest_joints = model.rest_joints(shape)[0].cpu().numpy()
+                scale = motion.bone_scale_of(p)  # skinned from the scaled body's rest pose
+                rest = model(torch.zeros(1, J, 3, dtype=model.dtype), shape, bone_scale=scale).vertices[0].cpu().numpy()
+                rest_joints = model.rest_joints(shape, scale)[0].cpu().numpy()
             color = tuple(int(c * 255) for c in PERSON_COLORS[pid % len(PERSON_COLORS)])
             base = f"/motion/person_{pid}"
             self.meshes.append(server.scene.add_mesh_skinned(

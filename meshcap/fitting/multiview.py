@@ -44,7 +44,9 @@ class MultiViewResult:
     """poses (T, J, 3), shape (1, S), transl (T, 3), joints (T, J, 3) world; keypoints3d
     (T, K, 3) of the fitted body; triangulated (T, K, 3) (NaN where unseen); reprojection_px
     (C, T, K) per view (NaN where the view saw nothing); uncertainty (T, J) metres;
-    bone_scale (1, J) the fitted proportions (ones when not fitted)."""
+    bone_scale (1, J) the fitted proportions (ones when not fitted); person: the track's
+    constants as fitted (shape parameters, keypoint offsets, log bone scales), which
+    `MultiViewFitter.fit` can hold fixed."""
 
     poses: torch.Tensor
     shape: torch.Tensor
@@ -55,6 +57,18 @@ class MultiViewResult:
     reprojection_px: np.ndarray
     uncertainty: torch.Tensor
     bone_scale: torch.Tensor
+    person: "MultiViewPerson"
+
+
+@dataclass
+class MultiViewPerson:
+    """What a multi-view fit holds constant over a person's track: shape_param (1, S) the
+    unconstrained shape parameters, offsets (K, 3) metres per keypoint in its bone's frame,
+    log_scale (G,) the log bone scale of each symmetric group."""
+
+    shape_param: torch.Tensor
+    offsets: torch.Tensor
+    log_scale: torch.Tensor
 
 
 def bone_axes(model: BodyModel) -> torch.Tensor:
@@ -178,12 +192,84 @@ class MultiViewFitter:
         transl = tr + (R @ j0) - j0
         return roma.rotmat_to_rotvec(R), transl
 
-    def fit(self, keypoints: np.ndarray, fps: float = 30.0) -> MultiViewResult:
-        """Fit keypoints (C, T, K, 3): pixels + confidence per camera, frames synchronised."""
+    def _check(self, keypoints) -> np.ndarray:
         kp = np.asarray(keypoints, dtype=np.float64)
         C = len(self.cameras)
         if kp.ndim != 4 or kp.shape[0] != C or kp.shape[2:] != (len(self.layout), 3):
             raise InputError(f"keypoints must be ({C}, T, {len(self.layout)}, 3), got {kp.shape}")
+        return kp
+
+    def _pose(self, pose: torch.Tensor, transl: torch.Tensor, person: MultiViewPerson):
+        """(body model output with the offsets added to its keypoints, rotmats (T, J, 3, 3))."""
+        m = self.model
+        rotmats = roma.rotvec_to_rotmat(pose)
+        scale = torch.exp(person.log_scale)[self._groups][None] if self.scale_sd > 0 else None
+        out = m(rotmats=rotmats, shape=self._single._shape_from_param(person.shape_param), transl=transl,
+                layout=self.layout.name, vertices=False, bone_scale=scale)
+        if self._bones is not None:
+            R = global_rotations(rotmats, m.parents)[:, self._bones]  # (T, K, 3, 3)
+            out.keypoints = out.keypoints + (R @ person.offsets[..., None])[..., 0]
+        return out, rotmats
+
+    def _bone_scale(self, person: MultiViewPerson) -> torch.Tensor:
+        if self.scale_sd <= 0:
+            return torch.ones(1, self.model.num_joints, dtype=self.model.dtype)
+        return torch.exp(person.log_scale)[self._groups][None].detach()
+
+    def fit_windowed(self, keypoints: np.ndarray, fps: float = 30.0, window: int | None = None,
+                     overlap: int | None = None) -> MultiViewResult:
+        """`fit`, window by window for a long track, so that memory does not grow with it (as
+        single-view fitting does, `meshcap.fitting.windows`): the person's constants (shape,
+        keypoint offsets, bone scales) from frames spread over the whole track, then windows of
+        `window` frames overlapping by `overlap` (default 20 s and 1 s) fitted with them fixed,
+        blended where they overlap. A track that fits in one window is fitted whole."""
+        from meshcap.fitting.windows import OVERLAP_S, WINDOW_S, _blend_windows, window_spans
+
+        kp = self._check(keypoints)
+        T = kp.shape[1]
+        window = window or max(2, round(WINDOW_S * fps))
+        overlap = overlap or max(1, round(OVERLAP_S * fps))
+        spans = window_spans(T, window, overlap)
+        if len(spans) == 1:
+            return self.fit(kp, fps)
+        stride = math.ceil(T / window)
+        person = self.fit(kp[:, ::stride], fps / stride).person
+        tri = []
+
+        def fit_span(a, b):
+            r = self.fit(kp[:, a:b], fps, person=person)
+            tri.append((a, r.triangulated))
+            return r
+
+        poses, transl, sigma = _blend_windows(spans, self.model.num_joints, self.model.dtype, fit_span)
+        triangulated = np.full(kp.shape[1:3] + (3,), np.nan)
+        for a, x in tri:
+            triangulated[a:a + len(x)] = x
+        joints, kp3, err = [], [], []
+        with torch.no_grad():
+            for a in range(0, T, window):
+                out, _ = self._pose(poses[a:a + window], transl[a:a + window], person)
+                joints.append(out.joints)
+                kp3.append(out.keypoints)
+                err.append(self._reprojection(out.keypoints, kp[:, a:a + window]))
+        return MultiViewResult(poses, self._single._shape_from_param(person.shape_param), transl, torch.cat(joints),
+                               torch.cat(kp3), triangulated, np.concatenate(err, axis=1), sigma,
+                               self._bone_scale(person), person)
+
+    def _reprojection(self, keypoints3d: torch.Tensor, kp: np.ndarray) -> np.ndarray:
+        """(C, T, K) pixels from fitted keypoints (T, K, 3) to the observed kp (C, T, K, 3); NaN
+        where a view saw nothing."""
+        o, dt = self.options, self.model.dtype
+        xy = torch.as_tensor(np.nan_to_num(kp[..., :2]), dtype=dt)
+        conf = torch.as_tensor(np.nan_to_num(kp[..., 2]), dtype=dt)
+        err = (self.project(keypoints3d) - xy).norm(dim=-1)
+        return torch.where(conf >= o.min_confidence, err, torch.full_like(err, float("nan"))).numpy()
+
+    def fit(self, keypoints: np.ndarray, fps: float = 30.0, person: MultiViewPerson | None = None) -> MultiViewResult:
+        """Fit keypoints (C, T, K, 3): pixels + confidence per camera, frames synchronised.
+        `person`: the track's constants held fixed (a window of a long track, `fit_windowed`)."""
+        kp = self._check(keypoints)
+        C = len(self.cameras)
         T, K = kp.shape[1], kp.shape[2]
         o, m, dt = self.options, self.model, self.model.dtype
         X, _, _ = triangulate(kp.reshape(C, T * K, 3), self.cameras)
@@ -191,18 +277,20 @@ class MultiViewFitter:
         tri = torch.as_tensor(tri_np, dtype=dt)
         seen3 = torch.isfinite(tri).all(-1)
         tri0 = torch.nan_to_num(tri)
-        shape_p = torch.zeros(1, m.shape_dim, dtype=dt)
-        root, transl = self._root_init(tri, self._single._shape_from_param(shape_p))
+        fixed = person is not None
+        if person is None:
+            person = MultiViewPerson(torch.zeros(1, m.shape_dim, dtype=dt),
+                                     torch.zeros(K, 3, dtype=dt),  # metres, in the carrying bone's frame
+                                     torch.zeros(int(self._groups.max()) + 1, dtype=dt))  # per symmetric group
+            for p in (person.shape_param, person.offsets, person.log_scale):
+                p.requires_grad_(True)
+        shape_p, offsets, log_scale = person.shape_param, person.offsets, person.log_scale
+        root, transl = self._root_init(tri, self._single._shape_from_param(shape_p.detach()))
         body = torch.zeros(T, m.num_joints - 1, 3, dtype=dt)
-        offsets = torch.zeros(K, 3, dtype=dt)  # metres, in the carrying bone's frame
-        log_scale = torch.zeros(int(self._groups.max()) + 1, dtype=dt)  # per symmetric group
-        for p in (root, transl, body, shape_p, offsets, log_scale):
+        for p in (root, transl, body):
             p.requires_grad_(True)
         use_offsets = self._bones is not None
         use_scales = self.scale_sd > 0
-
-        def bone_scale():
-            return torch.exp(log_scale)[self._groups][None] if use_scales else None
 
         xy = torch.as_tensor(np.nan_to_num(kp[..., :2]), dtype=dt)
         conf = torch.as_tensor(np.nan_to_num(kp[..., 2]), dtype=dt)
@@ -212,11 +300,14 @@ class MultiViewFitter:
 
         def priors(out, rotmats):
             frame = o.w_pose * body.square().sum((-1, -2)) + o.w_limits * limit_penalty(body, self._single._ranges)
-            track = o.w_shape * shape_p.square().sum()
+            track = torch.zeros((), dtype=dt)
             if o.temporal and T >= 3:
                 acc = _second_difference(out.joints) * fps * fps
                 track = track + o.w_accel * acc.square().sum()
                 track = track + o.w_rot_vel * ((rotmats[1:] - rotmats[:-1]) * fps).square().sum()
+            if fixed:  # the person's own priors were paid where they were fitted
+                return frame.sum() + track
+            track = track + o.w_shape * shape_p.square().sum()
             if use_offsets:  # Gaussian prior, sd offset_sd per axis
                 if self._along is None:
                     track = track + (offsets / self.offset_sd).square().sum()
@@ -229,19 +320,17 @@ class MultiViewFitter:
             return frame.sum() + track
 
         def forward():
-            pose = torch.cat([root[:, None], body], 1)
-            rotmats = roma.rotvec_to_rotmat(pose)
-            out = m(rotmats=rotmats, shape=self._single._shape_from_param(shape_p), transl=transl,
-                    layout=self.layout.name, vertices=False, bone_scale=bone_scale())
-            if use_offsets:
-                R = global_rotations(rotmats, m.parents)[:, self._bones]  # (T, K, 3, 3)
-                out.keypoints = out.keypoints + (R @ offsets[..., None])[..., 0]
-            return out, rotmats
+            return self._pose(torch.cat([root[:, None], body], 1), transl, person)
+
+        def groups(div):  # Adam's parameter groups, the person's constants unless held fixed
+            g = [{"params": [root, body], "lr": o.lr_rot / div}, {"params": [transl], "lr": o.lr_transl / div}]
+            if not fixed:
+                g += [{"params": [shape_p], "lr": o.lr_shape / div}, {"params": [offsets], "lr": 0.002 / div},
+                      {"params": [log_scale], "lr": 0.003 / div}]
+            return g
 
         # 3D stage: centimetre residuals, Geman-McClure at 10 cm
-        opt = torch.optim.Adam([{"params": [root, body], "lr": o.lr_rot}, {"params": [transl], "lr": o.lr_transl},
-                                {"params": [shape_p], "lr": o.lr_shape}, {"params": [offsets], "lr": 0.002},
-                                {"params": [log_scale], "lr": 0.003}])
+        opt = torch.optim.Adam(groups(1))
         for _ in range(self.iters_3d):
             opt.zero_grad()
             out, rotmats = forward()
@@ -250,9 +339,7 @@ class MultiViewFitter:
             (data + priors(out, rotmats)).backward()
             opt.step()
         # 2D stage: every view's reprojection
-        opt = torch.optim.Adam([{"params": [root, body], "lr": o.lr_rot / 3}, {"params": [transl], "lr": o.lr_transl / 3},
-                                {"params": [shape_p], "lr": o.lr_shape / 3}, {"params": [offsets], "lr": 0.001},
-                                {"params": [log_scale], "lr": 0.0015}])
+        opt = torch.optim.Adam(groups(3))
         for _ in range(self.iters_2d):
             opt.zero_grad()
             out, rotmats = forward()
@@ -268,10 +355,10 @@ class MultiViewFitter:
             err = (uv - xy).norm(dim=-1)
             err = torch.where(conf > 0, err, torch.full_like(err, float("nan")))
             sigma = self._uncertainty(out.joints, err, conf)
-            scale = bone_scale() if use_scales else torch.ones(1, m.num_joints, dtype=dt)
         pose = torch.cat([root[:, None], body], 1).detach()
-        return MultiViewResult(pose, self._single._shape_from_param(shape_p).detach(), transl.detach(),
-                               out.joints, out.keypoints, tri_np, err.numpy(), sigma, scale.detach())
+        person = MultiViewPerson(shape_p.detach(), offsets.detach(), log_scale.detach())
+        return MultiViewResult(pose, self._single._shape_from_param(person.shape_param), transl.detach(),
+                               out.joints, out.keypoints, tri_np, err.numpy(), sigma, self._bone_scale(person), person)
 
     def _uncertainty(self, joints: torch.Tensor, err: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
         """(T, J) per-joint sigma, metres: each view that saw the person in a frame pins a joint

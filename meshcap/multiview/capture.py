@@ -157,7 +157,7 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
     view_swaps = np.zeros((P, T, len(cams)), bool)
     for p, (first, kp, swapped) in enumerate(people):
         last = first + kp.shape[1] - 1
-        res = fitter.fit(kp, fps=fps)
+        res = fitter.fit_windowed(kp, fps=fps)  # long tracks window by window: memory stays flat
         sl = slice(first, last + 1)
         out["poses"][p, sl] = res.poses.numpy()
         out["shape"][p] = res.shape[0].numpy()

@@ -27,6 +27,15 @@ def ring(n=4, radius=4.0, height=1.6, dist=(0.0,) * 5):
             for i, a in enumerate(np.linspace(0, 2 * np.pi, n, endpoint=False) + 0.3)]
 
 
+def observe(cams, keypoints: torch.Tensor, noise_px: float = 2.0) -> np.ndarray:
+    """(C, T, K, 3) what each camera's detector reports of 3D keypoints (T, K, 3): the
+    projection with `noise_px` of noise (seeded per camera), confidence 0.9."""
+    T, K = keypoints.shape[:2]
+    return np.stack([np.concatenate([cam.project(keypoints.double()).numpy()
+                                     + np.random.default_rng(c).normal(0, noise_px, (T, K, 2)),
+                                     np.full((T, K, 1), 0.9)], -1) for c, cam in enumerate(cams)])
+
+
 @pytest.fixture(scope="module")
 def scene():
     """One person moving for 1 s at 30 fps, seen by four cameras with lens distortion and
@@ -152,9 +161,7 @@ def test_bone_scales_fit_proportions_the_shape_cannot_make():
             truth[0, names.index(n + side)] = v
     with torch.no_grad():
         out = model(poses, shape, transl, layout="blazepose33", vertices=False, bone_scale=truth)
-    obs = np.stack([np.concatenate([cam.project(out.keypoints.double()).numpy()
-                                    + np.random.default_rng(c).normal(0, 2.0, (T, 33, 2)),
-                                    np.full((T, 33, 1), 0.9)], -1) for c, cam in enumerate(cams)])
+    obs = observe(cams, out.keypoints)
     feet = [names.index("foot.L"), names.index("foot.R")]
     err, feet_err, fits = {}, {}, {}
     for sd in (0.0, 0.1):
@@ -189,9 +196,7 @@ def test_a_long_track_is_fitted_window_by_window():
     cams = ring(dist=(-0.05, 0.02, 0.001, -0.001, 0.0))
     with torch.no_grad():
         out = model(poses, shape, transl, layout="blazepose33", vertices=False)
-    obs = np.stack([np.concatenate([cam.project(out.keypoints.double()).numpy()
-                                    + np.random.default_rng(c).normal(0, 2.0, (T, 33, 2)),
-                                    np.full((T, 33, 1), 0.9)], -1) for c, cam in enumerate(cams)])
+    obs = observe(cams, out.keypoints)
     fitter = MultiViewFitter(model, cams)
     whole = fitter.fit(obs, fps=30.0)
     win = fitter.fit_windowed(obs, fps=30.0, window=50, overlap=10)

@@ -279,12 +279,26 @@ def test_smpl_folder_layout_and_gradients(smpl_file):
     betas = torch.zeros(2, 10, requires_grad=True)
     m(pose, betas, layout="coco17").keypoints.sum().backward()
     assert betas.grad.abs().max() > 0 and torch.isfinite(pose.grad).all()
-    # SMPL has no bone scales: ones are the model as it is, anything else is refused by name
-    torch.testing.assert_close(m(pose, betas, bone_scale=torch.ones(1, 24)).joints, m(pose, betas).joints)
-    with pytest.raises(ValueError, match="smpl: per-bone scales are not available"):
-        m(pose, betas, bone_scale=torch.full((1, 24), 1.1))
-    with pytest.raises(ValueError, match="smpl: per-bone scales are not available"):
-        m.skeleton(betas[:1], torch.full((1, 24), 1.1))
+    # bone scales: meshcap's own skinning of the scaled rest pose is smplx's at scale 1, and
+    # scales every part about its joint as anny's do
+    import roma
+
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(3)
+        pose, betas = 0.3 * torch.randn(2, 24, 3, generator=g), torch.randn(2, 10, generator=g)
+        R, transl = roma.rotvec_to_rotmat(pose), torch.randn(2, 3, generator=g)
+        ours = m._forward(R, betas, transl, "coco17", True, bone_scale=torch.ones(1, 24))
+        theirs = m(pose, betas, transl, layout="coco17")
+        torch.testing.assert_close(ours.vertices, theirs.vertices, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours.keypoints, theirs.keypoints, atol=1e-5, rtol=0)
+        scale = 1 + 0.1 * torch.randn(1, 24, generator=g)
+        zero = m(torch.zeros(1, 24, 3), betas[:1], bone_scale=scale)
+        torch.testing.assert_close(zero.joints[0], m.rest_joints(betas[:1], scale)[0])
+        sk0, sk1 = m.skeleton(betas[:1]), m.skeleton(betas[:1], scale)
+        torch.testing.assert_close(sk1.offsets[0, 1:], sk0.offsets[0, 1:] * scale[0, m.parents[1:], None])
+        big = m(torch.zeros(1, 24, 3), betas[:1], bone_scale=torch.full((1, 24), 1.1)).vertices[0]
+        root = m.rest_joints(betas[:1])[0, 0]
+        torch.testing.assert_close(big - root, 1.1 * (m(torch.zeros(1, 24, 3), betas[:1]).vertices[0] - root))
 
 
 def test_smpl_path_errors_are_clear(tmp_path, smpl_file):

@@ -134,7 +134,7 @@ class BodyModel(torch.nn.Module):
         if not s.requires_grad and bool((s == 1).all()):
             return None
         if not self.supports_bone_scale:
-            raise ValueError(f"{self.name}: per-bone scales are not available for this body model (anny has them)")
+            raise ValueError(f"{self.name}: per-bone scales are not available for this body model")
         return s
 
     def _check_inputs(self, pose, rotmats, shape, transl):

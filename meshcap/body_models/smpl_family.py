@@ -220,16 +220,40 @@ class SMPLFamilyModel(BodyModel):
     def num_vertices(self) -> int:
         return self.layer.v_template.shape[0]
 
-    def rest_joints(self, shape: torch.Tensor, bone_scale: torch.Tensor | None = None) -> torch.Tensor:
+    supports_bone_scale = True
+
+    def _shaped(self, shape: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rest vertices (B, V, 3), rest joints (B, J, 3)) of betas (B, S), expression neutral."""
         from smplx.lbs import blend_shapes, vertices2joints
 
-        self.check_bone_scale(bone_scale)  # ones only: SMPL-family models have no bone scales
-        shape = torch.as_tensor(shape, dtype=self.dtype, device=self.device)
         v = self.layer.v_template + blend_shapes(shape, self.layer.shapedirs)
-        return vertices2joints(self.layer.J_regressor, v)
+        return v, vertices2joints(self.layer.J_regressor, v)
 
-    def _forward(self, rotmats, shape, transl, layout, vertices) -> BodyModelOutput:
+    def _scaled_rest(self, v: torch.Tensor, J: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rest mesh (B, V, 3) and joints (B, J, 3) with each joint's part scaled about the
+        joint by scale (B or 1, J), as anny's `bone_scale` does: child offsets by the parent's
+        scale, each vertex by its skinning weights' blend of its joints' moves."""
+        Js = [J[:, 0]]
+        for j in range(1, J.shape[1]):
+            p = self.parents[j]
+            Js.append(Js[p] + scale[:, p, None] * (J[:, j] - J[:, p]))
+        Js = torch.stack(Js, 1)
+        W = self.layer.lbs_weights.to(v.dtype)  # (V, J)
+        # v' = sum_j w_vj (J'_j + s_j (v - J_j))
+        vs = W @ Js + (scale @ W.T)[..., None] * v - torch.einsum("vj,bj,bjd->bvd", W, scale.expand(J.shape[0], -1), J)
+        return vs, Js
+
+    def rest_joints(self, shape: torch.Tensor, bone_scale: torch.Tensor | None = None) -> torch.Tensor:
+        shape = torch.as_tensor(shape, dtype=self.dtype, device=self.device)
+        v, J = self._shaped(shape)
+        scale = self.check_bone_scale(bone_scale)
+        return J if scale is None else self._scaled_rest(v, J, scale)[1]
+
+    def _forward(self, rotmats, shape, transl, layout, vertices, bone_scale=None) -> BodyModelOutput:
         B = rotmats.shape[0]
+        if bone_scale is not None:
+            joints, verts = self._scaled_lbs(rotmats, shape.expand(B, -1), transl, bone_scale)
+            return self._output(joints, verts, layout, vertices)
         kw = dict(betas=shape.expand(B, -1), global_orient=rotmats[:, :1], transl=transl, pose2rot=False)
         if self.name == "smpl":
             kw["body_pose"] = rotmats[:, 1:24]
@@ -242,13 +266,30 @@ class SMPLFamilyModel(BodyModel):
                       left_hand_pose=rotmats[:, 25:40], right_hand_pose=rotmats[:, 40:55],
                       expression=rotmats.new_zeros(B, 10))
         out = self.layer(**kw)
-        joints = out.joints[:, : self.num_joints]
+        return self._output(out.joints[:, : self.num_joints], out.vertices, layout, vertices)
+
+    def _output(self, joints, verts, layout, vertices) -> BodyModelOutput:
         kp = None
         if layout is not None:
-            sources = torch.cat([joints, out.vertices[:, self.kp_vertex_ids]], dim=1)
+            sources = torch.cat([joints, verts[:, self.kp_vertex_ids]], dim=1)
             kp = torch.einsum("kn,bnd->bkd", self._layout_table(layout), sources)
-        return BodyModelOutput(joints=joints, vertices=out.vertices if vertices else None,
-                               keypoints=kp, layout=layout)
+        return BodyModelOutput(joints=joints, vertices=verts if vertices else None, keypoints=kp, layout=layout)
+
+    def _scaled_lbs(self, rotmats, betas, transl, scale) -> tuple[torch.Tensor, torch.Tensor]:
+        """(joints (B, J, 3), vertices (B, V, 3)) of a body with bone scales: smplx's linear blend
+        skinning (`smplx.lbs.lbs`, pose correctives included) from the scaled rest pose. Written
+        out because smplx computes the rest joints inside and cannot be handed scaled ones."""
+        from smplx.lbs import batch_rigid_transform
+
+        B = rotmats.shape[0]
+        v, J = self._scaled_rest(*self._shaped(betas), scale)
+        eye = torch.eye(3, dtype=rotmats.dtype, device=rotmats.device)
+        correctives = ((rotmats[:, 1:] - eye).reshape(B, -1) @ self.layer.posedirs).reshape(B, -1, 3)
+        posed_joints, A = batch_rigid_transform(rotmats, J, self.layer.parents, dtype=rotmats.dtype)
+        T = torch.einsum("vj,bjik->bvik", self.layer.lbs_weights.to(rotmats.dtype), A)
+        vh = torch.cat([v + correctives, torch.ones_like(v[..., :1])], -1)
+        verts = (T @ vh[..., None])[..., :3, 0]
+        return posed_joints + transl[:, None], verts + transl[:, None]
 
     def _layout_table(self, layout: str) -> torch.Tensor:
         names = get_layout(layout).names

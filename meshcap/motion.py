@@ -355,9 +355,12 @@ class Motion:
             share = [self.contact[p][self.valid[p]].any(-1).mean() if self.valid[p].any() else 0.0
                      for p in range(self.num_people)]
             planted = "; a foot planted in " + ", ".join(f"#{i}: {100 * s:.0f}%" for i, s in zip(self.person_ids, share))
+        scales = ""
+        if self.bone_scale is not None:
+            scales = f"; bone scales {self.bone_scale.min():.2f}-{self.bone_scale.max():.2f}"
         return (f"{self.num_people} people, {self.num_frames} frames at {self.fps:g} fps, "
                 f"body model {self.body_model} ({len(self.joint_names)} joints), world {self.world}; "
-                f"{people}{planted}{swaps}")
+                f"{people}{planted}{swaps}{scales}")
 
 
 _KIND_NAMES = {"f": "a float array", "i": "an integer array", "b": "a boolean array", "U": "a string"}

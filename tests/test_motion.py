@@ -180,6 +180,7 @@ def test_bone_scales_round_trip_as_version_3(motion, tmp_path):
         assert int(f["version"]) == 3
     back = Motion.load(path)
     assert np.array_equal(back.bone_scale, scaled.bone_scale)
+    assert "bone scales 0.90-1.00" in back.summary()
     model = load_body_model("anny")
     a, b = motion.keypoints3d("coco17", model), back.keypoints3d("coco17", model)
     assert np.array_equal(a[0], b[0], equal_nan=True)

@@ -152,8 +152,10 @@ class SMPLFamilyModel(BodyModel):
     Forward: pose (B, J, 3) / rotmats (B, J, 3, 3) in the smplx joint order (root first),
     shape (B or 1, 10) betas, transl (B, 3) -> joints (B, J, 3), keypoints (B, K, 3),
     vertices (B, V, 3). The hands of SMPL-H/X are posed per joint (no PCA); SMPL-X's expression
-    stays neutral.
+    stays neutral. `bone_scale` is supported (`_scaled_lbs`).
     """
+
+    supports_bone_scale = True
 
     def __init__(self, kind: str, model_path: str | Path, gender: str = "neutral",
                  num_betas: int = 10, dtype: torch.dtype = torch.float32) -> None:
@@ -219,8 +221,6 @@ class SMPLFamilyModel(BodyModel):
     @property
     def num_vertices(self) -> int:
         return self.layer.v_template.shape[0]
-
-    supports_bone_scale = True
 
     def _shaped(self, shape: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(rest vertices (B, V, 3), rest joints (B, J, 3)) of betas (B, S), expression neutral."""

@@ -13,8 +13,9 @@ so stages (3) and (4) also fit one small offset per keypoint, constant over the 
 frame of the bone that carries the keypoint (what marker registration does in OpenSim). The
 skeleton is unchanged by them; they only move the keypoints the views are compared with.
 
-Bone scales: anny's six phenotypes tie a person's proportions together (a tall body has long
-legs and long arms in fixed ratios), and several views see the person's own. So stages (3) and
+Bone scales: a body model's shape space ties a person's proportions together (anny's six
+phenotypes: a tall body has long legs and long arms in fixed ratios), and several views see the
+person's own. So stages (3) and
 (4) also fit one scale per body part (`BodyModel.forward`'s bone_scale: upper arm, forearm,
 thigh, shin, spine, head, ...), constant over the track, the left and right sides sharing one
 (OpenSim's symmetric scaling), with a log-normal prior toward 1 (the shape's own proportions).

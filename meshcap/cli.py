@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                     "stand upright in a z-up or y-up world, else the ground under the feet); ground: the ground "
                     "under the feet; camera: the calibration's world as it is")
     mv.add_argument("--min-track-length", type=int, default=10, help="drop people seen for fewer frames")
+    mv.add_argument("--no-bone-scales", action="store_true",
+                    help="keep the body model's own proportions (by default each body part's length is fitted "
+                         "to the person, and exports use the scaled skeleton)")
     mv.add_argument("--no-cache", action="store_true", help="do not reuse or write the per-view keypoint caches")
     mv.add_argument("--quiet", action="store_true", help="no progress bars")
     mv.add_argument("--bvh", default=None, help="also write BVH")
@@ -431,7 +434,7 @@ def _multiview(args) -> None:
             _check_writable(r)
     t0 = time.perf_counter()
     kw = dict(offsets=offsets, max_people=args.max_people, min_length=args.min_track_length,
-              cache_dir=None if args.no_cache else out.parent, world=args.world)
+              cache_dir=None if args.no_cache else out.parent, world=args.world, bone_scales=not args.no_bone_scales)
     motion = _with_stage_bars(lambda progress: capture_multiview(args.sources, args.calib, progress=progress, **kw),
                               args.quiet)
     _write_outputs(args, motion, out, [

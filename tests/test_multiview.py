@@ -304,6 +304,14 @@ def test_pose2sim_demo_four_cameras(tmp_path):
     # one shape per person: bone lengths are constant
     upper = np.linalg.norm(j[:, m.joint_names.index("upperleg01.L")] - j[:, m.joint_names.index("lowerleg01.L")], axis=-1)
     assert upper.std() < 1e-3
+    # the person's proportions: one scale per body part, near the shape's own (measured 0.91-1.10);
+    # --no-bone-scales keeps the shape's (the views' keypoints are cached beside the output)
+    assert m.bone_scale is not None and 0.8 < m.bone_scale.min() and m.bone_scale.max() < 1.25
+    r = subprocess.run([sys.executable, "-m", "meshcap.cli", "multiview", *videos, "--calib",
+                        str(demo / "calibration" / "Calib.qca.txt"), "--out", str(tmp_path / "plain.npz"),
+                        "--max-people", "1", "--no-bone-scales", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert Motion.load(tmp_path / "plain.npz").bone_scale is None
     r = subprocess.run([sys.executable, "-m", "meshcap.cli", "multiview", *videos[:2], "--calib",
                         str(demo / "calibration" / "Calib.qca.txt"), "--out", str(tmp_path / "x.npz")],
                        capture_output=True, text=True)

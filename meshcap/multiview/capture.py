@@ -104,7 +104,7 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
                       offsets: list[int] | None = None, max_people: int | None = None,
                       min_length: int = 10, body_model: str = "anny", model_path: str | Path | None = None,
                       fit: FitOptions | None = None, cache_dir: str | Path | None = None,
-                      world: str | None = None,
+                      world: str | None = None, bone_scales: bool = True,
                       progress: Callable[[str, int, int], None] | None = None) -> Motion:
     """Detect (or read) every view, match people across views and over time, fit each person
     to all views at once.
@@ -120,6 +120,8 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
             stand upright in it (exports put its floor on the tool's), else the ground
             estimated from the feet as for one camera; "camera": the calibration's world as it
             is, without a known up; "ground": the estimated ground in any case.
+        bone_scales: fit each person's proportions beyond the body model's shape space (one
+            scale per body part, `meshcap.fitting.multiview`); False keeps the shape's own.
         progress: called as progress(stage, done, total).
     Returns a Motion with every camera's K, R, t.
     """
@@ -145,7 +147,7 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
     people = gather_people(views, cams, offsets, T, max_people, min_length, progress)
 
     model = load_body_model(body_model, model_path) if body_model != "anny" else load_body_model("anny")
-    fitter = MultiViewFitter(model, cams, "blazepose33", fit)
+    fitter = MultiViewFitter(model, cams, "blazepose33", fit, **({} if bone_scales else {"scale_sd": 0.0}))
     K = 33
     P, J = len(people), model.num_joints
     out = dict(poses=np.zeros((P, T, J, 3), np.float32), shape=np.zeros((P, model.shape_dim), np.float32),

@@ -157,3 +157,40 @@ def test_example_drives_a_mesh_from_the_capture(clip_capture, tmp_path):
         assert np.linalg.norm(mesh.vertices - pelvis, axis=1).min() < 0.25  # the surface is around the joints
     lo, hi = m.joints3d[m.valid[:, t], t].min((0, 1)), m.joints3d[m.valid[:, t], t].max((0, 1))
     assert (mesh.vertices.min(0) > lo - 0.4).all() and (mesh.vertices.max(0) < hi + 0.4).all()
+
+
+def test_overlays_draw_the_scaled_body(anny_full):
+    """A Motion with bone scales (shins and thighs 0.8) is drawn as the scaled body: its overlay
+    covers that body's projected silhouette, which ends well above the unscaled body's feet."""
+    from meshcap.render.overlay import OverlayOptions, OverlayRenderer
+
+    model = anny_full
+    J, W, H = model.num_joints, 480, 360
+    pose = torch.zeros(1, J, 3)
+    pose[:, 0] = camera_root_rotation(torch.tensor([0.3]), torch.tensor([0.0]))
+    transl = torch.tensor([[0.0, -0.1, 3.5]])
+    shape = model.default_shape(1).float()
+    scale = torch.ones(1, J)
+    for n in ("upperleg01.L", "upperleg01.R", "lowerleg01.L", "lowerleg01.R"):
+        scale[0, model.joint_names.index(n)] = 0.8
+    with torch.no_grad():
+        joints = model(pose, shape, transl, vertices=False, bone_scale=scale).joints
+        verts = {s: model(pose, shape, transl, bone_scale=b).vertices[0].numpy() for s, b in (("scaled", scale), ("plain", None))}
+    K = np.array([[420.0, 0, 240], [0, 420.0, 180], [0, 0, 1]], np.float32)
+    motion = Motion(fps=30.0, body_model="anny", joint_names=model.joint_names, parents=np.array(model.parents),
+                    poses=pose[None].numpy(), shape=shape.numpy(), transl=transl[None].numpy(),
+                    joints3d=joints[None].numpy(), valid=np.ones((1, 1), bool),
+                    keypoints2d=np.zeros((1, 1, 33, 3), np.float32), keypoint_layout="blazepose33",
+                    uncertainty=np.full((1, 1, J), 0.02, np.float32), cam_K=K[None], image_size=np.array([[W, H]]),
+                    bone_scale=scale.numpy())
+    r = OverlayRenderer(motion, body_model=model, options=OverlayOptions(color="person", opacity=1.0, antialias=False))
+    try:
+        drawn = (r.frame(0, np.zeros((H, W, 3), np.uint8)) > 0).any(-1)
+    finally:
+        r.release()
+    faces = model.faces.numpy()
+    want = {k: _projected_silhouette(v, faces, K, W, H) for k, v in verts.items()}
+    iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
+    assert iou(drawn, want["scaled"]) > 0.95 and iou(drawn, want["plain"]) < 0.85
+    lowest = lambda m: np.flatnonzero(m.any(1)).max()  # noqa: E731
+    assert lowest(drawn) < lowest(want["plain"]) - 15  # the legs 16 cm shorter: 19 px at 3.5 m

@@ -15,8 +15,7 @@ skeleton is unchanged by them; they only move the keypoints the views are compar
 
 Bone scales: a body model's shape space ties a person's proportions together (anny's six
 phenotypes: a tall body has long legs and long arms in fixed ratios), and several views see the
-person's own. So stages (3) and
-(4) also fit one scale per body part (`BodyModel.forward`'s bone_scale: upper arm, forearm,
+person's own. So stages (3) and (4) also fit one scale per body part (`BodyModel.forward`'s bone_scale: upper arm, forearm,
 thigh, shin, spine, head, ...), constant over the track, the left and right sides sharing one
 (OpenSim's symmetric scaling), with a log-normal prior toward 1 (the shape's own proportions).
 Unlike the offsets they change the skeleton itself, so the Motion keeps them and every export
@@ -204,18 +203,33 @@ class MultiViewFitter:
         """(body model output with the offsets added to its keypoints, rotmats (T, J, 3, 3))."""
         m = self.model
         rotmats = roma.rotvec_to_rotmat(pose)
-        scale = torch.exp(person.log_scale)[self._groups][None] if self.scale_sd > 0 else None
         out = m(rotmats=rotmats, shape=self._single._shape_from_param(person.shape_param), transl=transl,
-                layout=self.layout.name, vertices=False, bone_scale=scale)
+                layout=self.layout.name, vertices=False, bone_scale=self._scale_of(person))
         if self._bones is not None:
             R = global_rotations(rotmats, m.parents)[:, self._bones]  # (T, K, 3, 3)
             out.keypoints = out.keypoints + (R @ person.offsets[..., None])[..., 0]
         return out, rotmats
 
+    def _scale_of(self, person: MultiViewPerson) -> torch.Tensor | None:
+        """(1, J) the body model's bone_scale from the person's group scales; None when not fitted."""
+        return torch.exp(person.log_scale)[self._groups][None] if self.scale_sd > 0 else None
+
     def _bone_scale(self, person: MultiViewPerson) -> torch.Tensor:
-        if self.scale_sd <= 0:
-            return torch.ones(1, self.model.num_joints, dtype=self.model.dtype)
-        return torch.exp(person.log_scale)[self._groups][None].detach()
+        """(1, J) the result's bone scales: ones when not fitted."""
+        s = self._scale_of(person)
+        return torch.ones(1, self.model.num_joints, dtype=self.model.dtype) if s is None else s.detach()
+
+    def _observed(self, kp: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(xy (C, T, K, 2) pixels, conf (C, T, K): 0 below the options' min_confidence)."""
+        dt = self.model.dtype
+        xy = torch.as_tensor(np.nan_to_num(kp[..., :2]), dtype=dt)
+        conf = torch.as_tensor(np.nan_to_num(kp[..., 2]), dtype=dt)
+        return xy, torch.where(conf >= self.options.min_confidence, conf.clamp(max=1.0), torch.zeros_like(conf))
+
+    def _reprojection(self, keypoints3d: torch.Tensor, xy: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+        """(C, T, K) pixels from fitted keypoints (T, K, 3) to the observed xy; NaN where conf is 0."""
+        err = (self.project(keypoints3d) - xy).norm(dim=-1)
+        return torch.where(conf > 0, err, torch.full_like(err, float("nan")))
 
     def fit_windowed(self, keypoints: np.ndarray, fps: float = 30.0, window: int | None = None,
                      overlap: int | None = None) -> MultiViewResult:
@@ -252,19 +266,10 @@ class MultiViewFitter:
                 out, _ = self._pose(poses[a:a + window], transl[a:a + window], person)
                 joints.append(out.joints)
                 kp3.append(out.keypoints)
-                err.append(self._reprojection(out.keypoints, kp[:, a:a + window]))
+                err.append(self._reprojection(out.keypoints, *self._observed(kp[:, a:a + window])).numpy())
         return MultiViewResult(poses, self._single._shape_from_param(person.shape_param), transl, torch.cat(joints),
                                torch.cat(kp3), triangulated, np.concatenate(err, axis=1), sigma,
                                self._bone_scale(person), person)
-
-    def _reprojection(self, keypoints3d: torch.Tensor, kp: np.ndarray) -> np.ndarray:
-        """(C, T, K) pixels from fitted keypoints (T, K, 3) to the observed kp (C, T, K, 3); NaN
-        where a view saw nothing."""
-        o, dt = self.options, self.model.dtype
-        xy = torch.as_tensor(np.nan_to_num(kp[..., :2]), dtype=dt)
-        conf = torch.as_tensor(np.nan_to_num(kp[..., 2]), dtype=dt)
-        err = (self.project(keypoints3d) - xy).norm(dim=-1)
-        return torch.where(conf >= o.min_confidence, err, torch.full_like(err, float("nan"))).numpy()
 
     def fit(self, keypoints: np.ndarray, fps: float = 30.0, person: MultiViewPerson | None = None) -> MultiViewResult:
         """Fit keypoints (C, T, K, 3): pixels + confidence per camera, frames synchronised.
@@ -293,9 +298,7 @@ class MultiViewFitter:
         use_offsets = self._bones is not None
         use_scales = self.scale_sd > 0
 
-        xy = torch.as_tensor(np.nan_to_num(kp[..., :2]), dtype=dt)
-        conf = torch.as_tensor(np.nan_to_num(kp[..., 2]), dtype=dt)
-        conf = torch.where(conf >= o.min_confidence, conf.clamp(max=1.0), torch.zeros_like(conf))
+        xy, conf = self._observed(kp)
         size = torch.stack([_person_size(xy[c], conf[c]) for c in range(C)])  # (C, T)
         w3 = seen3.to(dt)
 
@@ -352,9 +355,7 @@ class MultiViewFitter:
 
         with torch.no_grad():
             out, _ = forward()
-            uv = self.project(out.keypoints)
-            err = (uv - xy).norm(dim=-1)
-            err = torch.where(conf > 0, err, torch.full_like(err, float("nan")))
+            err = self._reprojection(out.keypoints, xy, conf)
             sigma = self._uncertainty(out.joints, err, conf)
         pose = torch.cat([root[:, None], body], 1).detach()
         person = MultiViewPerson(shape_p.detach(), offsets.detach(), log_scale.detach())

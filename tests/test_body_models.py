@@ -144,6 +144,24 @@ def test_gradients_flow_to_pose_shape_and_translation(anny_model):
     assert (pose.grad.abs().sum(-1) > 0).sum() >= m.num_joints - 2  # every joint but leaves
 
 
+def test_remembered_rest_poses_keep_values_and_gradients(anny_model):
+    # the rest pose is remembered per shape value for fits that hold their shape; a shape that
+    # is being fitted (or changed in place) must never get a stale or gradient-less one
+    m = anny_model
+    pose, shape, transl = _rand_params(2, m.num_joints, seed=5)
+    shape = shape * 0.8 + 0.1
+    with torch.no_grad():
+        first = m(pose, shape, transl, vertices=False).joints
+        again = m(pose, shape.clone(), transl, vertices=False).joints  # same value: remembered
+        shape[0, 4] = 0.9  # the same tensor, another value
+        moved = m(pose, shape, transl, vertices=False).joints
+    assert torch.equal(first, again)
+    assert (moved - first).abs().max() > 1e-3
+    s = shape.clone().requires_grad_(True)
+    m(pose, s, transl, vertices=False).joints.square().sum().backward()
+    assert s.grad is not None and s.grad.abs().max() > 0
+
+
 def test_gradients_through_rotmats(anny_model):
     m = anny_model
     rot6d = torch.randn(2, m.num_joints, 3, 2, dtype=torch.float64, requires_grad=True)

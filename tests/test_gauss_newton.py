@@ -8,7 +8,8 @@ import torch
 
 from meshcap import InputError, load_body_model
 from meshcap.fitting.camera import intrinsics, project
-from meshcap.fitting.gauss_newton import BandedSystem, TrackSolver, rotvec_to_right_jacobian
+from meshcap.fitting.gauss_newton import BandedSystem, TrackSolver
+from meshcap.fitting.jacobians import rotvec_to_right_jacobian
 from meshcap.fitting.smplify import FitOptions, SingleViewFitter, _person_size
 from meshcap.synthetic import camera_root_rotation, limb_indices, observe, sample_shapes, smooth_motion
 from meshcap.keypoints.layouts import get_layout
@@ -182,3 +183,27 @@ def test_solver_choice(model, smpl_file):
     assert res.loss_history[-1] < res.loss_history[0]  # Adam steps, one per entry
     assert len(res.loss_history) == 60
     assert np.nanmedian(res.reprojection_px.numpy()) < 25, res.reprojection_px
+
+
+def test_laplace_sigma_jacobians_are_the_forward_mode_ones(model):
+    # the Laplace sigma takes anny's analytic Jacobians; any other model, forward-mode autodiff
+    from meshcap.fitting import uncertainty
+
+    class WithoutBasis:  # the same body model seen without its linear keypoint basis
+        def __getattr__(self, name):
+            if name == "keypoint_basis":
+                raise AttributeError(name)
+            return getattr(model, name)
+
+        def __call__(self, *args, **kwargs):
+            return model(*args, **kwargs)
+
+    g = torch.Generator().manual_seed(3)
+    pose = 0.4 * torch.randn(5, model.num_joints, 3, generator=g)
+    transl = torch.tensor([0.1, 0.2, 4.0]) + 0.1 * torch.randn(5, 3, generator=g)
+    shape = torch.rand(1, 6, generator=g)
+    A, G = uncertainty._jacobians(model, "blazepose33", pose, shape, transl, K, 16384)
+    A_ref, G_ref = uncertainty._jacobians(WithoutBasis(), "blazepose33", pose, shape, transl, K, 16384)
+    assert A.shape == A_ref.shape and G.shape == G_ref.shape
+    assert (A - A_ref).abs().max() < 1e-5 * A_ref.abs().max()
+    assert (G - G_ref).abs().max() < 1e-5 * G_ref.abs().max()

@@ -15,13 +15,19 @@ Two evaluation paths share one forward kinematics:
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 import roma
 import torch
+import torch.autograd.forward_ad as fwad
 
 from meshcap.body_models import anny_data
 from meshcap.body_models.base import BodyModel, BodyModelOutput
 from meshcap.keypoints.layouts import MIDPOINTS, get_layout
+
+_REST_LOCK = threading.Lock()  # the models' rest-pose caches, shared by tracks fitted in threads
 
 PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
 
@@ -119,6 +125,7 @@ class AnnyModel(BodyModel):
         self._kp_is_bone = torch.as_tensor(kp_bone >= 0)
         self.register_buffer("kp_bone", i(np.where(kp_bone >= 0, kp_bone, 0)), persistent=False)
         self._layout_cache: dict[str, torch.Tensor] = {}
+        self._rest_cache: OrderedDict = OrderedDict()
         self._full_loaded = False
 
     # -- shape ---------------------------------------------------------------------------------
@@ -138,7 +145,40 @@ class AnnyModel(BodyModel):
         """Shape-only quantities: coefficients (Bs, K), bone heads h (Bs, 104, 3), reference
         rotations A = U R^T (Bs, 104, 3, 3) and reference-pose bone heads q (Bs, 104, 3);
         with `scale` (Bs or 1, J) (`BodyModel.forward`'s bone_scale) q is the scaled skeleton's
-        and s (B, 104) is each bone's scale (its fitted joint's), else s is None."""
+        and s (B, 104) is each bone's scale (its fitted joint's), else s is None.
+
+        Remembered for the last few shapes when no gradient flows to them: a fit with its
+        shape held evaluates the same rest pose dozens of times (a quarter of a Gauss-Newton
+        fit's time went to recomputing it)."""
+        key = self._rest_key(shape, scale)
+        if key is not None:
+            with _REST_LOCK:
+                hit = self._rest_cache.get(key)
+                if hit is not None:
+                    self._rest_cache.move_to_end(key)
+                    return hit
+        rest = self._compute_rest(shape, scale)
+        if key is not None:
+            with _REST_LOCK:
+                self._rest_cache[key] = rest
+                while len(self._rest_cache) > 16:
+                    self._rest_cache.popitem(last=False)
+        return rest
+
+    def _rest_key(self, shape: torch.Tensor, scale: torch.Tensor | None):
+        """A cache key for `_rest`, or None when a gradient may flow to its inputs."""
+        parts = []
+        for t in (shape, scale):
+            if t is None:
+                continue
+            # a gradient, a forward-mode tangent or a functorch transform would be lost
+            if (torch.is_grad_enabled() and t.requires_grad) or fwad.unpack_dual(t).tangent is not None \
+                    or torch._C._functorch.is_functorch_wrapped_tensor(t):
+                return None
+            parts += [str(t.dtype), str(t.device), tuple(t.shape), t.detach().cpu().numpy().tobytes()]
+        return tuple(parts)
+
+    def _compute_rest(self, shape: torch.Tensor, scale: torch.Tensor | None) -> dict[str, torch.Tensor]:
         coeffs = self.blend_coefficients(shape)
         h = self.bone_heads + torch.einsum("bk,knd->bnd", coeffs, self.bone_heads_bs)
         M = self.orient + torch.einsum("bk,knij->bnij", coeffs, self.orient_bs)

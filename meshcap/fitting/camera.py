@@ -28,3 +28,15 @@ def project(points: torch.Tensor, K: torch.Tensor, eps: float = 1e-6) -> torch.T
     f = torch.stack([K[..., 0, 0], K[..., 1, 1]], -1)[..., None, :]
     c = torch.stack([K[..., 0, 2], K[..., 1, 2]], -1)[..., None, :]
     return uv * f + c
+
+
+def projection_jacobian(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """(..., 3) camera-frame points -> (..., 2, 3) the derivative of their pixels under
+    `meshcap.fitting.camera.project` with K (3, 3) (depth clamped as there)."""
+    z = points[..., 2].clamp(min=1e-6)
+    J = torch.zeros(points.shape[:-1] + (2, 3), dtype=points.dtype, device=points.device)
+    J[..., 0, 0] = K[0, 0] / z
+    J[..., 1, 1] = K[1, 1] / z
+    J[..., 0, 2] = -K[0, 0] * points[..., 0] / z.square()
+    J[..., 1, 2] = -K[1, 1] * points[..., 1] / z.square()
+    return J

@@ -8,9 +8,10 @@ neighbours' only through the temporal terms, at most two frames apart, so the Ga
 matrix is block-banded (block-pentadiagonal), plus the few shape parameters shared by the
 whole track (an arrow on its border).
 
-Jacobians are analytic: the fast path's keypoints are linear in the joints' world rotations
-and positions (`AnnyModel.keypoint_basis`), and turning joint i by w (world frame) moves any
-point p carried by its subtree by w x (p - x_i). The shape's comes from central differences
+Jacobians are analytic (`meshcap.fitting.jacobians`, shared with the Laplace sigma): the
+fast path's keypoints are linear in the joints' world rotations and positions
+(`AnnyModel.keypoint_basis`), and turning joint i by w (world frame) moves any point p carried
+by its subtree by w x (p - x_i). The shape's comes from central differences
 of the shape-only quantities (`TrackSolver.shape_jacobian`). The damped system is solved
 exactly by a block Cholesky over pairs of frames (block-tridiagonal), about 0.08 s for 300
 frames here; conjugate gradients with block-Jacobi preconditioning, tried first, left the slow
@@ -28,54 +29,16 @@ import math
 import roma
 import torch
 
-from meshcap.fitting.camera import project
+from meshcap.fitting.camera import project, projection_jacobian
+from meshcap.fitting.jacobians import (descendants, posed_jacobians, posed_keypoints, rotvec_to_right_jacobian,
+                                         skew)
 from meshcap.fitting.priors import limit_excess
-
-
-def skew(v: torch.Tensor) -> torch.Tensor:
-    """(..., 3) -> (..., 3, 3) the cross-product matrix [v]x (so [v]x u = v x u)."""
-    z = torch.zeros_like(v[..., 0])
-    return torch.stack([torch.stack([z, -v[..., 2], v[..., 1]], -1),
-                        torch.stack([v[..., 2], z, -v[..., 0]], -1),
-                        torch.stack([-v[..., 1], v[..., 0], z], -1)], -2)
-
-
-def rotvec_to_right_jacobian(rotvec: torch.Tensor) -> torch.Tensor:
-    """(..., 3) rotation vectors -> (..., 3, 3) the right Jacobian Jr of SO(3)'s exponential:
-    exp(v + dv) = exp(v) exp(Jr(v) dv) to first order (roma has the maps, not their Jacobians)."""
-    a2 = rotvec.square().sum(-1)[..., None, None]
-    a = a2.sqrt()
-    small = a < 1e-4
-    safe = torch.where(small, torch.ones_like(a), a)
-    c1 = torch.where(small, 0.5 - a2 / 24, (1 - torch.cos(safe)) / safe.square())
-    c2 = torch.where(small, 1 / 6 - a2 / 120, (safe - torch.sin(safe)) / safe ** 3)
-    K = skew(rotvec)
-    eye = torch.eye(3, dtype=rotvec.dtype, device=rotvec.device)
-    return eye - c1 * K + c2 * (K @ K)
-
-
-def projection_jacobian(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """(..., 3) camera-frame points -> (..., 2, 3) the derivative of their pixels under
-    `meshcap.fitting.camera.project` with K (3, 3) (depth clamped as there)."""
-    z = points[..., 2].clamp(min=1e-6)
-    J = torch.zeros(points.shape[:-1] + (2, 3), dtype=points.dtype, device=points.device)
-    J[..., 0, 0] = K[0, 0] / z
-    J[..., 1, 1] = K[1, 1] / z
-    J[..., 0, 2] = -K[0, 0] * points[..., 0] / z.square()
-    J[..., 1, 2] = -K[1, 1] * points[..., 1] / z.square()
-    return J
 
 
 def _gmof_weight(sq_residual: torch.Tensor, sigma: float) -> torch.Tensor:
     """The derivative of `smplify.gmof` in the squared residual: the IRLS weight of each."""
     s2 = sigma * sigma
     return s2 * s2 / (s2 + sq_residual).square()
-
-
-def _posed_keypoints(G: torch.Tensor, x: torch.Tensor, C: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """(B, K, 3) keypoints from world rotations G (B, J, 3, 3), positions x (B, J, 3) and a
-    keypoint basis C (K, J, 3), W (K, J) (`AnnyModel.keypoint_basis`)."""
-    return torch.einsum("tjde,kje->tkd", G, C) + torch.einsum("kj,tjd->tkd", W, x)
 
 
 def _bt(x: torch.Tensor) -> torch.Tensor:
@@ -188,23 +151,10 @@ class TrackSolver:
         self.fitter = fitter
         self.model = model
         J = model.num_joints
-        # desc[i, j]: joint j is joint i or below it
-        desc = torch.eye(J, dtype=model.dtype, device=model.device)
-        for j in range(J):
-            i = model.parents[j]
-            while i >= 0:
-                desc[i, j] = 1.0
-                i = model.parents[i]
-        self.desc = desc
+        self.desc = descendants(model.parents, model.dtype, model.device)
         self.P = 3 * J + 3
 
     # -- residuals and their Jacobians ------------------------------------------------------
-
-    def _kinematics(self, pose, transl, shape):
-        R = roma.rotvec_to_rotmat(pose)
-        q = self.model._rest(shape)["q"]
-        G, x = self.model._fk(R, transl, q)
-        return R, G, x
 
     def shape_jacobian(self, R, G, W, shape_p, step: float = 3e-3):
         """The keypoints' (T, K, 3, S) and joints' (T, J, 3, S) derivatives along the shape
@@ -226,7 +176,7 @@ class TrackSolver:
             dq = (self.model._rest(plus)["q"] - self.model._rest(minus)["q"]) / (2 * step)
             _, dx = self.model._fk(R, zero, dq)  # the joints are linear in the rest joints
             Jx.append(dx)
-            Jkp.append(_posed_keypoints(G, dx, dC, W))
+            Jkp.append(posed_keypoints(G, dx, dC, W))
         return torch.stack(Jkp, -1), torch.stack(Jx, -1)
 
     def linearise(self, pose, transl, shape_p, obs, init_joints=None, init_w=None,
@@ -238,25 +188,9 @@ class TrackSolver:
         T, J = pose.shape[:2]
         P = self.P
         shape = f._shape_from_param(shape_p)
-        R, G, x = self._kinematics(pose, transl, shape)
-        C, W = self.model.keypoint_basis(shape, f.layout.name)
-        kp = _posed_keypoints(G, x, C, W)
+        pj = posed_jacobians(self.model, f.layout.name, pose, transl, shape, self.desc)
+        R, G, x, kp, Jr, W, Jkp, Jx = pj.R, pj.G, pj.x, pj.kp, pj.Jr, pj.W, pj.Jkp, pj.Jx
         Kn = kp.shape[1]
-        Jr = rotvec_to_right_jacobian(pose)  # (T, J, 3, 3)
-        B = G @ Jr  # world turn per unit rotvec change
-
-        # keypoints: turning joint i by w moves keypoint k by w x a[k, i]
-        parts = torch.einsum("tjde,kje->tkjd", G, C) + W[None, :, :, None] * x[:, None]
-        a = torch.einsum("ij,tkjd->tkid", self.desc, parts) - \
-            torch.einsum("ij,kj->ki", self.desc, W)[None, :, :, None] * x[:, None]
-        Jkp = torch.cat([(-skew(a) @ B[:, None]).permute(0, 1, 3, 2, 4).reshape(T, Kn, 3, 3 * J),
-                         W.sum(1)[None, :, None, None] * torch.eye(3, dtype=x.dtype).expand(T, Kn, 3, 3)], -1)
-        # joints: joint d moves by w x (x_d - x_i) for i above it
-        anc = _bt(self.desc)  # anc[d, i]: i is d or above it
-        dx = x[:, :, None] - x[:, None]  # (T, d, i, 3)
-        Jx_rot = -skew(dx) @ B[:, None] * anc[None, :, :, None, None]  # (T, d, i, 3, 3)
-        Jx = torch.cat([Jx_rot.permute(0, 1, 3, 2, 4).reshape(T, J, 3, 3 * J),
-                        torch.eye(3, dtype=x.dtype).expand(T, J, 3, 3)], -1)  # (T, J, 3, P)
 
         # data: IRLS weights of the Geman-McClure kernel
         Jproj = projection_jacobian(kp, K)
@@ -378,7 +312,7 @@ class TrackSolver:
         for _ in range(iters):
             pose = torch.cat([root[:, None], body], 1)
             G, x = self.model._fk(roma.rotvec_to_rotmat(pose), transl, q)
-            kp = _posed_keypoints(G, x, C, W)
+            kp = posed_keypoints(G, x, C, W)
             B0 = G[:, 0] @ rotvec_to_right_jacobian(root)
             # turning the root by w moves every keypoint by w x (kp - x_root)
             Jkp = torch.cat([-skew(kp - x[:, :1]) @ B0[:, None],

@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import roma
 import torch
 
@@ -150,6 +151,32 @@ def _person_size(xy: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
 def _anneal(final: float, step: int, steps: int) -> float:
     """The factor on a learning rate `step` steps into `steps`: cosine from 1 down to `final`."""
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
+
+
+def _two_state_viterbi(cost, turn):
+    """The cheapest path through states per frame: cost (T, S) per frame and state, turn
+    (T-1, S, S) the cost of going from state b at frame t to state a at t + 1 (turn[t, a, b]).
+    Returns (path (T,) int, margin (T,): the cost of the best path through each frame's
+    other state minus the chosen path's; for S = 2). In numpy: the passes are sequential over
+    frames, and numpy's small-array steps cost a tenth of torch's."""
+    T, S = cost.shape
+    fwd = np.empty((T, S))
+    back = np.zeros((T, S), dtype=np.int64)
+    fwd[0] = cost[0]
+    for t in range(1, T):
+        total = fwd[t - 1][None, :] + turn[t - 1]
+        back[t] = total.argmin(1)
+        fwd[t] = total.min(1) + cost[t]
+    bwd = np.zeros((T, S))
+    for t in range(T - 2, -1, -1):
+        bwd[t] = (bwd[t + 1][:, None] + cost[t + 1][:, None] + turn[t]).min(0)
+    path = np.empty(T, dtype=np.int64)
+    path[-1] = fwd[-1].argmin()
+    for t in range(T - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    through = fwd + bwd  # the best path's cost through each state at each frame
+    idx = np.arange(T)
+    return path, through[idx, 1 - path] - through[idx, path]
 
 
 def _second_difference(x: torch.Tensor) -> torch.Tensor:
@@ -357,51 +384,39 @@ class SingleViewFitter:
         T = root.shape[0]
         everything = torch.ones(len(self.layout), dtype=body.dtype, device=body.device)
         start = torch.cat([root, self._mirror_heading(root, transl, shape_p)])
+        obs2 = (obs[0].repeat(2, 1, 1), obs[1].repeat(2, 1), obs[2].repeat(2), obs[3], obs[4])
+        joints2 = None if init_joints is None else init_joints.repeat(2, 1, 1)
+        w2 = None if init_w is None else init_w.repeat(2, 1)
+
+        def cost_per_frame(r2, b2, t2):
+            frame, _, out = self._loss(r2, b2, shape_p.detach(), t2, obs2, mask=everything)
+            if joints2 is not None:
+                rel = out.joints - out.joints[:, :1]
+                frame = frame + o.w_init * (w2 * (rel - joints2).square().sum(-1)).mean(-1)
+            return frame
+
         r2 = start.clone().requires_grad_(True)
         b2 = body.repeat(2, 1, 1).clone().requires_grad_(True)
         t2 = transl.repeat(2, 1).clone().requires_grad_(True)
-        obs2 = (obs[0].repeat(2, 1, 1), obs[1].repeat(2, 1), obs[2].repeat(2), obs[3], obs[4])
         opt = torch.optim.Adam([{"params": [r2, b2], "lr": o.lr_rot}, {"params": [t2], "lr": o.lr_transl}])
-        def cost_per_frame():
-            frame, _, out = self._loss(r2, b2, shape_p.detach(), t2, obs2, mask=everything)
-            if init_joints is not None:
-                rel = out.joints - out.joints[:, :1]
-                frame = frame + o.w_init * (init_w.repeat(2, 1) * (rel - init_joints.repeat(2, 1, 1)).square().sum(-1)).mean(-1)
-            return frame
-
         for _ in range(o.iters_heading):
             opt.zero_grad()
-            cost_per_frame().sum().backward()
+            cost_per_frame(r2, b2, t2).sum().backward()
             opt.step()
         # frames that are not a sequence (temporal terms off) choose each for itself
         w_turn = o.w_heading_change if o.temporal else 0.0
         with torch.no_grad():
-            cost = cost_per_frame().reshape(2, T)
+            cost = cost_per_frame(r2, b2, t2).reshape(2, T)
             # the root stage's own choice stands unless the mirror is clearly better: after a
             # short stage, exact input leaves both near zero and the difference is noise
             cost[1] += o.mirror_cost
             R = roma.rotvec_to_rotmat(r2.reshape(2, T, 3))
-            # forward and backward Viterbi passes over the two states
-            fwd_cost = torch.empty(2, T, dtype=cost.dtype)
-            back = torch.zeros(2, T, dtype=torch.long)
-            fwd_cost[:, 0] = cost[:, 0]
-            for t in range(1, T):
-                turn = roma.rotmat_geodesic_distance(R[:, None, t], R[None, :, t - 1]).square()  # (2 now, 2 before)
-                total = fwd_cost[None, :, t - 1] + w_turn * turn
-                fwd_cost[:, t], back[:, t] = total.min(1)
-                fwd_cost[:, t] += cost[:, t]
-            bwd_cost = torch.zeros(2, T, dtype=cost.dtype)
-            for t in range(T - 2, -1, -1):
-                turn = roma.rotmat_geodesic_distance(R[:, None, t], R[None, :, t + 1]).square()
-                bwd_cost[:, t] = (bwd_cost[None, :, t + 1] + cost[None, :, t + 1] + w_turn * turn).min(1).values
-            path = torch.empty(T, dtype=torch.long)
-            path[-1] = fwd_cost[:, -1].argmin()
-            for t in range(T - 1, 0, -1):
-                path[t - 1] = back[path[t], t]
-            through = fwd_cost + bwd_cost  # best path cost through each state at each frame
-            idx = torch.arange(T)
-            margin = through[1 - path, idx] - through[path, idx]
-            pick = path * T + idx
+            # turn[t, a, b]: from state b at frame t to state a at frame t + 1, all at once
+            turn = (w_turn * roma.rotmat_geodesic_distance(R[:, None, 1:], R[None, :, :-1]).square()).permute(2, 0, 1)
+            path, margin = _two_state_viterbi(cost.T.double().numpy(), turn.double().numpy())
+            path = torch.as_tensor(path)
+            margin = torch.as_tensor(margin, dtype=cost.dtype)
+            pick = path * T + torch.arange(T)
         # the body stage starts from the chosen headings, not from the short stage's limbs:
         # started from the rest pose, descent favours the natural one of a limb's mirror images
         return start[pick].clone(), body.clone(), transl.clone(), margin, path == 1

@@ -29,7 +29,8 @@ import torch
 import torch.autograd.forward_ad as fwad
 
 from meshcap.body_models.base import BodyModel
-from meshcap.fitting.camera import project
+from meshcap.fitting.camera import project, projection_jacobian
+from meshcap.fitting.jacobians import posed_jacobians
 
 # PyTorch's forward-mode AD levels are process-wide: tracks fitted in parallel threads take
 # turns here.
@@ -37,10 +38,17 @@ _DUAL_LEVEL = threading.Lock()
 
 
 def _jacobians(model: BodyModel, layout: str, pose, shape, transl, K, chunk_bodies: int):
-    """d(keypoints 2D)/dp (T, 2K, D) and d(joints, root depth fixed)/dp (T, 3J, D), forward
-    mode with one tangent per parameter: D forward passes batched into one per chunk of frames."""
+    """d(keypoints 2D)/dp (T, 2K, D) and d(joints, root depth fixed)/dp (T, 3J, D): analytic
+    for a model with a linear keypoint basis (`meshcap.fitting.jacobians`), else forward mode
+    with one tangent per parameter, D forward passes batched into one per chunk of frames."""
     T, J = pose.shape[:2]
     D = 3 * J + 3
+    if hasattr(model, "keypoint_basis") and shape.shape[0] == 1:
+        pj = posed_jacobians(model, layout, pose, transl, shape)
+        A = (projection_jacobian(pj.kp, K) @ pj.Jkp).reshape(T, -1, D)
+        G = pj.Jx.clone()
+        G[:, :, 2] -= pj.Jx[:, :1, 2]  # the root's depth held fixed
+        return A, G.reshape(T, 3 * J, D)
     p_all = torch.cat([pose.reshape(T, -1), transl], 1)
     eye = torch.eye(D, dtype=pose.dtype, device=pose.device)
     step = max(1, chunk_bodies // D)

@@ -2,7 +2,7 @@
 
     python bench/fitting_speed.py [--frames 300] [--threads N]
 
-Prints, for Gauss-Newton and for Adam (the default solver), with and without the final
+Prints, for Gauss-Newton (the default solver) and for Adam, with and without the final
 smoothing and settling: wall time, frames/s, the ratio to Adam's time in this same process,
 and the root-relative joint error against the true bodies; and the ratio of the Gauss-Newton
 fit's frames/s to the body model's full-mesh forward+backward bodies/s at the same batch size (so it

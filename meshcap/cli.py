@@ -342,6 +342,9 @@ def _capture_parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth-fit", type=float, default=None, metavar="SECONDS",
                    help="smooth the fitted motion over this many seconds (default 0.05; 0: follow the detections, "
                    "their jitter included)")
+    p.add_argument("--solver", choices=("gauss-newton", "adam"), default=None,
+                   help="the fit's solver: gauss-newton (the default on anny: Levenberg-Marquardt, faster and "
+                   "smoother) or adam (the previous default; SMPL-family models always use it)")
     p.add_argument("--panning", action="store_true",
                    help="the camera turns and zooms (a pan, a phone following someone): follow its turn on the "
                    "background and fit the people in a world that stays put")
@@ -386,6 +389,10 @@ def _capture(argv: list[str]) -> None:
               regressor=False if args.no_regressor else (args.regressor_weights or True), image_size=args.image_size, fps=args.fps,
               camera_name=args.camera_name, world=args.world, smooth_fit=args.smooth_fit,
               panning=args.panning)
+    if args.solver is not None:
+        from meshcap.fitting.smplify import FitOptions
+
+        kw["fit"] = FitOptions(solver=args.solver)
     render_kw = {}
     if args.camera:  # read here too: the overlay draws through its lens
         from meshcap.multiview.calibration import read_camera

@@ -180,8 +180,9 @@ class TrackSolver:
         return torch.stack(Jkp, -1), torch.stack(Jx, -1)
 
     def linearise(self, pose, transl, shape_p, obs, init_joints=None, init_w=None,
-                  temporal_scale: float = 1.0, with_shape: bool = True) -> BandedSystem:
-        """The Gauss-Newton system at (pose (T, J, 3), transl (T, 3), shape_p (1, S))."""
+                  temporal_scale: float = 1.0, with_shape: bool = True, shape_center=None) -> BandedSystem:
+        """The Gauss-Newton system at (pose (T, J, 3), transl (T, 3), shape_p (1, S)); the shape
+        prior pulls toward `shape_center` (1, S) (None: the average body)."""
         f = self.fitter
         o = f.options
         xy, conf, scale, K, fps = obs
@@ -280,8 +281,9 @@ class TrackSolver:
                 gs += wa * torch.einsum("tcp,tc->p", As, acc.double())
                 for i in range(3):
                     Hps[i:i + n] += wa * coef[i] * (_bt(Jd64[i:i + n]) @ As)
-            Hss += o.w_shape * torch.eye(S, dtype=torch.float64)
-            gs += o.w_shape * shape_p[0].double()
+            w_s = o.w_shape if shape_center is None else o.w_shape_init
+            Hss += w_s * torch.eye(S, dtype=torch.float64)
+            gs += w_s * (shape_p if shape_center is None else shape_p - shape_center)[0].double()
             system.Hss, system.Hps, system.gs = Hss, Hps, gs
         return system
 
@@ -339,23 +341,25 @@ class TrackSolver:
 
     # -- the iterations -----------------------------------------------------------------------
 
-    def cost(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0) -> float:
+    def cost(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,
+             shape_center=None) -> float:
         frame, track, _ = self.fitter._loss(pose[:, 0], pose[:, 1:], shape_p, transl, obs, init_joints,
-                                            init_w, temporal_scale=temporal_scale)
+                                            init_w, temporal_scale=temporal_scale, shape_center=shape_center)
         return float(frame.sum() + track)
 
     @torch.no_grad()
     def solve(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,
-              iters: int = 10, fit_shape: bool = True, callback=None, shape_steps: int = 1000):
+              iters: int = 10, fit_shape: bool = True, callback=None, shape_steps: int = 1000, shape_center=None):
         """Up to `iters` accepted Levenberg-Marquardt steps (fewer once a step gains less than
         1e-3 of the cost). `callback(it, pose, transl, shape_p)` may return a new (pose, transl)
         between steps (the kinematic flips), which is then taken as is. The shape (with
-        `fit_shape`) moves in the first `shape_steps` steps only.
+        `fit_shape`) moves in the first `shape_steps` steps only, its prior pulling toward
+        `shape_center` (1, S) (None: the average body).
         Returns (pose (T, J, 3), transl (T, 3), shape_p (1, S), loss history)."""
         T, J = pose.shape[:2]
         pose, transl, shape_p = pose.clone(), transl.clone(), shape_p.clone()
         args = (obs, init_joints, init_w, temporal_scale)
-        cost = self.cost(pose, transl, shape_p, *args)
+        cost = self.cost(pose, transl, shape_p, *args, shape_center=shape_center)
         history = [cost]
         lam = 1e-3
         for it in range(iters):
@@ -363,10 +367,11 @@ class TrackSolver:
                 new = callback(it, pose, transl, shape_p)
                 if new is not None:
                     pose, transl = new
-                    cost = self.cost(pose, transl, shape_p, *args)
+                    cost = self.cost(pose, transl, shape_p, *args, shape_center=shape_center)
             # the shape settles in the first steps; after them its Jacobian (the costliest part
             # of a linearisation) is left out and the shape kept
-            system = self.linearise(pose, transl, shape_p, *args, with_shape=fit_shape and it < shape_steps)
+            system = self.linearise(pose, transl, shape_p, *args, with_shape=fit_shape and it < shape_steps,
+                                    shape_center=shape_center)
             accepted = False
             for _ in range(4):
                 step, step_s = system.solve(lam)
@@ -377,7 +382,7 @@ class TrackSolver:
                 p_new = pose + step[:, :3 * J].reshape(T, J, 3)
                 t_new = transl + step[:, 3 * J:]
                 s_new = shape_p + step_s.to(pose.dtype)[None] if step_s is not None else shape_p
-                c_new = self.cost(p_new, t_new, s_new, *args)
+                c_new = self.cost(p_new, t_new, s_new, *args, shape_center=shape_center)
                 if math.isfinite(c_new) and c_new < cost:
                     accepted = True
                     break

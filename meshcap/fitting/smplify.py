@@ -57,7 +57,9 @@ class FitOptions:
     noise of a good detector), so a frame's data term is about 1 at detector noise whatever
     the resolution; `sigma` is the Geman-McClure scale in those units. Priors are per frame:
     `w_pose` per rad^2 of body-joint rotation, `w_limits` per rad^2 beyond a joint's range of
-    motion, `w_init` per joint at one sigma from the initialisation. Temporal terms are per
+    motion, `w_init` per joint at one sigma from the initialisation, `w_shape` per unit^2 of the
+    shape parameters (anny: phenotype logits) away from the average body, or `w_shape_init` away
+    from the initialisation's shape (the regressor's) when it has one. Temporal terms are per
     frame too, in m/s^2 (joint acceleration) and rad/s (rotation velocity), so they hold at
     any frame rate. `iters_heading` steps fit the body under both of each frame's torso headings
     (`iters_heading` 0 turns it off); `w_heading_change` is the cost of a root turn between two
@@ -67,18 +69,19 @@ class FitOptions:
     0 turns it off), then settled: `iters_settle` more steps (`refine`) with the temporal terms
     `settle_accel` times stronger, which give back what the smoothing took from fast limbs
     without following the detector's jitter again (0: the smoothed result as it is).
-    `solver` runs the root stage, the body stage and the settling: "adam" (the default:
-    `iters_camera`, `iters_body`, `iters_settle` steps) or "gauss-newton" (Levenberg-Marquardt
-    on the track's banded system, `meshcap.fitting.gauss_newton`: at most `iters_gn_root` steps
-    per frame, `iters_gn`, `iters_gn_settle`), which needs a linear keypoint basis (anny; other
-    models stay on Adam). Gauss-Newton ends far lower on the objective with smoother motion, but
-    is not the default yet: see docs/design.md, The solver."""
+    `solver` runs the root stage, the body stage and the settling: "gauss-newton" (the
+    default: Levenberg-Marquardt on the track's banded system, `meshcap.fitting.gauss_newton`:
+    at most `iters_gn_root` steps per frame, `iters_gn`, `iters_gn_settle`), which needs a
+    linear keypoint basis (anny; SMPL-family models stay on Adam), or "adam" (`iters_camera`,
+    `iters_body`, `iters_settle` steps). Gauss-Newton ends far lower on the objective, about
+    twice as fast, with smoother motion; see docs/design.md, The solver."""
 
     sigma: float = 10.0
     min_confidence: float = 0.1
     w_pose: float = 0.1
     w_limits: float = 100.0
     w_shape: float = 0.01
+    w_shape_init: float = 0.3
     w_init: float = 1.0
     temporal: bool = True
     w_accel: float = 1e-5
@@ -95,7 +98,7 @@ class FitOptions:
     smooth_s: float = 0.05
     iters_settle: int = 40
     settle_accel: float = 10.0
-    solver: str = "adam"
+    solver: str = "gauss-newton"
     iters_gn: int = 12
     iters_gn_settle: int = 6
     iters_gn_root: int = 10
@@ -276,9 +279,10 @@ class SingleViewFitter:
     # -- objective -----------------------------------------------------------------------------
 
     def _loss(self, root, body, shape_p, transl, obs, init_joints=None, init_w=None, mask=None,
-              temporal_scale: float = 1.0):
+              temporal_scale: float = 1.0, shape_center=None):
         """Returns (per-frame loss (N,), whole-track loss (), body-model output) for N frames;
-        `temporal_scale` multiplies the temporal terms' weights."""
+        `temporal_scale` multiplies the temporal terms' weights; `shape_center` (1, S) is where
+        the shape prior pulls (an initialisation's shape; None: the average body)."""
         o = self.options
         xy, conf, scale, K, fps = obs
         N = body.shape[0]
@@ -293,7 +297,8 @@ class SingleViewFitter:
         frame = (w * gmof(r2, o.sigma)).sum(-1) / (w.sum() / N).clamp(min=1e-6)
         frame = frame + o.w_pose * body.square().sum((-1, -2))
         frame = frame + o.w_limits * limit_penalty(body, self._ranges)
-        track = o.w_shape * shape_p.square().sum()
+        track = (o.w_shape * shape_p.square().sum() if shape_center is None
+                 else o.w_shape_init * (shape_p - shape_center).square().sum())
         if mask is not None:
             return frame, track, out
         if init_joints is not None:
@@ -446,7 +451,7 @@ class SingleViewFitter:
         return o.solver == "gauss-newton" and hasattr(self.model, "keypoint_basis")
 
     def _fit_gauss_newton(self, keypoints, K, init, fps, obs, root, body, transl, shape_p, fixed_shape,
-                          init_joints, init_w) -> FitResult:
+                          init_joints, init_w, shape_center=None) -> FitResult:
         """The body stage and the settling by Levenberg-Marquardt (`meshcap.fitting.gauss_newton`),
         from the root and heading stages' result; the same objective and the same sequence of
         steps as the Adam path (flips, smoothing, sigma, settling)."""
@@ -466,7 +471,8 @@ class SingleViewFitter:
 
         pose, transl, shape_p, history = solver.solve(
             torch.cat([root[:, None], body], 1).detach(), transl.detach(), shape_p.detach(), obs,
-            init_joints, init_w, iters=o.iters_gn, fit_shape=not fixed_shape, callback=flips)
+            init_joints, init_w, iters=o.iters_gn, fit_shape=not fixed_shape, callback=flips,
+            shape_center=shape_center)
         shape = self._shape_from_param(shape_p)
         pose, transl, sigma, fit_sigma, smoothed = self._smooth_and_sigma(pose, shape, transl, xy, conf, K, init, fps)
         if smoothed and o.iters_gn_settle > 0:
@@ -575,6 +581,11 @@ class SingleViewFitter:
                    else self._param_from_shape(init.shape) if init is not None and init.shape is not None
                    else torch.zeros(1, self.model.shape_dim, dtype=dt, device=dev))
         shape0 = self._shape_from_param(shape_p)
+        # an initialisation's shape (the regressor's, read from the whole track) is where the
+        # shape prior pulls: a converged fit otherwise moves the size a few percent with the
+        # 2D noise, which a monocular fit turns into depth (see docs/design.md, The solver)
+        shape_center = (shape_p.detach().clone() if init is not None and init.shape is not None and not fixed_shape
+                        else None)
         transl0, torso_off, root_pos = self._torso_depth(xy, conf, K, shape0)
         torso_mask = torch.zeros(len(self.layout), dtype=dt, device=dev)
         torso_mask[[self.layout.index(n) for n in _ROOT_STAGE if n in self.layout.names]] = 1.0
@@ -629,7 +640,7 @@ class SingleViewFitter:
 
         if self._gauss_newton():
             return self._fit_gauss_newton(keypoints, K, init, fps, obs, root, body, transl, shape_p,
-                                          fixed_shape, init_joints, init_w)
+                                          fixed_shape, init_joints, init_w, shape_center)
         root.requires_grad_(True)
         transl.requires_grad_(True)
         body.requires_grad_(True)
@@ -655,7 +666,8 @@ class SingleViewFitter:
                 for group, lr in zip(opt.param_groups, (o.lr_rot, o.lr_transl, lr_shape)):
                     group["lr"] = lr * scale
             opt.zero_grad()
-            frame, track, _ = self._loss(root, body, shape_p, transl, obs, init_joints, init_w)
+            frame, track, _ = self._loss(root, body, shape_p, transl, obs, init_joints, init_w,
+                                         shape_center=shape_center)
             loss = frame.sum() + track
             loss.backward()
             opt.step()

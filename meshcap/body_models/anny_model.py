@@ -297,19 +297,25 @@ class AnnyModel(BodyModel):
         shape = torch.as_tensor(shape, dtype=self.dtype, device=self.device)
         if shape.shape != (1, self.shape_dim):
             raise ValueError(f"keypoint_basis takes one shape (1, {self.shape_dim}), got {tuple(shape.shape)}")
-        rest = self._rest(shape)
+        C, W, _ = self.keypoint_bases(shape, layout)
+        return C[0], W
+
+    def keypoint_bases(self, shapes: torch.Tensor, layout: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`keypoint_basis` for several shapes (B, 6) at once (a Jacobian along the shape
+        differences many): C (B, K, J, 3), W (K, J), and the rest skeletons' bone heads q
+        (B, 104, 3) (`_fk`'s input)."""
+        rest = self._rest(shapes)
         q = rest["q"]
         C, W = self._vertex_keypoint_fold(rest)
-        C = C[0]
         # bone-head keypoints ride rigidly on their fitted joint
         is_bone = self._kp_is_bone.to(self.device)
         j = self.bone_joint[self.kp_bone]
         onehot = torch.nn.functional.one_hot(j, self.num_joints).to(self.dtype)
-        rel = q[0, self.kp_bone] - q[0, self.fitted[j]]
-        C = torch.where(is_bone[:, None, None], onehot[..., None] * rel[:, None], C)
+        rel = q[:, self.kp_bone] - q[:, self.fitted[j]]
+        C = torch.where(is_bone[None, :, None, None], onehot[None, ..., None] * rel[:, :, None], C)
         W = torch.where(is_bone[:, None], onehot, W)
         table = self._layout_table(layout)
-        return torch.einsum("kn,njd->kjd", table, C), table @ W
+        return torch.einsum("kn,bnjd->bkjd", table, C), table @ W, q
 
     def _keypoints(self, layout, kp_v, G, x, q):
         """(B, K, 3) keypoints of a layout from the vertex-defined (B, N, 3) and bone heads."""

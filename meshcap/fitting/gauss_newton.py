@@ -166,17 +166,19 @@ class TrackSolver:
         several tracks in threads at once."""
         f = self.fitter
         T = R.shape[0]
+        S = shape_p.shape[-1]
         zero = torch.zeros(T, 3, dtype=R.dtype, device=R.device)
+        e = step * torch.eye(S, dtype=shape_p.dtype, device=shape_p.device)
+        # every +-step shape in one batch: (2S, 6), the plus steps first
+        shapes = f._shape_from_param(torch.cat([shape_p + e, shape_p - e]))
+        C, _, q = self.model.keypoint_bases(shapes, f.layout.name)
+        dC = (C[:S] - C[S:]) / (2 * step)  # (S, K, J, 3)
+        dq = (q[:S] - q[S:]) / (2 * step)  # (S, 104, 3)
         Jkp, Jx = [], []
-        for m in range(shape_p.shape[-1]):
-            e = torch.zeros_like(shape_p)
-            e[0, m] = step
-            plus, minus = f._shape_from_param(shape_p + e), f._shape_from_param(shape_p - e)
-            dC = (self.model.keypoint_basis(plus, f.layout.name)[0] - self.model.keypoint_basis(minus, f.layout.name)[0]) / (2 * step)
-            dq = (self.model._rest(plus)["q"] - self.model._rest(minus)["q"]) / (2 * step)
-            _, dx = self.model._fk(R, zero, dq)  # the joints are linear in the rest joints
+        for m in range(S):
+            _, dx = self.model._fk(R, zero, dq[m:m + 1])  # the joints are linear in the rest joints
             Jx.append(dx)
-            Jkp.append(posed_keypoints(G, dx, dC, W))
+            Jkp.append(posed_keypoints(G, dx, dC[m], W))
         return torch.stack(Jkp, -1), torch.stack(Jx, -1)
 
     def linearise(self, pose, transl, shape_p, obs, init_joints=None, init_w=None,

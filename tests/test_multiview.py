@@ -213,9 +213,11 @@ def test_a_long_track_is_fitted_window_by_window():
     with torch.no_grad():
         again = model(win.poses, win.shape, win.transl, vertices=False, bone_scale=win.bone_scale)
     torch.testing.assert_close(again.joints, win.joints, atol=1e-5, rtol=0)
-    # a short track is fitted whole (two runs of one fit differ by round-off: under a millimetre)
+    # a short track is fitted whole. Two runs of one fit differ by threaded round-off that Adam
+    # carries on: up to 2.5-2.8 mm on some joint in repeated runs in one process (before and after
+    # the rest-pose cache), once 4.0 mm in a full test run; a windowed fit would differ by more
     short = fitter.fit_windowed(obs[:, :40], fps=30.0, window=50, overlap=10)
-    torch.testing.assert_close(short.joints, fitter.fit(obs[:, :40], fps=30.0).joints, atol=3e-3, rtol=0)
+    torch.testing.assert_close(short.joints, fitter.fit(obs[:, :40], fps=30.0).joints, atol=6e-3, rtol=0)
 
 
 def test_triangulation_down_weights_a_corrupted_view(scene):

@@ -343,8 +343,8 @@ def _capture_parser() -> argparse.ArgumentParser:
                    help="smooth the fitted motion over this many seconds (default 0.05; 0: follow the detections, "
                    "their jitter included)")
     p.add_argument("--solver", choices=("gauss-newton", "adam"), default=None,
-                   help="the fit's solver: gauss-newton (the default on anny: Levenberg-Marquardt, faster and "
-                   "smoother) or adam (the previous default; SMPL-family models always use it)")
+                   help="the fit's solver: gauss-newton (the default on anny: Levenberg-Marquardt, smoother, "
+                   "faster on short tracks) or adam (the previous default; SMPL-family models always use it)")
     p.add_argument("--panning", action="store_true",
                    help="the camera turns and zooms (a pan, a phone following someone): follow its turn on the "
                    "background and fit the people in a world that stays put")

@@ -73,8 +73,9 @@ class FitOptions:
     default: Levenberg-Marquardt on the track's banded system, `meshcap.fitting.gauss_newton`:
     at most `iters_gn_root` steps per frame, `iters_gn`, `iters_gn_settle`), which needs a
     linear keypoint basis (anny; SMPL-family models stay on Adam), or "adam" (`iters_camera`,
-    `iters_body`, `iters_settle` steps). Gauss-Newton ends far lower on the objective, about
-    twice as fast, with smoother motion; see docs/design.md, The solver."""
+    `iters_body`, `iters_settle` steps). Gauss-Newton ends far lower on the objective with
+    smoother motion, about twice as fast on short tracks but slower on long windows; see
+    docs/design.md, The solver."""
 
     sigma: float = 10.0
     min_confidence: float = 0.1

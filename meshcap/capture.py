@@ -141,7 +141,8 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
             regressor: str | Path | bool = True, temporal: str | Path | bool = True,
             image_size: tuple[int, int] | None = None, fps: float | None = None,
             camera=None, camera_name: str | None = None, world: str | None = None,
-            smooth_fit: float | None = None, panning: bool = False, stream: bool = True,
+            smooth_fit: float | None = None, solver: str | None = None, panning: bool = False,
+            stream: bool = True,
             cache: str | Path | None = None, progress: Progress | None = None) -> Motion:
     """Capture the people in a video as a Motion.
 
@@ -175,6 +176,8 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
         smooth_fit: seconds of the fit's smoothing over time (`FitOptions.smooth_s`; None: its
             default, 0.05): 0 follows the detections, jitter included (closer reprojection,
             about twice the acceleration error on real motion; see docs/design.md).
+        solver: the fit's solver, "gauss-newton" or "adam" (`FitOptions.solver`; None: its
+            default, Gauss-Newton on anny), on top of the other fit options.
         panning: the camera turns (pans, tilts) and zooms about a fixed centre: its turn is
             followed frame by frame on the background (`meshcap.camera_motion`; needs the
             video) and the people are fitted in a world that stays put; the Motion keeps the
@@ -211,6 +214,8 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
     net, fit = fit_setup(model, regressor, fit, temporal)
     if smooth_fit is not None:
         fit = dataclasses.replace(fit or FitOptions(), smooth_s=float(smooth_fit))
+    if solver is not None:
+        fit = dataclasses.replace(fit or FitOptions(), solver=solver)
     # People whose tracks end are fitted while the rest of the video is detected
     # (`meshcap.streaming`), except where the fit needs the whole video first: choosing the
     # `max_people` best tracks, or following a panning camera.

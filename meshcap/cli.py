@@ -387,12 +387,8 @@ def _capture(argv: list[str]) -> None:
               focal=args.focal, start=args.start, end=args.end, stride=args.stride,
               max_people=args.max_people, device=args.device, smooth=args.smooth, tracker=tracker, cache=cache,
               regressor=False if args.no_regressor else (args.regressor_weights or True), image_size=args.image_size, fps=args.fps,
-              camera_name=args.camera_name, world=args.world, smooth_fit=args.smooth_fit,
+              camera_name=args.camera_name, world=args.world, smooth_fit=args.smooth_fit, solver=args.solver,
               panning=args.panning)
-    if args.solver is not None:
-        from meshcap.fitting.smplify import FitOptions
-
-        kw["fit"] = FitOptions(solver=args.solver)
     render_kw = {}
     if args.camera:  # read here too: the overlay draws through its lens
         from meshcap.multiview.calibration import read_camera

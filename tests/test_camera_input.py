@@ -1,5 +1,6 @@
 """The camera of a monocular capture: image size, frame rate and calibrated intrinsics (with lens
 distortion) for keypoint input, and clear errors when they contradict the input."""
+import dataclasses
 import subprocess
 import sys
 
@@ -73,6 +74,29 @@ def test_keypoint_file_with_image_size_fps_and_focal_matches_the_library(clip, m
     r = _run(str(path), "--out", str(tmp_path / "guess.npz"), "--quiet", "--min-track-length", "5")
     assert r.returncode == 0, r.stderr
     assert not np.allclose(Motion.load(tmp_path / "guess.npz").cam_K[0], v.K, atol=1.0)
+
+
+def test_the_solver_flag_reaches_the_fit(clip, model, tmp_path):
+    # Gauss-Newton is the default on anny; --solver adam gives the previous default's fit
+    v, kp = clip
+    T = len(kp)
+    path = write_coco(Tracks("coco17", 30.0, np.arange(T) / 30.0, (1920, 1080), {0: (np.arange(T), kp)}),
+                      tmp_path / "kp.json")
+    common = ("--image-size", "1920x1080", "--focal", str(float(v.K[0, 0])), "--quiet", "--min-track-length", "5",
+              "--world", "camera")
+    r = _run(str(path), "--out", str(tmp_path / "adam.npz"), "--solver", "adam", *common)
+    assert r.returncode == 0, r.stderr
+    net, fit = fit_setup(model, inspect_default_regressor(), None)
+    assert fit.solver == "gauss-newton"
+    frames, back = read_keypoints(path).tracks[0]
+    want = fit_tracks(model, {0: (frames, back)}, num_frames=T, image_size=(1920, 1080), fps=30.0,
+                      layout="coco17", K=torch.as_tensor(v.K), options=dataclasses.replace(fit, solver="adam"),
+                      regressor=net)  # in the camera's frame: no ground, no planting
+    got = Motion.load(tmp_path / "adam.npz")
+    err = np.linalg.norm(got.joints3d - want.joints3d, axis=-1)
+    assert np.median(err) < 5e-3, np.median(err)
+    r = _run(str(path), "--out", str(tmp_path / "x.npz"), "--solver", "newton", *common)
+    assert r.returncode != 0 and "solver" in r.stderr
 
 
 def inspect_default_regressor():

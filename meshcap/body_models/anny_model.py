@@ -304,6 +304,9 @@ class AnnyModel(BodyModel):
         """`keypoint_basis` for several shapes (B, 6) at once (a Jacobian along the shape
         differences many): C (B, K, J, 3), W (K, J), and the rest skeletons' bone heads q
         (B, 104, 3) (`_fk`'s input)."""
+        shapes = torch.as_tensor(shapes, dtype=self.dtype, device=self.device)
+        if shapes.ndim != 2 or shapes.shape[1] != self.shape_dim:
+            raise ValueError(f"keypoint_bases takes shapes (B, {self.shape_dim}), got {tuple(shapes.shape)}")
         rest = self._rest(shapes)
         q = rest["q"]
         C, W = self._vertex_keypoint_fold(rest)

@@ -283,9 +283,9 @@ class TrackSolver:
                 gs += wa * torch.einsum("tcp,tc->p", As, acc.double())
                 for i in range(3):
                     Hps[i:i + n] += wa * coef[i] * (_bt(Jd64[i:i + n]) @ As)
-            w_s = o.w_shape if shape_center is None else o.w_shape_init
+            w_s, off = f._shape_prior(shape_p, shape_center)
             Hss += w_s * torch.eye(S, dtype=torch.float64)
-            gs += w_s * (shape_p if shape_center is None else shape_p - shape_center)[0].double()
+            gs += w_s * off[0].double()
             system.Hss, system.Hps, system.gs = Hss, Hps, gs
         return system
 

@@ -311,7 +311,8 @@ class MultiViewFitter:
                 track = track + o.w_rot_vel * ((rotmats[1:] - rotmats[:-1]) * fps).square().sum()
             if fixed:  # the person's own priors were paid where they were fitted
                 return frame.sum() + track
-            track = track + o.w_shape * shape_p.square().sum()
+            w_shape, off = self._single._shape_prior(shape_p)
+            track = track + w_shape * off.square().sum()
             if use_offsets:  # Gaussian prior, sd offset_sd per axis
                 if self._along is None:
                     track = track + (offsets / self.offset_sd).square().sum()

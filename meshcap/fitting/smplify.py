@@ -279,6 +279,16 @@ class SingleViewFitter:
 
     # -- objective -----------------------------------------------------------------------------
 
+    def _shape_prior(self, shape_p: torch.Tensor, shape_center: torch.Tensor | None = None):
+        """(weight, offset (1, S)): the shape prior costs weight * |offset|^2, the shape
+        parameters' offset from `shape_center` (an initialisation's shape, at `w_shape_init`)
+        or from the average body (None, at `w_shape`). The one definition for `_loss`, the
+        Gauss-Newton system and the multi-view fit."""
+        o = self.options
+        if shape_center is None:
+            return o.w_shape, shape_p
+        return o.w_shape_init, shape_p - shape_center
+
     def _loss(self, root, body, shape_p, transl, obs, init_joints=None, init_w=None, mask=None,
               temporal_scale: float = 1.0, shape_center=None):
         """Returns (per-frame loss (N,), whole-track loss (), body-model output) for N frames;
@@ -298,8 +308,8 @@ class SingleViewFitter:
         frame = (w * gmof(r2, o.sigma)).sum(-1) / (w.sum() / N).clamp(min=1e-6)
         frame = frame + o.w_pose * body.square().sum((-1, -2))
         frame = frame + o.w_limits * limit_penalty(body, self._ranges)
-        track = (o.w_shape * shape_p.square().sum() if shape_center is None
-                 else o.w_shape_init * (shape_p - shape_center).square().sum())
+        w_shape, off = self._shape_prior(shape_p, shape_center)
+        track = w_shape * off.square().sum()
         if mask is not None:
             return frame, track, out
         if init_joints is not None:

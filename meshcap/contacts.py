@@ -24,10 +24,15 @@ import torch
 from meshcap.world import PLANTED_HEIGHT, PLANTED_SPEED, SOLE_POINTS, body_up, camera_centre, move_motion, sole_points, sole_speeds
 
 # m/s across the line of sight (`meshcap.world.sole_speeds`): a planted foot moves this little.
-# Labels describe the finished (planted) motion; the planting pass itself takes as candidates
-# the feet a jittery fit moves a little faster (measured on bench/world.py: labels at 0.3 m/s
-# agree with the truth in 82% of foot-frames, at 0.5 in 77%).
-CONTACT_SPEED = 0.3
+# Labels describe the finished (planted) motion, whose planted soles stand nearly still (about
+# 0.01 m/s on bench/world.py); the planting pass takes as candidates the feet that the fit moves
+# a little faster. Chosen on the training takes (`bench/world.py --split train --max-clips 3`,
+# candidates under 0.5 m/s): labels under 0.3 / 0.2 / 0.15 / 0.1 m/s agree with the truth (the
+# ankle under 0.1 m/s) in 76.1 / 81.5 / 85.0 / 86.3% (0.1 with candidates under 0.3) of
+# foot-frames. 0.1 is not taken: real footage's planted feet jitter more, and on the Sports2D
+# demo the share of frames with a foot labelled fell to 14% / 36% for its two walkers (0.15:
+# 25% / 53%; 0.3: 43% / 71%, over-labelling as on the bench).
+CONTACT_SPEED = 0.15
 PLANT_SPEED = 0.5
 CONTACT_HEIGHT = 0.06  # m: a planted sole's height above the person's plane
 HEIGHT_SOFTNESS = 0.015  # m
@@ -101,34 +106,73 @@ def foot_contacts(motion, body_model=None, speed_limit: float = CONTACT_SPEED) -
     return prob >= 0.5, prob
 
 
-def _contact_term(model, layout: str, shape: torch.Tensor, up: torch.Tensor, height: float, prob: torch.Tensor):
-    """The added cost of `plant_feet` for one person (shape (1, S)), as `SingleViewFitter.refine`
-    takes it: prob (T, 2) per foot; up (3,) and the plane's height in the fit's (camera) frame."""
-    from meshcap.fitting.smplify import gmof
-    from meshcap.keypoints.layouts import get_layout
+class ContactTerm:
+    """The added cost of `plant_feet` for one person, in the fit's (camera) frame: prob (T, 2)
+    per foot; up (3,) and the plane's height along it. A `meshcap.fitting.gauss_newton.PointTerm`
+    on the four sole points (heel, toe of each foot), and callable as `SingleViewFitter.refine`'s
+    Adam path takes a term: term(out, pose, transl).
 
-    names = get_layout(layout).names
-    own = all(n in names for n in SOLE_POINTS)
-    idx = [(names if own else get_layout("blazepose33").names).index(n) for n in SOLE_POINTS]
-    flat = torch.eye(3, dtype=up.dtype) - torch.outer(up, up)  # the plane's own directions
-    pair = torch.minimum(prob[1:], prob[:-1])  # (T-1, 2): both frames planted
+    - floor: a planted foot's lower sole point at the plane's height, Geman-McClure at
+      FLOOR_REACH (robust: a plane that is off by a tilt of a few degrees over a long walk must
+      not drag the feet, only settle the ones that are near it), weighed by the probability;
+    - slide: the sole point that is lower over both frames of a pair stays put along the plane,
+      weighed by the lower of the two frames' probabilities.
+    """
 
-    def term(out, pose, transl):
-        kp = out.keypoints if own else model(pose, shape, transl, layout="blazepose33", vertices=False).keypoints
-        soles = kp[:, idx].reshape(-1, 2, 2, 3)  # (T, foot, heel/toe, 3)
-        h = soles @ up  # (T, 2, 2)
-        low = h.min(-1).values
-        # robust: a plane that is off (a tilt of a few degrees over a long walk) must not drag
-        # the feet, only settle the ones that are near it
-        floor = (prob * gmof((low - height).square(), FLOOR_REACH)).sum() / FLOOR_SCALE ** 2
-        # the sole point that is lower over both frames of a pair is the one that must stay
-        k = (h[1:] + h[:-1]).argmin(-1)  # (T-1, 2)
+    def __init__(self, model, layout: str, shape: torch.Tensor, up: torch.Tensor, height: float,
+                 prob: torch.Tensor) -> None:
+        from meshcap.keypoints.layouts import get_layout
+
+        names = get_layout(layout).names
+        own = all(n in names for n in SOLE_POINTS)
+        self.layout = layout if own else "blazepose33"
+        self.index = [get_layout(self.layout).names.index(n) for n in SOLE_POINTS]
+        self._own, self._model, self._shape = own, model, shape
+        self.up, self.height, self.prob = up, float(height), prob
+        self.flat = torch.eye(3, dtype=up.dtype) - torch.outer(up, up)  # the plane's own directions
+        self.pair = torch.minimum(prob[1:], prob[:-1])  # (T-1, 2): both frames planted
+
+    def _parts(self, pts: torch.Tensor):
+        soles = pts.reshape(-1, 2, 2, 3)  # (T, foot, heel/toe, 3)
+        h = soles @ self.up  # (T, 2, 2)
+        low, sel = h.min(-1)
+        k = (h[1:] + h[:-1]).argmin(-1)  # (T-1, 2): the point that must stay, per pair
         step = soles[1:] - soles[:-1]  # (T-1, 2, 2, 3)
         step = torch.take_along_dim(step, k[..., None, None].expand(-1, -1, 1, 3), dim=2)[:, :, 0]
-        slide = (pair * (step @ flat).square().sum(-1)).sum() / SLIDE_SCALE ** 2
-        return floor + slide
+        return low, sel, k, step
 
-    return term
+    def cost(self, pts: torch.Tensor) -> torch.Tensor:
+        from meshcap.fitting.smplify import gmof
+
+        low, _, _, step = self._parts(pts)
+        floor = (self.prob * gmof((low - self.height).square(), FLOOR_REACH)).sum(-1) / FLOOR_SCALE ** 2
+        slide = (self.pair * (step @ self.flat).square().sum(-1)).sum(-1) / SLIDE_SCALE ** 2
+        return floor + torch.cat([slide, slide.new_zeros(1)])
+
+    def linearise(self, pts: torch.Tensor):
+        T = pts.shape[0]
+        low, sel, k, step = self._parts(pts)
+        r = low - self.height
+        s2 = FLOOR_REACH ** 2
+        # the kernel reweighted (IRLS), as the fit's data term is
+        w = (self.prob * s2 * s2 / (s2 + r.square()).square()).sqrt() / FLOOR_SCALE  # (T, 2)
+        ru = w * r
+        Ju = pts.new_zeros(T, 2, 4, 3)
+        feet = torch.arange(2)[None]
+        Ju[torch.arange(T)[:, None], feet, 2 * feet + sel] = w[..., None] * self.up  # each foot's lower point
+        c = self.pair.sqrt() / SLIDE_SCALE  # (T-1, 2)
+        rp = (c[..., None] * (step @ self.flat)).reshape(T - 1, 6)
+        Jp1 = pts.new_zeros(T - 1, 2, 3, 4, 3)  # (pair, foot, residual axis, point, axis)
+        for f in range(2):
+            block = c[:, f, None, None] * self.flat  # (T-1, 3, 3)
+            Jp1[torch.arange(T - 1), f, :, 2 * f + k[:, f]] = block
+        Jp1 = Jp1.reshape(T - 1, 6, 4, 3)
+        return ru, Ju, rp, -Jp1, Jp1
+
+    def __call__(self, out, pose, transl) -> torch.Tensor:
+        kp = (out.keypoints if self._own
+              else self._model(pose, self._shape, transl, layout="blazepose33", vertices=False).keypoints)
+        return self.cost(kp[:, self.index]).sum()
 
 
 def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, options=None,
@@ -154,6 +198,7 @@ def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, opt
     heights_c = heights + up_c @ t if motion.world != "camera" else heights
     kp2 = motion.keypoints2d if keypoints is None else np.asarray(keypoints, dtype=np.float32)
     fitter = SingleViewFitter(model, motion.keypoint_layout, options)
+    o = fitter.options
     out = cam
 
     def refit(p: int) -> None:
@@ -165,10 +210,14 @@ def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, opt
         start = FitInit(as_t(cam.poses[p, sl]), as_t(cam.shape[p:p + 1]), as_t(cam.transl[p, sl]),
                         as_t(np.maximum(cam.uncertainty[p, sl], 1e-3)))
         prob_p = as_t(prob[p, sl])
-        term = lambda a, b: _contact_term(model, motion.keypoint_layout, start.shape, as_t(up_c),  # noqa: E731
-                                          float(heights_c[p]), prob_p[a:b])
+        term = lambda a, b: ContactTerm(model, motion.keypoint_layout, start.shape, as_t(up_c),  # noqa: E731
+                                        float(heights_c[p]), prob_p[a:b])
         # long tracks window by window, as fitting does (flat memory)
-        res = refine_windowed(fitter, as_t(kp2[p, sl]), as_t(motion.cam_K[0]), start, term, motion.fps, iters)
+        # the fit ended settled: temporal terms `settle_accel` times stronger (see
+        # `SingleViewFitter.fit`); at their plain weight the refit brought the detector's
+        # jitter back (bench/world.py: accel 10.6 -> 21.4 mm/frame^2 for every joint)
+        res = refine_windowed(fitter, as_t(kp2[p, sl]), as_t(motion.cam_K[0]), start, term, motion.fps, iters,
+                              temporal_scale=o.settle_accel if o.temporal and o.smooth_s > 0 else 1.0)
         out.poses[p, sl] = res.poses.numpy()
         out.transl[p, sl] = res.transl.numpy()
         out.joints3d[p, sl] = res.joints.numpy()

@@ -93,9 +93,11 @@ def test_planted_real_motion_keeps_its_accuracy():
     before, after = _slides(grounded, model, planted.contact), _slides(planted, model, planted.contact)
     assert np.median(after) < min(0.15, np.median(before) / 2), (np.median(before), np.median(after))
     cam = lambda x: move_motion(x, x.cam_R[0], x.cam_t[0], "camera", model)  # noqa: E731
-    pa0 = mocap.score_motion(model, cam(grounded), v.truth)["pa"].mean()
-    pa1 = mocap.score_motion(model, cam(planted), v.truth)["pa"].mean()
-    assert pa1 < pa0 + 2.0, (pa0, pa1)
+    s0, s1 = mocap.score_motion(model, cam(grounded), v.truth), mocap.score_motion(model, cam(planted), v.truth)
+    assert s1["pa"].mean() < s0["pa"].mean() + 2.0, (s0["pa"].mean(), s1["pa"].mean())
+    # nor jitter: the refit is the fit's own Gauss-Newton solve with the contact term (Adam's
+    # steps there nearly doubled the acceleration error on bench/world.py: 10.5 -> 19.9)
+    assert s1["accel"] < 1.2 * s0["accel"], (s0["accel"], s1["accel"])
 
 
 def test_contacts_of_any_world_and_bad_input(demo):

@@ -141,6 +141,17 @@ def test_banded_solve_equals_a_dense_solve(T):
     x, xs = system.solve(0.0)
     expected = torch.linalg.solve(H, -rhs)
     assert (torch.cat([x.reshape(-1), xs]) - expected).abs().max() < 1e-6 * expected.abs().max()
+    # Marquardt damping per frame (and the shape's own) is the dense matrix's diagonal scaled
+    lam = torch.rand(T, generator=g, dtype=torch.float64)
+    scale = torch.cat([lam.repeat_interleave(P), torch.full((S,), 0.3, dtype=torch.float64)])
+    x, xs = system.solve(lam, 0.3)
+    expected = torch.linalg.solve(H + torch.diag(scale * torch.diagonal(H)), -rhs)
+    assert (torch.cat([x.reshape(-1), xs]) - expected).abs().max() < 1e-6 * expected.abs().max()
+    # a shape step held to a bound leaves the frames their best step given it
+    x, xs = system.solve(0.0, 0.0, max_shape_step=0.5 * float(expected[T * P:].abs().max()))
+    assert xs.abs().max() <= 0.5 * float(expected[T * P:].abs().max()) + 1e-12
+    fixed = torch.linalg.solve(H[:T * P, :T * P], -rhs[:T * P] - H[:T * P, T * P:] @ xs)
+    assert (x.reshape(-1) - fixed).abs().max() < 1e-6 * fixed.abs().max()
 
 
 def test_gauss_newton_ends_lower_than_adam(model):
@@ -207,3 +218,21 @@ def test_laplace_sigma_jacobians_are_the_forward_mode_ones(model):
     assert A.shape == A_ref.shape and G.shape == G_ref.shape
     assert (A - A_ref).abs().max() < 1e-5 * A_ref.abs().max()
     assert (G - G_ref).abs().max() < 1e-5 * G_ref.abs().max()
+
+
+def test_the_contact_term_linearises_to_its_own_gradient():
+    """The foot contacts' least-squares form (what the Gauss-Newton refit solves) has the
+    gradient of the cost that the Adam path minimises, robust kernel included."""
+    from meshcap.contacts import ContactTerm
+
+    g = torch.Generator().manual_seed(0)
+    T = 9
+    up = torch.nn.functional.normalize(torch.tensor([0.1, -1.0, 0.2]), dim=0)
+    term = ContactTerm(None, "blazepose33", None, up, 0.3, torch.rand(T, 2, generator=g))
+    pts = (0.05 * torch.randn(T, 4, 3, generator=g)).requires_grad_(True)
+    term.cost(pts).sum().backward()
+    ru, Ju, rp, Jp0, Jp1 = term.linearise(pts.detach())
+    grad = 2 * torch.einsum("tr,treD->teD", ru, Ju)
+    grad[:-1] += 2 * torch.einsum("tq,tqeD->teD", rp, Jp0)
+    grad[1:] += 2 * torch.einsum("tq,tqeD->teD", rp, Jp1)
+    assert torch.allclose(grad, pts.grad, rtol=1e-4, atol=1e-3 * float(pts.grad.abs().max()))

@@ -25,13 +25,14 @@ Gauss-Newton is a C++ library for its own skeleton format.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import roma
 import torch
 
 from meshcap.fitting.camera import project, projection_jacobian
-from meshcap.fitting.jacobians import (descendants, posed_jacobians, posed_keypoints, rotvec_to_right_jacobian,
-                                         skew)
+from meshcap.fitting.jacobians import (descendants, point_jacobians, posed_jacobians, posed_keypoints,
+                                         rotvec_to_right_jacobian, skew)
 from meshcap.fitting.priors import limit_excess
 
 
@@ -79,13 +80,17 @@ class BandedSystem:
             Up[:, P:, P:] = U2[1:2 * n - 2:2]
         return Dp, Up
 
-    def solve(self, lam: float):
+    def solve(self, lam: torch.Tensor | float, lam_shape: float | None = None, max_shape_step: float | None = None):
         """The step (T, P) [and (S,)] minimising the linearised objective with Marquardt damping
-        lam * diag(H): an exact block-tridiagonal Cholesky over pairs of frames (a sequence of
-        T/2 small dense factorisations), the shape by its Schur complement. (None, None) where
-        the damped matrix is not positive definite."""
+        lam * diag(H), lam () or per frame (T,) (the shape's: `lam_shape`, default the mean):
+        an exact block-tridiagonal Cholesky over pairs of frames (a sequence of T/2 small dense
+        factorisations), the shape by its Schur complement, its step shortened to at most
+        `max_shape_step` in any parameter. (None, None) where the damped matrix is not positive
+        definite."""
         T, P = self.g.shape
-        damp = lam * torch.diagonal(self.D, dim1=-2, dim2=-1) + 1e-9
+        lam = torch.as_tensor(lam, dtype=self.D.dtype)
+        lam_shape = float(lam.mean()) if lam_shape is None else lam_shape
+        damp = (lam[:, None] if lam.ndim else lam) * torch.diagonal(self.D, dim1=-2, dim2=-1) + 1e-9
         Dp, Up = self._pairs(damp)
         n = Dp.shape[0]
         rhs = -self.g
@@ -104,8 +109,12 @@ class BandedSystem:
         if not has_s:
             return X[..., 0], None
         Xg, Xs = X[..., 0], X[..., 1:]
-        schur = self.Hss + torch.diag(lam * torch.diagonal(self.Hss) + 1e-9) - torch.einsum("tps,tpq->sq", self.Hps, Xs)
+        schur = self.Hss + torch.diag(lam_shape * torch.diagonal(self.Hss) + 1e-9) - torch.einsum("tps,tpq->sq", self.Hps, Xs)
         ds = torch.linalg.solve(schur, -self.gs - torch.einsum("tps,tp->s", self.Hps, Xg))
+        if max_shape_step is not None:
+            # the frames' step below is the best one given whatever shape step is taken, so a
+            # shortened shape step keeps the rest consistent
+            ds = ds * (max_shape_step / ds.abs().max().clamp(min=max_shape_step))
         return Xg - Xs @ ds, ds
 
 
@@ -135,6 +144,27 @@ def _block_tridiagonal_solve(D: torch.Tensor, U: torch.Tensor, rhs: torch.Tensor
     return torch.stack(x)
 
 
+class PointTerm(Protocol):
+    """An added least-squares term on some of the body's points, which `TrackSolver.solve`
+    (and so `SingleViewFitter.refine`) minimises with the fit's own objective, e.g. the foot
+    contacts of `meshcap.contacts`. Its points are keypoints `index` of layout `layout`
+    (E of them), posed by the track; a residual touches one frame or two consecutive ones.
+
+    cost(pts (T, E, 3)) -> (T,) its cost per frame (a pair of frames' on the earlier one),
+    differentiable (the Adam path sums it);
+    linearise(pts) -> (ru (T, R), Ju (T, R, E, 3), rp (T-1, Q), Jp0 (T-1, Q, E, 3), Jp1): residuals
+    of single frames and of pairs with their derivatives along the points of the pair's first
+    and second frame, such that the cost is sum(ru^2) + sum(rp^2) to second order at `pts`
+    (robust kernels reweighted, as the data term is)."""
+
+    layout: str
+    index: list[int]
+
+    def cost(self, pts: torch.Tensor) -> torch.Tensor: ...
+
+    def linearise(self, pts: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
+
+
 class TrackSolver:
     """Levenberg-Marquardt on a `SingleViewFitter`'s body-stage objective, for models with a
     linear keypoint basis (anny's fast path).
@@ -143,6 +173,12 @@ class TrackSolver:
     (pose, transl, shape_p, loss history). The cost it accepts steps on is the fitter's own
     `_loss`, so the two solvers minimise the same objective.
     """
+
+    # Shape parameters (anny: phenotype logits) move at most this much per step: two of them
+    # trade off nearly one for one in the keypoints, and undamped steps swung them by 3-6
+    # logits back and forth on a long walk.
+    MAX_SHAPE_STEP = 0.5
+    LIMIT_BAND = 0.05  # rad
 
     def __init__(self, fitter) -> None:
         model = fitter.model
@@ -182,9 +218,13 @@ class TrackSolver:
         return torch.stack(Jkp, -1), torch.stack(Jx, -1)
 
     def linearise(self, pose, transl, shape_p, obs, init_joints=None, init_w=None,
-                  temporal_scale: float = 1.0, with_shape: bool = True, shape_center=None) -> BandedSystem:
+                  temporal_scale: float = 1.0, with_shape: bool = True, shape_center=None,
+                  extra: PointTerm | None = None) -> BandedSystem:
         """The Gauss-Newton system at (pose (T, J, 3), transl (T, 3), shape_p (1, S)); the shape
-        prior pulls toward `shape_center` (1, S) (None: the average body)."""
+        prior pulls toward `shape_center` (1, S) (None: the average body); `extra` an added
+        term (its derivatives along the shape are not part of the system: keep the shape)."""
+        if extra is not None and with_shape:
+            raise ValueError("an added term is solved with the shape kept (with_shape=False)")
         f = self.fitter
         o = f.options
         xy, conf, scale, K, fps = obs
@@ -209,7 +249,11 @@ class TrackSolver:
         # priors on the body joints' rotation vectors (the root's first three entries are free)
         body = pose[:, 1:].reshape(T, -1)
         excess = limit_excess(pose[:, 1:], f._ranges).reshape(T, -1)
-        prior_diag = o.w_pose + o.w_limits * (excess != 0).to(body.dtype)
+        # the limits' curvature also on joints just inside them (LIMIT_BAND): with none there,
+        # a step the data favours crosses a limit as if it were not there, the cost rises a
+        # hundredfold past it, and the step is refused or undone the next time
+        near = limit_excess(pose[:, 1:], f._ranges, margin=0.1 - self.LIMIT_BAND).reshape(T, -1) != 0
+        prior_diag = o.w_pose + o.w_limits * near.to(body.dtype)
         idx = torch.arange(3, 3 * J)
         D[:, idx, idx] += prior_diag.double()
         g[:, 3:3 * J] += (o.w_pose * body + o.w_limits * excess).double()
@@ -263,6 +307,21 @@ class TrackSolver:
             gr[:-1] -= (_bt(JR[:-1]) @ vel[..., None])[..., 0]
             gr[1:] += (_bt(JR[1:]) @ vel[..., None])[..., 0]
             g[:, :3 * J] += (wr * gr.reshape(T, 3 * J)).double()
+
+        if extra is not None:
+            pts, Jpts = point_jacobians(G, x, G @ Jr, *self._basis(extra, shape_p), self.desc)
+            ru, Ju, rp, Jp0, Jp1 = extra.linearise(pts)
+            A = torch.einsum("treD,teDp->trp", Ju, Jpts)  # (T, R, P)
+            D += (_bt(A) @ A).double()
+            g += (_bt(A) @ ru[..., None])[..., 0].double()
+            if T >= 2:
+                A0 = torch.einsum("tqeD,teDp->tqp", Jp0, Jpts[:-1])
+                A1 = torch.einsum("tqeD,teDp->tqp", Jp1, Jpts[1:])
+                D[:-1] += (_bt(A0) @ A0).double()
+                D[1:] += (_bt(A1) @ A1).double()
+                U1 += (_bt(A0) @ A1).double()
+                g[:-1] += (_bt(A0) @ rp[..., None])[..., 0].double()
+                g[1:] += (_bt(A1) @ rp[..., None])[..., 0].double()
 
         system = BandedSystem(D, U1, U2, g)
         if with_shape:
@@ -343,58 +402,89 @@ class TrackSolver:
 
     # -- the iterations -----------------------------------------------------------------------
 
-    def cost(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,
-             shape_center=None) -> float:
+    def _basis(self, extra: PointTerm, shape_p) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keypoint basis (C (E, J, 3), W (E, J)) of `extra`'s points."""
+        C, W = self.model.keypoint_basis(self.fitter._shape_from_param(shape_p), extra.layout)
+        return C[extra.index], W[extra.index]
+
+    def costs(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,
+              shape_center=None, extra: PointTerm | None = None) -> tuple[torch.Tensor, float]:
+        """(per-frame cost (T,), the whole objective) at (pose, transl, shape_p)."""
         frame, track, _ = self.fitter._loss(pose[:, 0], pose[:, 1:], shape_p, transl, obs, init_joints,
                                             init_w, temporal_scale=temporal_scale, shape_center=shape_center)
-        return float(frame.sum() + track)
+        if extra is not None:
+            G, x = self.model._fk(roma.rotvec_to_rotmat(pose), transl,
+                                  self.model._rest(self.fitter._shape_from_param(shape_p))["q"])
+            frame = frame + extra.cost(posed_keypoints(G, x, *self._basis(extra, shape_p)))
+        return frame, float(frame.sum() + track)
+
+    def cost(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,
+             shape_center=None) -> float:
+        return self.costs(pose, transl, shape_p, obs, init_joints, init_w, temporal_scale, shape_center)[1]
 
     @torch.no_grad()
     def solve(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,
-              iters: int = 10, fit_shape: bool = True, callback=None, shape_steps: int = 1000, shape_center=None):
+              iters: int = 10, fit_shape: bool = True, callback=None, shape_steps: int = 1000, shape_center=None,
+              extra: PointTerm | None = None):
         """Up to `iters` accepted Levenberg-Marquardt steps (fewer once a step gains less than
         1e-3 of the cost). `callback(it, pose, transl, shape_p)` may return a new (pose, transl)
         between steps (the kinematic flips), which is then taken as is. The shape (with
         `fit_shape`) moves in the first `shape_steps` steps only, its prior pulling toward
-        `shape_center` (1, S) (None: the average body).
+        `shape_center` (1, S) (None: the average body). `extra`: an added term (`PointTerm`;
+        the shape is then kept).
+
+        The damping is per frame: a step is taken or refused for the whole track (the cost
+        must fall), but a refused step is retried with more damping only in the frames whose
+        own cost rose. With one damping for all, a few frames whose linearisation overshoots
+        (fast limbs, a body near a joint limit) refuse the step for every frame, and a long
+        track, which nearly always has such frames, crawled: a 600-frame window of the CMU
+        walk needed 22 solves for 12 steps and still gained 2% a step at the end.
         Returns (pose (T, J, 3), transl (T, 3), shape_p (1, S), loss history)."""
         T, J = pose.shape[:2]
         pose, transl, shape_p = pose.clone(), transl.clone(), shape_p.clone()
         args = (obs, init_joints, init_w, temporal_scale)
-        cost = self.cost(pose, transl, shape_p, *args, shape_center=shape_center)
+        frame, cost = self.costs(pose, transl, shape_p, *args, shape_center=shape_center, extra=extra)
         history = [cost]
-        lam = 1e-3
+        lam = torch.full((T,), 1e-3, dtype=torch.float64)
+        lam_s = 1e-3
         for it in range(iters):
             if callback is not None:
                 new = callback(it, pose, transl, shape_p)
                 if new is not None:
                     pose, transl = new
-                    cost = self.cost(pose, transl, shape_p, *args, shape_center=shape_center)
+                    frame, cost = self.costs(pose, transl, shape_p, *args, shape_center=shape_center, extra=extra)
             # the shape settles in the first steps; after them its Jacobian (the costliest part
             # of a linearisation) is left out and the shape kept
-            system = self.linearise(pose, transl, shape_p, *args, with_shape=fit_shape and it < shape_steps,
-                                    shape_center=shape_center)
+            system = self.linearise(pose, transl, shape_p, *args,
+                                    with_shape=fit_shape and it < shape_steps and extra is None,
+                                    shape_center=shape_center, extra=extra)
             accepted = False
             for _ in range(4):
-                step, step_s = system.solve(lam)
+                step, step_s = system.solve(lam, lam_s, self.MAX_SHAPE_STEP)
                 if step is None:  # not positive definite: more damping
-                    lam *= 8.0
+                    lam, lam_s = lam * 8.0, lam_s * 8.0
                     continue
                 step = step.to(pose.dtype)
                 p_new = pose + step[:, :3 * J].reshape(T, J, 3)
                 t_new = transl + step[:, 3 * J:]
                 s_new = shape_p + step_s.to(pose.dtype)[None] if step_s is not None else shape_p
-                c_new = self.cost(p_new, t_new, s_new, *args, shape_center=shape_center)
+                f_new, c_new = self.costs(p_new, t_new, s_new, *args, shape_center=shape_center, extra=extra)
+                worse = ~(f_new <= frame)  # NaN counts as worse
                 if math.isfinite(c_new) and c_new < cost:
                     accepted = True
                     break
-                lam *= 8.0
+                # refused: damp the frames that got worse (all, where the track's terms did);
+                # most frames worse at once is the shared shape's doing
+                lam = torch.where(worse, lam * 8.0, lam) if worse.any() else lam * 8.0
+                if worse.double().mean() > 0.5:
+                    lam_s *= 8.0
             if not accepted:
                 break
             gain = (cost - c_new) / max(abs(cost), 1e-12)
-            pose, transl, shape_p, cost = p_new, t_new, s_new, c_new
+            pose, transl, shape_p, frame, cost = p_new, t_new, s_new, f_new, c_new
             history.append(cost)
-            lam = max(lam / 4.0, 1e-6)
+            lam = torch.where(worse, lam * 2.0, lam / 4.0).clamp(min=1e-6)
+            lam_s = max(lam_s / 4.0, 1e-6)
             if gain < 1e-3:
                 break
         return pose, transl, shape_p, history

@@ -74,6 +74,25 @@ class PosedJacobians:
     Jx: torch.Tensor
 
 
+def point_jacobians(G: torch.Tensor, x: torch.Tensor, B: torch.Tensor, C: torch.Tensor, W: torch.Tensor,
+                    desc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kp (T, K, 3), Jkp (T, K, 3, P)): points of a keypoint basis C (K, J, 3), W (K, J) posed
+    by world rotations G (T, J, 3, 3) and joints x (T, J, 3), and their derivatives along the
+    rotation vectors and translation; B (T, J, 3, 3) the world turn per unit rotation-vector
+    change (G @ Jr), desc the model's `descendants`."""
+    T, J = x.shape[:2]
+    kp = posed_keypoints(G, x, C, W)
+    Kn = kp.shape[1]
+    eye = torch.eye(3, dtype=x.dtype, device=x.device)
+    # keypoints: turning joint i by w moves keypoint k by w x a[k, i]
+    parts = torch.einsum("tjde,kje->tkjd", G, C) + W[None, :, :, None] * x[:, None]
+    a = torch.einsum("ij,tkjd->tkid", desc, parts) - \
+        torch.einsum("ij,kj->ki", desc, W)[None, :, :, None] * x[:, None]
+    Jkp = torch.cat([(-skew(a) @ B[:, None]).permute(0, 1, 3, 2, 4).reshape(T, Kn, 3, 3 * J),
+                     W.sum(1)[None, :, None, None] * eye.expand(T, Kn, 3, 3)], -1)
+    return kp, Jkp
+
+
 def posed_jacobians(model, layout: str, pose: torch.Tensor, transl: torch.Tensor, shape: torch.Tensor,
                     desc: torch.Tensor | None = None) -> PosedJacobians:
     """`PosedJacobians` of pose (T, J, 3) rotation vectors, transl (T, 3), shape (1, S), in
@@ -84,17 +103,10 @@ def posed_jacobians(model, layout: str, pose: torch.Tensor, transl: torch.Tensor
     R = roma.rotvec_to_rotmat(pose)
     G, x = model._fk(R, transl, model._rest(shape)["q"])
     C, W = model.keypoint_basis(shape, layout)
-    kp = posed_keypoints(G, x, C, W)
-    Kn = kp.shape[1]
     Jr = rotvec_to_right_jacobian(pose)
     B = G @ Jr  # world turn per unit rotation-vector change
+    kp, Jkp = point_jacobians(G, x, B, C, W, desc)
     eye = torch.eye(3, dtype=x.dtype, device=x.device)
-    # keypoints: turning joint i by w moves keypoint k by w x a[k, i]
-    parts = torch.einsum("tjde,kje->tkjd", G, C) + W[None, :, :, None] * x[:, None]
-    a = torch.einsum("ij,tkjd->tkid", desc, parts) - \
-        torch.einsum("ij,kj->ki", desc, W)[None, :, :, None] * x[:, None]
-    Jkp = torch.cat([(-skew(a) @ B[:, None]).permute(0, 1, 3, 2, 4).reshape(T, Kn, 3, 3 * J),
-                     W.sum(1)[None, :, None, None] * eye.expand(T, Kn, 3, 3)], -1)
     # joints: joint d moves by w x (x_d - x_i) for i above it
     anc = desc.transpose(0, 1)  # anc[d, i]: i is d or above it
     dx = x[:, :, None] - x[:, None]  # (T, d, i, 3)

@@ -487,14 +487,12 @@ class SingleViewFitter:
         shape = self._shape_from_param(shape_p)
         pose, transl, sigma, fit_sigma, smoothed = self._smooth_and_sigma(pose, shape, transl, xy, conf, K, init, fps)
         if smoothed and o.iters_gn_settle > 0:
-            # the settling as `fit` does it: pulled toward the smoothed fit by its own sigma,
-            # temporal terms `settle_accel` times stronger, the shape kept
-            with torch.no_grad():
-                j0 = self.model(pose, shape, vertices=False).joints
-            pose, transl, _, more = solver.solve(pose, transl, shape_p, obs, j0 - j0[:, :1],
-                                                 fit_sigma.square().reciprocal(), o.settle_accel,
-                                                 iters=o.iters_gn_settle, fit_shape=False)
-            history = history + more
+            # the settling as the Adam path does it (`refine`: pulled toward the smoothed fit by
+            # its own sigma, temporal terms `settle_accel` times stronger, the shape kept)
+            res = self.refine(keypoints, K, FitInit(pose, shape, transl, fit_sigma), None, fps,
+                              temporal_scale=o.settle_accel)
+            return FitResult(res.poses, shape, res.transl, res.joints, res.keypoints3d, res.reprojection_px,
+                             sigma, history + res.loss_history)
         out, err = self.evaluate(pose, shape, transl, xy, conf, K)
         return FitResult(pose, shape, transl, out.joints, out.keypoints, err, sigma, history)
 
@@ -508,7 +506,7 @@ class SingleViewFitter:
             err = (project(out.keypoints, K) - xy).norm(dim=-1)
         return out, torch.where(conf > 0, err, torch.full_like(err, float("nan")))
 
-    def refine(self, keypoints: torch.Tensor, K: torch.Tensor, start: FitInit, term: Callable,
+    def refine(self, keypoints: torch.Tensor, K: torch.Tensor, start: FitInit, term: Callable | None,
                fps: float = 30.0, iters: int = 40, lr: float = 0.01,
                temporal_scale: float = 1.0) -> FitResult:
         """Continue the body stage from a finished fit with `term` added to the objective.
@@ -519,7 +517,10 @@ class SingleViewFitter:
                 sigma (T, J), its joints' uncertainty, which weighs their pull on the result as
                 an initialisation's does (an unsure joint may move further).
             term: term(out, pose (T, J, 3), transl (T, 3)) -> () an added cost, with `out` the
-                body model's output in this fitter's layout (joints, keypoints).
+                body model's output in this fitter's layout (joints, keypoints); or None.
+                With the Gauss-Newton solver, a term that is also a
+                `meshcap.fitting.gauss_newton.PointTerm` (the foot contacts) or None is
+                minimised by it (at most `iters_gn_settle` steps), any other by Adam.
             iters, lr: Adam steps, at a rate that falls (cosine) to `lr_final` of `lr`.
             temporal_scale: multiplies the options' temporal weights (`w_accel`, `w_rot_vel`).
         Returns a FitResult whose uncertainty is `start.sigma`.
@@ -537,6 +538,17 @@ class SingleViewFitter:
         with torch.no_grad():
             j0 = self.model(start.poses, shape, vertices=False).joints
         init_joints, init_w = j0 - j0[:, :1], start.sigma.square().reciprocal()
+        if self._gauss_newton() and (term is None or hasattr(term, "linearise")):
+            # Adam's steps add jitter of about its rate to every joint in every frame; the
+            # banded solve does not (the contacts' refit: accel 10.5 -> 19.9 mm/frame^2 with
+            # Adam on bench/world.py)
+            pose, transl, _, history = TrackSolver(self).solve(
+                start.poses, start.transl, shape_p, obs, init_joints, init_w, temporal_scale,
+                iters=o.iters_gn_settle, fit_shape=False, extra=term)
+            out, err = self.evaluate(pose, shape, transl, xy, conf, K)
+            return FitResult(pose, shape, transl, out.joints, out.keypoints, err, start.sigma, history)
+        if term is None:
+            term = lambda *a: 0.0  # noqa: E731
         root = start.poses[:, 0].clone().requires_grad_(True)
         body = start.poses[:, 1:].clone().requires_grad_(True)
         transl = start.transl.clone().requires_grad_(True)
@@ -693,7 +705,7 @@ class SingleViewFitter:
             # swings (Sports2D reprojection 2.6 -> 5.1 px); a free refit brings the jitter back
             # (the detector's), stronger temporal terms keep it out (see docs/design.md). The
             # sigma stays the smoothed fit's; its Laplace part weighs the pull toward it.
-            res = self.refine(keypoints, K, FitInit(pose, shape, transl, fit_sigma), lambda *a: 0.0, fps,
+            res = self.refine(keypoints, K, FitInit(pose, shape, transl, fit_sigma), None, fps,
                               o.iters_settle, temporal_scale=o.settle_accel)
             return FitResult(res.poses, shape, res.transl, res.joints, res.keypoints3d, res.reprojection_px,
                              sigma, history + res.loss_history)

@@ -81,7 +81,8 @@ def fit_windowed(fitter: SingleViewFitter, keypoints: torch.Tensor, K: torch.Ten
 
 def refine_windowed(fitter: SingleViewFitter, keypoints: torch.Tensor, K: torch.Tensor, start: FitInit,
                     make_term: Callable[[int, int], Callable], fps: float, iters: int = 40,
-                    window: int | None = None, overlap: int | None = None) -> FitResult:
+                    window: int | None = None, overlap: int | None = None,
+                    temporal_scale: float = 1.0) -> FitResult:
     """`SingleViewFitter.refine` window by window: make_term(a, b) is the added term for the
     track's frames a..b. The shape is the start's (refine keeps it)."""
     T = keypoints.shape[0]
@@ -89,10 +90,10 @@ def refine_windowed(fitter: SingleViewFitter, keypoints: torch.Tensor, K: torch.
     overlap = overlap or max(1, round(OVERLAP_S * fps))
     spans = window_spans(T, window, overlap)
     if len(spans) == 1:
-        return fitter.refine(keypoints, K, start, make_term(0, T), fps=fps, iters=iters)
+        return fitter.refine(keypoints, K, start, make_term(0, T), fps=fps, iters=iters, temporal_scale=temporal_scale)
     at = init_slicer(start)
     fit_span = lambda a, b: fitter.refine(keypoints[a:b], K, at(torch.arange(a, b)), make_term(a, b),  # noqa: E731
-                                          fps=fps, iters=iters)
+                                          fps=fps, iters=iters, temporal_scale=temporal_scale)
     poses, transl, sigma = _blend_windows(spans, fitter.model.num_joints, keypoints.dtype, fit_span)
     return _finish(fitter, keypoints, K, poses, start.shape, transl, sigma, window)
 

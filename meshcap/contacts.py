@@ -8,9 +8,10 @@ sizes imply (see `meshcap.world`). The probability is a smooth version of the tw
 so that a sole a centimetre over either counts as half sure, not as a swing.
 
 `plant_feet` runs after the ground is known: from the fitted Motion, it labels the contacts,
-continues the fit (`SingleViewFitter.refine`) with two added terms, weighted by each contact's
-probability: a planted sole's horizontal movement from one frame to the next, and its height
-off the person's plane; and labels the contacts again on the result.
+continues the fit (`SingleViewFitter.refine`, at the settled fit's temporal weight) with two
+added terms (`ContactTerm`), weighted by each contact's probability: a planted sole's
+horizontal movement from one frame to the next, and its height off the person's plane; and
+labels the contacts again on the result.
 """
 from __future__ import annotations
 
@@ -181,9 +182,10 @@ def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, opt
     single-camera Motion in any world, then label its contacts (`contact`, `contact_prob`).
 
     keypoints (P, T, K, 3): what the fit saw in `motion.keypoint_layout`, if not
-    `motion.keypoints2d` (e.g. undistorted); options: the `FitOptions` of the fit. A person
-    who never plants a foot is left as fitted. Raises WorldError (from `world_up`) in the
-    camera's frame without anybody fitted."""
+    `motion.keypoints2d` (e.g. undistorted); options: the `FitOptions` of the fit (its solver:
+    Gauss-Newton takes at most `iters_gn_settle` steps, Adam `iters`). A person who never
+    plants a foot is left as fitted. Raises WorldError (from `world_up`) in the camera's frame
+    without anybody fitted."""
     from meshcap.fitting.smplify import FitInit, SingleViewFitter
     from meshcap.fitting.windows import refine_windowed
 

@@ -33,7 +33,7 @@ import torch
 from meshcap.fitting.camera import project, projection_jacobian
 from meshcap.fitting.jacobians import (descendants, point_jacobians, posed_jacobians, posed_keypoints,
                                          rotvec_to_right_jacobian, skew)
-from meshcap.fitting.priors import limit_excess
+from meshcap.fitting.priors import limit_excess, limit_excess_bounds
 
 
 def _gmof_weight(sq_residual: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -176,9 +176,11 @@ class TrackSolver:
 
     # Shape parameters (anny: phenotype logits) move at most this much per step: two of them
     # trade off nearly one for one in the keypoints, and undamped steps swung them by 3-6
-    # logits back and forth on a long walk.
-    MAX_SHAPE_STEP = 0.5
+    # logits back and forth on a long walk. Not less: a fit from the average body may have
+    # far to go (0.5 held a rest-pose fit of a climbing clip at 132 against 106-125 mm).
+    MAX_SHAPE_STEP = 2.0
     LIMIT_BAND = 0.05  # rad
+
 
     def __init__(self, fitter) -> None:
         model = fitter.model
@@ -249,11 +251,7 @@ class TrackSolver:
         # priors on the body joints' rotation vectors (the root's first three entries are free)
         body = pose[:, 1:].reshape(T, -1)
         excess = limit_excess(pose[:, 1:], f._ranges).reshape(T, -1)
-        # the limits' curvature also on joints just inside them (LIMIT_BAND): with none there,
-        # a step the data favours crosses a limit as if it were not there, the cost rises a
-        # hundredfold past it, and the step is refused or undone the next time
-        near = limit_excess(pose[:, 1:], f._ranges, margin=0.1 - self.LIMIT_BAND).reshape(T, -1) != 0
-        prior_diag = o.w_pose + o.w_limits * near.to(body.dtype)
+        prior_diag = o.w_pose + o.w_limits * (excess != 0).to(body.dtype)
         idx = torch.arange(3, 3 * J)
         D[:, idx, idx] += prior_diag.double()
         g[:, 3:3 * J] += (o.w_pose * body + o.w_limits * excess).double()
@@ -322,6 +320,17 @@ class TrackSolver:
                 U1 += (_bt(A0) @ A1).double()
                 g[:-1] += (_bt(A0) @ rp[..., None])[..., 0].double()
                 g[1:] += (_bt(A1) @ rp[..., None])[..., 0].double()
+
+        # Joints within LIMIT_BAND inside a limit that the gradient drives toward it get the
+        # limit's curvature: without it the step crosses the limit as if it were not there,
+        # the cost rises a hundredfold past it, and the step is refused for the whole track or
+        # undone the next time. Joints driven away from a limit stay free.
+        lo, hi = limit_excess_bounds(f._ranges)
+        gb = g[:, 3:3 * J].reshape(T, J - 1, 3)
+        inside = excess.reshape(T, J - 1, 3) == 0
+        near = inside & (((hi - pose[:, 1:] < self.LIMIT_BAND) & (gb < 0)) |
+                         ((pose[:, 1:] - lo < self.LIMIT_BAND) & (gb > 0)))
+        D[:, idx, idx] += o.w_limits * near.reshape(T, -1).double()
 
         system = BandedSystem(D, U1, U2, g)
         if with_shape:

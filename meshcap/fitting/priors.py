@@ -62,10 +62,16 @@ def joint_ranges(model: BodyModel) -> torch.Tensor:
 
 
 
+def limit_excess_bounds(ranges: torch.Tensor, margin: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, hi) (J-1, 3) each: the body joints' ranges (J, 3, 2) widened by `margin`, where
+    `limit_excess` starts counting."""
+    return ranges[1:, :, 0] - margin, ranges[1:, :, 1] + margin
+
+
 def limit_excess(body: torch.Tensor, ranges: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
     """(..., J-1, 3) signed excess (rad) of body-joint rotation vectors (..., J-1, 3) beyond their
     ranges (J, 3, 2) widened by `margin` (0 inside); the root's row of `ranges` is ignored."""
-    lo, hi = ranges[1:, :, 0] - margin, ranges[1:, :, 1] + margin
+    lo, hi = limit_excess_bounds(ranges, margin)
     return torch.relu(body - hi) - torch.relu(lo - body)
 
 

@@ -450,9 +450,16 @@ class SingleViewFitter:
         if init is not None and init.joints is not None and init.sigma is not None:
             # Pulled toward lifted joints, the fit keeps their errors where the image does not
             # pin it (depth, hidden limbs), which the Laplace sigma, treating them as data,
-            # misses: half their sigma adds in quadrature (ranks real-motion errors better;
-            # half, not all, keeps the calibration; see docs/design.md, Uncertainty).
-            sigma = torch.hypot(sigma, 0.5 * init.sigma.to(sigma))
+            # misses. Where the fit and the lifted joints still disagree (per frame, after a
+            # similarity alignment), one of them is wrong: that distance, as a per-axis spread,
+            # adds in quadrature (ranks real-motion errors better than the lifter's own sigma
+            # did; see docs/design.md, Uncertainty).
+            with torch.no_grad():
+                j = self.model(pose, shape, vertices=False).joints
+            rel, lifted = j - j[:, :1], init.joints.to(j)
+            R, t, s = roma.rigid_points_registration(rel, lifted, compute_scaling=True)
+            aligned = s[:, None, None] * (rel @ R.transpose(-1, -2)) + t[:, None]
+            sigma = torch.hypot(sigma, (aligned - lifted).norm(dim=-1) / math.sqrt(3))
         return pose, transl, sigma, fit_sigma, smoothed
 
     def _gauss_newton(self) -> bool:

@@ -321,16 +321,20 @@ class TrackSolver:
                 g[:-1] += (_bt(A0) @ rp[..., None])[..., 0].double()
                 g[1:] += (_bt(A1) @ rp[..., None])[..., 0].double()
 
-        # Joints within LIMIT_BAND inside a limit that the gradient drives toward it get the
-        # limit's curvature: without it the step crosses the limit as if it were not there,
-        # the cost rises a hundredfold past it, and the step is refused for the whole track or
-        # undone the next time. Joints driven away from a limit stay free.
+        # A joint inside its range whose own Newton step (gradient over curvature) would carry
+        # it past a limit gets the limit's curvature, ramping in over the first LIMIT_BAND rad
+        # of the predicted crossing: without it the step crosses as if the limit were not
+        # there, the cost rises a hundredfold past it, and the step is refused for the whole
+        # track or undone the next time. Joints driven away from a limit stay free, and the
+        # ramp keeps the system continuous in the state (a switch on the gradient's sign made
+        # two fits of the same keypoints up to round-off end 6 cm apart).
         lo, hi = limit_excess_bounds(f._ranges)
-        gb = g[:, 3:3 * J].reshape(T, J - 1, 3)
-        inside = excess.reshape(T, J - 1, 3) == 0
-        near = inside & (((hi - pose[:, 1:] < self.LIMIT_BAND) & (gb < 0)) |
-                         ((pose[:, 1:] - lo < self.LIMIT_BAND) & (gb > 0)))
-        D[:, idx, idx] += o.w_limits * near.reshape(T, -1).double()
+        x = pose[:, 1:].double()
+        pred = (-g[:, 3:3 * J] / D[:, idx, idx]).reshape(T, J - 1, 3)
+        over = torch.maximum(x + pred - hi, lo - x - pred)  # how far past a limit it would go
+        inside = (excess.reshape(T, J - 1, 3) == 0).double()
+        ramp = (over / self.LIMIT_BAND).clamp(0.0, 1.0) * inside
+        D[:, idx, idx] += o.w_limits * ramp.reshape(T, -1)
 
         system = BandedSystem(D, U1, U2, g)
         if with_shape:

@@ -546,9 +546,7 @@ class SingleViewFitter:
             j0 = self.model(start.poses, shape, vertices=False).joints
         init_joints, init_w = j0 - j0[:, :1], start.sigma.square().reciprocal()
         if self._gauss_newton() and (term is None or hasattr(term, "linearise")):
-            # Adam's steps add jitter of about its rate to every joint in every frame; the
-            # banded solve does not (the contacts' refit: accel 10.5 -> 19.9 mm/frame^2 with
-            # Adam on bench/world.py)
+            # the fit's own solver: the term enters the banded system through its points
             pose, transl, _, history = TrackSolver(self).solve(
                 start.poses, start.transl, shape_p, obs, init_joints, init_w, temporal_scale,
                 iters=o.iters_gn_settle, fit_shape=False, extra=term)

@@ -179,7 +179,7 @@ class TrackSolver:
     # logits back and forth on a long walk. Not less: a fit from the average body may have
     # far to go (0.5 held a rest-pose fit of a climbing clip at 132 against 106-125 mm).
     MAX_SHAPE_STEP = 2.0
-    LIMIT_BAND = 0.05  # rad
+    LIMIT_BAND = 0.01  # rad
 
 
     def __init__(self, fitter) -> None:

@@ -181,7 +181,6 @@ class TrackSolver:
     MAX_SHAPE_STEP = 2.0
     LIMIT_BAND = 0.01  # rad
 
-
     def __init__(self, fitter) -> None:
         model = fitter.model
         if not hasattr(model, "keypoint_basis"):
@@ -329,9 +328,8 @@ class TrackSolver:
         # ramp keeps the system continuous in the state (a switch on the gradient's sign made
         # two fits of the same keypoints up to round-off end 6 cm apart).
         lo, hi = limit_excess_bounds(f._ranges)
-        x = pose[:, 1:].double()
-        pred = (-g[:, 3:3 * J] / D[:, idx, idx]).reshape(T, J - 1, 3)
-        over = torch.maximum(x + pred - hi, lo - x - pred)  # how far past a limit it would go
+        reach = pose[:, 1:].double() + (-g[:, 3:3 * J] / D[:, idx, idx]).reshape(T, J - 1, 3)
+        over = torch.maximum(reach - hi, lo - reach)  # how far past a limit it would go
         inside = (excess.reshape(T, J - 1, 3) == 0).double()
         ramp = (over / self.LIMIT_BAND).clamp(0.0, 1.0) * inside
         D[:, idx, idx] += o.w_limits * ramp.reshape(T, -1)
@@ -430,10 +428,6 @@ class TrackSolver:
                                   self.model._rest(self.fitter._shape_from_param(shape_p))["q"])
             frame = frame + extra.cost(posed_keypoints(G, x, *self._basis(extra, shape_p)))
         return frame, float(frame.sum() + track)
-
-    def cost(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,
-             shape_center=None) -> float:
-        return self.costs(pose, transl, shape_p, obs, init_joints, init_w, temporal_scale, shape_center)[1]
 
     @torch.no_grad()
     def solve(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,

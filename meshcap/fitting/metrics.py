@@ -10,13 +10,19 @@ def mpjpe(pred: torch.Tensor, gt: torch.Tensor, root: int = 0) -> torch.Tensor:
     return ((pred - pred[..., root:root + 1, :]) - (gt - gt[..., root:root + 1, :])).norm(dim=-1).mean(-1)
 
 
-def pa_mpjpe(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """(...,) mean per-joint error after a similarity Procrustes alignment of each pose."""
-    lead = pred.shape[:-2]
+def pa_joint_errors(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """(..., J) each joint's error after a similarity Procrustes alignment of each pose;
+    joints (..., J, 3)."""
+    lead = pred.shape[:-1]
     p, g = pred.reshape(-1, *pred.shape[-2:]), gt.reshape(-1, *gt.shape[-2:])
     R, t, s = roma.rigid_points_registration(p, g, compute_scaling=True)
     aligned = s[:, None, None] * (p @ R.transpose(-1, -2)) + t[:, None]
-    return (aligned - g).norm(dim=-1).mean(-1).reshape(lead)
+    return (aligned - g).norm(dim=-1).reshape(lead)
+
+
+def pa_mpjpe(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """(...,) mean per-joint error after a similarity Procrustes alignment of each pose."""
+    return pa_joint_errors(pred, gt).mean(-1)
 
 
 def accel_error(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ from meshcap.errors import InputError
 from meshcap.fitting.camera import project
 from meshcap.fitting.flips import LIMBS, limb_flips
 from meshcap.fitting.gauss_newton import TrackSolver
+from meshcap.fitting.metrics import pa_joint_errors
 from meshcap.fitting.priors import joint_ranges, limit_penalty
 from meshcap.fitting.smoothing import smooth_linear, smooth_rotvecs
 from meshcap.fitting.uncertainty import joint_sigma
@@ -456,10 +457,8 @@ class SingleViewFitter:
             # did; see docs/design.md, Uncertainty).
             with torch.no_grad():
                 j = self.model(pose, shape, vertices=False).joints
-            rel, lifted = j - j[:, :1], init.joints.to(j)
-            R, t, s = roma.rigid_points_registration(rel, lifted, compute_scaling=True)
-            aligned = s[:, None, None] * (rel @ R.transpose(-1, -2)) + t[:, None]
-            sigma = torch.hypot(sigma, (aligned - lifted).norm(dim=-1) / math.sqrt(3))
+            apart = pa_joint_errors(j - j[:, :1], init.joints.to(j))
+            sigma = torch.hypot(sigma, apart / math.sqrt(3))
         return pose, transl, sigma, fit_sigma, smoothed
 
     def _gauss_newton(self) -> bool:

@@ -400,7 +400,7 @@ def score_motion(model, motion, truth: np.ndarray) -> dict[str, np.ndarray]:
     aligned), mm; accel (mm/frame^2); facing (T,) torso normal over 90 degrees off; jerr
     (T, 12) PA-aligned error per joint, m; sigma (T, 12) the fit's sigma of the joint
     carrying each keypoint, m."""
-    from meshcap.fitting.metrics import accel_error, pa_mpjpe
+    from meshcap.fitting.metrics import accel_error, pa_joint_errors, pa_mpjpe
 
     with torch.no_grad():
         out = model(torch.as_tensor(motion.poses[0]), torch.as_tensor(motion.shape[:1]),
@@ -416,9 +416,7 @@ def score_motion(model, motion, truth: np.ndarray) -> dict[str, np.ndarray]:
     fp, fg = torso_forward(pred), torso_forward(gt)
     facing = (fp * fg).sum(-1) < 0
     # per-joint PA-aligned error, for the sigma's ranking
-    R, t, s = roma.rigid_points_registration(pred, gt, compute_scaling=True)
-    aligned = s[:, None, None] * (pred @ R.transpose(-1, -2)) + t[:, None]
-    jerr = (aligned - gt).norm(dim=-1).numpy()
+    jerr = pa_joint_errors(pred, gt).numpy()
     sig = motion.uncertainty[0][:, sigma_columns(model)]
     return dict(pa=pa.numpy(), mpjpe=mp.numpy(), accel=float(acc), facing=facing.numpy(), jerr=jerr, sigma=sig)
 

@@ -15,6 +15,7 @@ planting pass (`meshcap.contacts`) refines window by window the same way (`refin
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -67,10 +68,12 @@ def fit_windowed(fitter: SingleViewFitter, keypoints: torch.Tensor, K: torch.Ten
     if len(spans) == 1:
         return fitter.fit(keypoints, K, init=init_of(torch.arange(T)), fps=fps)
 
-    # 1. one shape, from frames spread over the whole track
+    # 1. one shape, from frames spread over the whole track; only the shape is kept, which the
+    # body stage settles (the smoothing and settling after it keep the shape): skipped
     stride = math.ceil(T / window)
     sparse = torch.arange(0, T, stride)
-    shape = fitter.fit(keypoints[sparse], K, init=init_of(sparse), fps=fps / stride).shape
+    shape_fitter = SingleViewFitter(fitter.model, fitter.layout.name, dataclasses.replace(fitter.options, smooth_s=0.0))
+    shape = shape_fitter.fit(keypoints[sparse], K, init=init_of(sparse), fps=fps / stride).shape
 
     # 2. windows with that shape; 3. blended where they overlap
     fit_span = lambda a, b: fitter.fit(keypoints[a:b], K, init=init_of(torch.arange(a, b)), fps=fps,  # noqa: E731

@@ -32,7 +32,7 @@ import torch
 
 from meshcap.fitting.camera import project, projection_jacobian
 from meshcap.fitting.jacobians import (descendants, point_jacobians, posed_jacobians, posed_keypoints,
-                                         rotvec_to_right_jacobian, skew)
+                                         rotvec_to_right_jacobian, skew, turn_jacobian)
 from meshcap.fitting.priors import limit_excess, limit_excess_bounds
 
 
@@ -389,7 +389,7 @@ class TrackSolver:
             kp = posed_keypoints(G, x, C, W)
             B0 = G[:, 0] @ rotvec_to_right_jacobian(root)
             # turning the root by w moves every keypoint by w x (kp - x_root)
-            Jkp = torch.cat([-skew(kp - x[:, :1]) @ B0[:, None],
+            Jkp = torch.cat([turn_jacobian((kp - x[:, :1])[:, :, None], B0[:, None, None])[:, :, :, 0],
                              W.sum(1)[None, :, None, None] * eye.expand(N, kp.shape[1], 3, 3)], -1)
             Jproj = projection_jacobian(kp, K)
             r = (project(kp, K) - xy) / unit

@@ -1,6 +1,6 @@
 """Panning cameras on real footage: a virtual pan across the static Sports2D shot.
 
-    python bench/panning.py [--own-detections]
+    python bench/panning.py [--own-detections] [--temporal FILE]
 
 `meshcap.samples.sports2d_pan()` cuts a 1280x960 window from the static Sports2D demo that
 holds, turns right 15 degrees while zooming in 7%, and holds again (230 frames): what a camera
@@ -90,7 +90,9 @@ def print_roots(label: str, rows: list[dict]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--own-detections", action="store_true", help="also detect and track on the pan video")
+    ap.add_argument("--temporal", default=None, help="temporal lifter weights (default: the shipped ones)")
     args = ap.parse_args()
+    lifter = dict(temporal=args.temporal or True)
 
     from meshcap.capture import capture
     from meshcap.keypoints.pipeline import video_tracks
@@ -107,10 +109,10 @@ def main() -> None:
         focal = float(pan.focals()[0])
 
         t0 = time.perf_counter()
-        static = capture(sports2d_demo(), keypoints=cache)
+        static = capture(sports2d_demo(), keypoints=cache, **lifter)
         t_static = time.perf_counter() - t0
         t0 = time.perf_counter()
-        moving = capture(video, keypoints=pan_cache, focal=focal, panning=True)
+        moving = capture(video, keypoints=pan_cache, focal=focal, panning=True, **lifter)
         t_pan = time.perf_counter() - t0
 
         cam = camera_figures(pan, moving)
@@ -124,7 +126,7 @@ def main() -> None:
 
         if args.own_detections:
             t0 = time.perf_counter()
-            own = capture(video, focal=focal, panning=True)
+            own = capture(video, focal=focal, panning=True, **lifter)
             t_own = time.perf_counter() - t0
             got_own = pan.source_camera_roots(own)
             pairs = match_people(got_own, own.valid, want, want_valid)

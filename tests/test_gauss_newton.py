@@ -75,7 +75,9 @@ def test_linearisation_matches_autograd(model):
     none = (xy, torch.zeros(T, 33), torch.ones(T), K, 30.0)
     system = TrackSolver(quiet).linearise(pose, transl, shape_p, none, with_shape=False)
     o = quiet.options
-    wa, wr = o.w_accel * 30.0 ** 4, o.w_rot_vel * 30.0 ** 2
+    # accelerations count per body size (`accel_per_size`, on by default)
+    wa = o.w_accel * 30.0 ** 4 / float(quiet._relative_size(torch.sigmoid(shape_p))) ** 2
+    wr = o.w_rot_vel * 30.0 ** 2
 
     def residuals(v):
         v = v.float().reshape(T, -1)

@@ -193,6 +193,15 @@ class TrackSolver:
 
     # -- residuals and their Jacobians ------------------------------------------------------
 
+    def log_size_gradient(self, shape_p, step: float = 3e-3) -> torch.Tensor:
+        """(S,) float64: the derivative of log `_relative_size` along the shape parameters
+        (1, S), by central differences as `shape_jacobian` takes them."""
+        f = self.fitter
+        S = shape_p.shape[-1]
+        e = step * torch.eye(S, dtype=shape_p.dtype, device=shape_p.device)
+        s = f._relative_size(f._shape_from_param(torch.cat([shape_p + e, shape_p - e]))).double().log()
+        return (s[:S] - s[S:]) / (2 * step)
+
     def shape_jacobian(self, R, G, W, shape_p, step: float = 3e-3):
         """The keypoints' (T, K, 3, S) and joints' (T, J, 3, S) derivatives along the shape
         parameters (1, S), at rotations R (T, J, 3, 3) local, G world; W (K, J) the keypoint
@@ -269,7 +278,10 @@ class TrackSolver:
         U2 = torch.zeros(max(T - 2, 0), P, P, dtype=torch.float64)
         temporal = o.temporal and T >= 3
         if temporal:
-            wa = temporal_scale * o.w_accel * fps ** 4
+            # accelerations per body size (`_relative_size`): the residual acc / s, whose
+            # derivative along the shape is (d acc - acc d log s) / s
+            rel = f._relative_size(shape)
+            wa = temporal_scale * o.w_accel * fps ** 4 / float(rel) ** 2
             acc = (x[2:] - 2 * x[1:-1] + x[:-2]).reshape(T - 2, 3 * J)
             Jd64 = Jx_flat.double()
             coef = (1.0, -2.0, 1.0)
@@ -349,6 +361,8 @@ class TrackSolver:
                 gs += torch.einsum("tdcp,td,tdc->p", Jrel_s, wi, res).double()
             if temporal:
                 As = (Jx_s[2:] - 2 * Jx_s[1:-1] + Jx_s[:-2]).reshape(T - 2, 3 * J, S).double()
+                if o.accel_per_size:
+                    As = As - acc.double()[..., None] * self.log_size_gradient(shape_p)[None, None]
                 Hss += wa * torch.einsum("tcp,tcq->pq", As, As)
                 gs += wa * torch.einsum("tcp,tc->p", As, acc.double())
                 for i in range(3):

@@ -79,3 +79,11 @@ def limit_penalty(body: torch.Tensor, ranges: torch.Tensor, margin: float = 0.1)
     """(...,) squared excess (rad^2) of body-joint rotation vectors (..., J-1, 3) beyond their
     ranges (J, 3, 2) widened by `margin`; the root's row of `ranges` is ignored."""
     return limit_excess(body, ranges, margin).square().sum((-1, -2))
+
+
+def bone_length_sum(model: BodyModel, shape: torch.Tensor) -> torch.Tensor:
+    """(B,) summed length of the rest skeleton's bones (metres) of shapes (B, S): one number
+    for a body's size that every body model has (differentiable in the shape)."""
+    rest = model.rest_joints(shape)
+    parents = torch.as_tensor(model.parents[1:], device=rest.device)
+    return (rest[:, 1:] - rest[:, parents]).norm(dim=-1).sum(-1)

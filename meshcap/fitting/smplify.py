@@ -33,7 +33,7 @@ from meshcap.fitting.camera import project
 from meshcap.fitting.flips import LIMBS, limb_flips
 from meshcap.fitting.gauss_newton import TrackSolver
 from meshcap.fitting.metrics import pa_joint_errors
-from meshcap.fitting.priors import joint_ranges, limit_penalty
+from meshcap.fitting.priors import bone_length_sum, joint_ranges, limit_penalty
 from meshcap.fitting.smoothing import smooth_linear, smooth_rotvecs
 from meshcap.fitting.uncertainty import joint_sigma
 from meshcap.keypoints.layouts import get_layout
@@ -62,7 +62,9 @@ class FitOptions:
     shape parameters (anny: phenotype logits) away from the average body, or `w_shape_init` away
     from the initialisation's shape (the regressor's) when it has one. Temporal terms are per
     frame too, in m/s^2 (joint acceleration) and rad/s (rotation velocity), so they hold at
-    any frame rate. `iters_heading` steps fit the body under both of each frame's torso headings
+    any frame rate; with `accel_per_size` the acceleration is divided by the body's size over
+    the average body's (one camera cannot tell a body's size from its distance, and a term in
+    metres would pull the fit toward a smaller, nearer body the more its keypoints jitter). `iters_heading` steps fit the body under both of each frame's torso headings
     (`iters_heading` 0 turns it off); `w_heading_change` is the cost of a root turn between two
     frames, per rad^2, in the path chosen through them. The body stage's rates fall to
     `lr_final` of themselves over its last half (1.0: constant). With temporal terms, the
@@ -88,6 +90,7 @@ class FitOptions:
     temporal: bool = True
     w_accel: float = 1e-5
     w_rot_vel: float = 1e-4
+    accel_per_size: bool = True
     iters_camera: int = 30
     iters_body: int = 150
     iters_heading: int = 30
@@ -200,6 +203,7 @@ class SingleViewFitter:
         self.layout = get_layout(layout)
         self.options = options or FitOptions()
         self._ranges = joint_ranges(body_model)
+        self._size_ref: torch.Tensor | None = None
         names = body_model.joint_names
         self._limbs = [tuple(names.index(n) for n in limb) for limb in LIMBS.get(body_model.name, ())
                        if all(n in names for n in limb)]
@@ -209,6 +213,21 @@ class SingleViewFitter:
 
     def _shape_from_param(self, p: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(p) if self.model.name == "anny" else p
+
+    def _relative_size(self, shape: torch.Tensor) -> torch.Tensor:
+        """(B,) or () for shape (B, S): the body's size (its rest bones' summed length) over
+        the average body's, by which the acceleration term divides the joints' accelerations
+        (`accel_per_size`; else 1). One camera sees a body's size and its distance only as
+        their ratio: a term in metres would pull every monocular fit toward a smaller, nearer
+        body, by as much as its detections jitter (3-4% on the Sports2D demo), so two videos
+        of one person came out at different sizes and depths."""
+        if not self.options.accel_per_size:
+            return torch.ones(shape.shape[:-1] if shape.shape[0] > 1 else (), dtype=shape.dtype, device=shape.device)
+        size = bone_length_sum(self.model, shape)
+        if self._size_ref is None:
+            avg = self._shape_from_param(torch.zeros_like(shape[:1]))
+            self._size_ref = bone_length_sum(self.model, avg).detach()[0]
+        return (size / self._size_ref)[0] if size.shape[0] == 1 else size / self._size_ref
 
     def _param_from_shape(self, s: torch.Tensor) -> torch.Tensor:
         return torch.logit(s.clamp(1e-4, 1 - 1e-4)) if self.model.name == "anny" else s
@@ -317,7 +336,7 @@ class SingleViewFitter:
             rel = out.joints - out.joints[:, :1]
             frame = frame + o.w_init * (init_w * (rel - init_joints).square().sum(-1)).mean(-1)
         if o.temporal and N >= 3:
-            acc = _second_difference(out.joints) * fps * fps
+            acc = _second_difference(out.joints) * (fps * fps / self._relative_size(self._shape_from_param(shape_p)))
             track = track + temporal_scale * o.w_accel * acc.square().sum((-1, -2)).sum()
             vel = (rotmats[1:] - rotmats[:-1]) * fps
             track = track + temporal_scale * o.w_rot_vel * vel.square().sum((-1, -2, -3)).sum()

@@ -204,6 +204,7 @@ class SingleViewFitter:
         self.options = options or FitOptions()
         self._ranges = joint_ranges(body_model)
         self._size_ref: torch.Tensor | None = None
+        self._size_last: tuple[torch.Tensor, torch.Tensor] | None = None
         names = body_model.joint_names
         self._limbs = [tuple(names.index(n) for n in limb) for limb in LIMBS.get(body_model.name, ())
                        if all(n in names for n in limb)]
@@ -223,11 +224,18 @@ class SingleViewFitter:
         of one person came out at different sizes and depths."""
         if not self.options.accel_per_size:
             return torch.ones(shape.shape[:-1] if shape.shape[0] > 1 else (), dtype=shape.dtype, device=shape.device)
+        # the solver asks again and again for a shape it holds (the settling keeps it)
+        last = self._size_last
+        if not shape.requires_grad and last is not None and last[0].shape == shape.shape and torch.equal(last[0], shape):
+            return last[1]
         size = bone_length_sum(self.model, shape)
         if self._size_ref is None:
             avg = self._shape_from_param(torch.zeros_like(shape[:1]))
             self._size_ref = bone_length_sum(self.model, avg).detach()[0]
-        return (size / self._size_ref)[0] if size.shape[0] == 1 else size / self._size_ref
+        rel = (size / self._size_ref)[0] if size.shape[0] == 1 else size / self._size_ref
+        if not rel.requires_grad:
+            self._size_last = (shape.clone(), rel)
+        return rel
 
     def _param_from_shape(self, s: torch.Tensor) -> torch.Tensor:
         return torch.logit(s.clamp(1e-4, 1 - 1e-4)) if self.model.name == "anny" else s

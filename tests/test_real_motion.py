@@ -60,11 +60,12 @@ def test_the_body_model_reaches_the_true_joints(held_out, model):
 
 
 def test_body_only_keypoints_keep_the_right_heading(held_out, model):
-    """A held-out climbing clip seen without face points, fitted from the rest pose: without
-    the heading stage some frames face the wrong way (a fifth of them once; 1-3% since the
-    body stage got better at turning a torso back), with the heading chosen over the whole
-    track none does, and the fit is no less accurate for it."""
-    v = _clip(held_out, "climb_4", 0, seed=7)
+    """A held-out climbing clip seen from behind-ish without face points, fitted from the rest
+    pose: without the heading stage a fifth of its frames face the wrong way (22% when this
+    camera was chosen), with the heading chosen over the whole track none does, and the fit is
+    more accurate for it (about 155 -> 111 mm PA). The camera was picked because the clip
+    needs the heading stage there: the body stage alone turns many a torso back by itself."""
+    v = _clip(held_out, "climb_4", 426, seed=8)
     motion = _fit(model, v, False)
     r = mocap.score_motion(model, motion, v.truth)
     assert not r["facing"].any(), np.flatnonzero(r["facing"])
@@ -73,10 +74,8 @@ def test_body_only_keypoints_keep_the_right_heading(held_out, model):
     before = fit_tracks(model, {0: (np.arange(T), v.keypoints)}, num_frames=T, image_size=v.image_size,
                         fps=mocap.FPS, layout="coco17", K=v.K, options=off)
     r0 = mocap.score_motion(model, before, v.truth)
-    assert r0["facing"].any()  # the clip still needs the heading stage
-    # both fits are about 130 mm PA (a climber from the rest pose); the wrong-facing frames are
-    # few, so their share of the mean is small: only a clear loss would count
-    assert r["pa"].mean() < r0["pa"].mean() + 3.0, (r["pa"].mean(), r0["pa"].mean())
+    assert r0["facing"].mean() > 0.1  # the clip needs the heading stage
+    assert r["pa"].mean() < r0["pa"].mean() - 20.0, (r["pa"].mean(), r0["pa"].mean())
 
 
 def test_shipped_regressor_beats_the_rest_pose_on_real_motion(held_out, model):

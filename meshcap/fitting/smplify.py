@@ -64,7 +64,8 @@ class FitOptions:
     frame too, in m/s^2 (joint acceleration) and rad/s (rotation velocity), so they hold at
     any frame rate; with `accel_per_size` the acceleration is divided by the body's size over
     the average body's (one camera cannot tell a body's size from its distance, and a term in
-    metres would pull the fit toward a smaller, nearer body the more its keypoints jitter). `iters_heading` steps fit the body under both of each frame's torso headings
+    metres would pull the fit toward a smaller, nearer body the more its keypoints jitter).
+    `iters_heading` steps fit the body under both of each frame's torso headings
     (`iters_heading` 0 turns it off); `w_heading_change` is the cost of a root turn between two
     frames, per rad^2, in the path chosen through them. The body stage's rates fall to
     `lr_final` of themselves over its last half (1.0: constant). With temporal terms, the
@@ -220,8 +221,9 @@ class SingleViewFitter:
         the average body's, by which the acceleration term divides the joints' accelerations
         (`accel_per_size`; else 1). One camera sees a body's size and its distance only as
         their ratio: a term in metres would pull every monocular fit toward a smaller, nearer
-        body, by as much as its detections jitter (3-4% on the Sports2D demo), so two videos
-        of one person came out at different sizes and depths."""
+        body, the more so the more its keypoints jitter (a held-out get-up clip came out 11%
+        smaller at 3 px noise than at 0 px), and two views of one person at different sizes
+        and depths (docs/design.md)."""
         if not self.options.accel_per_size:
             return torch.ones(shape.shape[:-1] if shape.shape[0] > 1 else (), dtype=shape.dtype, device=shape.device)
         # the solver asks again and again for a shape it holds (the settling keeps it)

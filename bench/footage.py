@@ -8,7 +8,10 @@
    here (its leave-one-camera-out error is about 21 px, see bench/multiview.py). On the COCO
    body points (shoulders to ankles) of the same body model: PA-MPJPE per frame (similarity
    Procrustes), and MPJPE after moving the reference into the camera's frame and aligning
-   the mid-hips (a wrong heading or lean shows there, not in PA). In each frame the monocular
+   the mid-hips (a wrong heading or lean shows there, not in PA); and each camera's median
+   size ratio, the monocular person's summed limb and trunk lengths over the reference's (one
+   camera cannot measure a body's size: the fit's is the lifter's and regressor's guess,
+   which moves its depth). In each frame the monocular
    person is the one whose fitted points project closest to the reference's; frames where
    none is within a fifth of the subject's height are counted as missed.
 2. The Sports2D demo (`world="camera"`): each person's median reprojection of the fitted
@@ -38,6 +41,14 @@ from meshcap.regression.mocap import BODY
 from meshcap.samples import pose2sim_single_person, sports2d_demo
 
 HIPS = [BODY.index("left_hip"), BODY.index("right_hip")]
+# shoulder-elbow-wrist, hip-knee-ankle (both sides), shoulder-hip: what a body's size is read from
+SEGMENTS = [(BODY.index(f"{s}_{a}"), BODY.index(f"{s}_{b}")) for s in ("left", "right")
+            for a, b in (("shoulder", "elbow"), ("elbow", "wrist"), ("hip", "knee"), ("knee", "ankle"), ("shoulder", "hip"))]
+
+
+def segment_length(x: np.ndarray) -> float:
+    """Summed length of `SEGMENTS` of body points x (12, 3)."""
+    return float(sum(np.linalg.norm(x[a] - x[b]) for a, b in SEGMENTS))
 
 
 def body_points(motion) -> np.ndarray:
@@ -70,10 +81,12 @@ def reprojection(motion, p: int) -> tuple[float, float]:
 def score_view(mono, ref: np.ndarray, ref_valid: np.ndarray, R: np.ndarray, t: np.ndarray,
                K: np.ndarray) -> dict[str, np.ndarray]:
     """Per reference frame: PA and root-aligned MPJPE (mm) of the matched monocular person
-    (NaN where none matched). ref (T, 12, 3) world; R, t world -> this camera."""
+    (NaN where none matched), and size: the ratio of its summed limb and trunk lengths to the
+    reference's (a monocular fit's metric size is its own guess). ref (T, 12, 3) world; R, t
+    world -> this camera."""
     pts = body_points(mono)
     T = min(len(ref), pts.shape[1])
-    pa, mp = np.full(T, np.nan), np.full(T, np.nan)
+    pa, mp, size = np.full(T, np.nan), np.full(T, np.nan), np.full(T, np.nan)
     for f in range(T):
         if not ref_valid[f]:
             continue
@@ -91,7 +104,8 @@ def score_view(mono, ref: np.ndarray, ref_valid: np.ndarray, R: np.ndarray, t: n
         x = pts[best, f]
         pa[f] = float(pa_mpjpe(torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(rc))) * 1000
         mp[f] = np.linalg.norm((x - x[HIPS].mean(0)) - (rc - rc[HIPS].mean(0)), axis=-1).mean() * 1000
-    return dict(pa=pa, mpjpe=mp)
+        size[f] = segment_length(x) / segment_length(rc)
+    return dict(pa=pa, mpjpe=mp, size=size)
 
 
 def path_options(path: str, temporal: str | None) -> dict:
@@ -120,7 +134,7 @@ def main() -> None:
           f"({time.perf_counter() - t0:.0f} s)")
     summary = []
     for path in paths:
-        pa_all, mp_all, missed = [], [], 0
+        pa_all, mp_all, size_all, missed = [], [], [], 0
         for c, (video, cam) in enumerate(zip(videos, cams)):
             keypoints = demo / "videos" / f"{video.stem}.cam{c}.keypoints.npz"
             mono = capture(video, keypoints=keypoints, camera=cam, world="camera", **path_options(path, args.temporal))
@@ -129,12 +143,14 @@ def main() -> None:
             missed += int(ref_valid[:len(ok)].sum() - ok.sum())
             pa_all.append(s["pa"][ok])
             mp_all.append(s["mpjpe"][ok])
+            size_all.append(np.median(s["size"][ok]))
             print(f"[{path}] {cam.name}: {mono.num_people} people, {ok.sum()} frames matched: PA-MPJPE "
                   f"{s['pa'][ok].mean():.1f} mm (p90 {np.percentile(s['pa'][ok], 90):.1f}), "
-                  f"MPJPE {s['mpjpe'][ok].mean():.1f} mm", flush=True)
+                  f"MPJPE {s['mpjpe'][ok].mean():.1f} mm, size {size_all[-1]:.3f}x", flush=True)
         pa, mp = np.concatenate(pa_all), np.concatenate(mp_all)
         summary.append(f"[{path}] Pose2Sim, each camera alone vs the four-camera fit: PA-MPJPE {pa.mean():.1f} mm, "
-                       f"MPJPE {mp.mean():.1f} mm, {missed} frames unmatched")
+                       f"MPJPE {mp.mean():.1f} mm, size (limbs and trunk) " + " / ".join(f"{x:.3f}" for x in size_all)
+                       + f"x, {missed} frames unmatched")
 
     if not args.no_sports2d:
         video = sports2d_demo()

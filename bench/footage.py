@@ -11,9 +11,9 @@
    the mid-hips (a wrong heading or lean shows there, not in PA); and each camera's median
    size ratio, the monocular person's summed limb and trunk lengths over the reference's (one
    camera cannot measure a body's size: the fit's is the lifter's and regressor's guess,
-   which moves its depth). In each frame the monocular
-   person is the one whose fitted points project closest to the reference's; frames where
-   none is within a fifth of the subject's height are counted as missed.
+   which moves its depth). In each frame the monocular person is the one whose fitted points
+   project closest to the reference's; frames where none is within a fifth of the subject's
+   height are counted as missed.
 2. The Sports2D demo (`world="camera"`): each person's median reprojection of the fitted
    keypoints against the detections (confidence > 0.1) and the fitted joints' mean
    acceleration (mm/frame^2).

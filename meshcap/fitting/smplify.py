@@ -205,7 +205,6 @@ class SingleViewFitter:
         self.options = options or FitOptions()
         self._ranges = joint_ranges(body_model)
         self._size_ref: torch.Tensor | None = None
-        self._size_last: tuple[torch.Tensor, torch.Tensor] | None = None
         names = body_model.joint_names
         self._limbs = [tuple(names.index(n) for n in limb) for limb in LIMBS.get(body_model.name, ())
                        if all(n in names for n in limb)]
@@ -226,18 +225,11 @@ class SingleViewFitter:
         and depths (docs/design.md)."""
         if not self.options.accel_per_size:
             return torch.ones(shape.shape[:-1] if shape.shape[0] > 1 else (), dtype=shape.dtype, device=shape.device)
-        # the solver asks again and again for a shape it holds (the settling keeps it)
-        last = self._size_last
-        if not shape.requires_grad and last is not None and last[0].shape == shape.shape and torch.equal(last[0], shape):
-            return last[1]
         size = bone_length_sum(self.model, shape)
         if self._size_ref is None:
             avg = self._shape_from_param(torch.zeros_like(shape[:1]))
             self._size_ref = bone_length_sum(self.model, avg).detach()[0]
-        rel = (size / self._size_ref)[0] if size.shape[0] == 1 else size / self._size_ref
-        if not rel.requires_grad:
-            self._size_last = (shape.clone(), rel)
-        return rel
+        return (size / self._size_ref)[0] if size.shape[0] == 1 else size / self._size_ref
 
     def _param_from_shape(self, s: torch.Tensor) -> torch.Tensor:
         return torch.logit(s.clamp(1e-4, 1 - 1e-4)) if self.model.name == "anny" else s
@@ -329,7 +321,8 @@ class SingleViewFitter:
         N = body.shape[0]
         pose = torch.cat([root[:, None], body], 1)
         rotmats = roma.rotvec_to_rotmat(pose)
-        out = self.model(rotmats=rotmats, shape=self._shape_from_param(shape_p), transl=transl,
+        shape = self._shape_from_param(shape_p)
+        out = self.model(rotmats=rotmats, shape=shape, transl=transl,
                          layout=self.layout.name, vertices=False)
         uv = project(out.keypoints, K)
         r2 = ((uv - xy) / (0.01 * scale[:, None, None])).square().sum(-1)
@@ -346,7 +339,7 @@ class SingleViewFitter:
             rel = out.joints - out.joints[:, :1]
             frame = frame + o.w_init * (init_w * (rel - init_joints).square().sum(-1)).mean(-1)
         if o.temporal and N >= 3:
-            acc = _second_difference(out.joints) * (fps * fps / self._relative_size(self._shape_from_param(shape_p)))
+            acc = _second_difference(out.joints) * (fps * fps / self._relative_size(shape))
             track = track + temporal_scale * o.w_accel * acc.square().sum((-1, -2)).sum()
             vel = (rotmats[1:] - rotmats[:-1]) * fps
             track = track + temporal_scale * o.w_rot_vel * vel.square().sum((-1, -2, -3)).sum()

@@ -1,6 +1,6 @@
 """Monocular capture on real footage, where no mocap truth exists.
 
-    python bench/footage.py [--paths default,rest,per-frame] [--temporal FILE] [--no-sports2d]
+    python bench/footage.py [--paths default,rest,per-frame] [--temporal FILE] [--fit K=V,...] [--no-sports2d]
 
 1. Pose2Sim's single-person demo: each of its four calibrated cameras used as a monocular
    video (`meshcap.capture` with that camera's intrinsics and distortion, its own detections),
@@ -20,11 +20,13 @@
 
 Paths: default (`meshcap.capture` as shipped: per-frame regressor + temporal lifter), per-frame
 (the regressor without the lifter), rest (no regression stage); `--temporal FILE` tries
-other lifter weights on the default path. Detections are cached beside the samples.
+other lifter weights on the default path, `--fit` other fit options on every path (as
+bench/real_motion.py's). Detections are cached beside the samples.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -32,13 +34,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from meshcap import capture, capture_multiview
+from meshcap import capture, capture_multiview, load_body_model
+from meshcap.capture import fit_setup
 from meshcap.fitting.camera import project as camera_project
 from meshcap.fitting.metrics import pa_mpjpe
+from meshcap.fitting.smplify import FitOptions
 from meshcap.keypoints.pipeline import video_tracks
 from meshcap.multiview.calibration import read_calibration
 from meshcap.regression.mocap import BODY
 from meshcap.samples import pose2sim_single_person, sports2d_demo
+from real_motion import fit_overrides
 
 HIPS = [BODY.index("left_hip"), BODY.index("right_hip")]
 # shoulder-elbow-wrist, hip-knee-ankle (both sides), shoulder-hip: what a body's size is read from
@@ -108,18 +113,27 @@ def score_view(mono, ref: np.ndarray, ref_valid: np.ndarray, R: np.ndarray, t: n
     return dict(pa=pa, mpjpe=mp, size=size)
 
 
-def path_options(path: str, temporal: str | None) -> dict:
-    return {"default": dict(temporal=temporal or True), "per-frame": dict(temporal=False),
+def path_options(path: str, temporal: str | None, overrides: dict | None = None) -> dict:
+    """`capture`'s keyword arguments for a path, with FitOptions `overrides` on top of the
+    options that path fits with by default."""
+    opts = {"default": dict(temporal=temporal or True), "per-frame": dict(temporal=False),
             "rest": dict(regressor=False)}[path]
+    if overrides:
+        fit = fit_setup(load_body_model("anny"), opts.get("regressor", True), None, opts["temporal"])[1] \
+            if "regressor" not in opts or opts["regressor"] else None
+        opts["fit"] = dataclasses.replace(fit or FitOptions(), **overrides)
+    return opts
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--paths", default="default,per-frame,rest")
     ap.add_argument("--temporal", default=None, help="temporal lifter weights for the default path")
+    ap.add_argument("--fit", default="", help="FitOptions overrides, e.g. iters_gn=6")
     ap.add_argument("--no-sports2d", action="store_true")
     args = ap.parse_args()
     paths = args.paths.split(",")
+    overrides = fit_overrides(args.fit)
 
     demo = pose2sim_single_person()
     calib = demo / "calibration" / "Calib.qca.txt"
@@ -137,7 +151,7 @@ def main() -> None:
         pa_all, mp_all, size_all, missed = [], [], [], 0
         for c, (video, cam) in enumerate(zip(videos, cams)):
             keypoints = demo / "videos" / f"{video.stem}.cam{c}.keypoints.npz"
-            mono = capture(video, keypoints=keypoints, camera=cam, world="camera", **path_options(path, args.temporal))
+            mono = capture(video, keypoints=keypoints, camera=cam, world="camera", **path_options(path, args.temporal, overrides))
             s = score_view(mono, ref, ref_valid, cam.R, cam.t, cam.K)
             ok = np.isfinite(s["pa"])
             missed += int(ref_valid[:len(ok)].sum() - ok.sum())
@@ -157,7 +171,7 @@ def main() -> None:
         cache = Path(tempfile.gettempdir()) / "meshcap_bench_footage.keypoints.npz"
         video_tracks(video, cache=cache)
         for path in paths:
-            m = capture(video, cache=cache, world="camera", **path_options(path, args.temporal))
+            m = capture(video, cache=cache, world="camera", **path_options(path, args.temporal, overrides))
             figs = [reprojection(m, p) for p in range(m.num_people)]
             summary.append(f"[{path}] Sports2D: reprojection " + " / ".join(f"{r:.2f}" for r, _ in figs)
                            + " px, joint accel " + " / ".join(f"{a:.1f}" for _, a in figs) + " mm/frame^2")

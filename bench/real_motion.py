@@ -71,6 +71,12 @@ def _option_value(text: str):
     return text
 
 
+def fit_overrides(text: str) -> dict:
+    """FitOptions overrides from a --fit value such as "w_init=0.5,iters_gn=4" (also
+    bench/footage.py's)."""
+    return {k: _option_value(v) for k, v in (kv.split("=") for kv in text.split(",") if kv)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--paths", default="default", help="comma-separated: default, rest, regressor, temporal")
@@ -84,7 +90,7 @@ def main() -> None:
     ap.add_argument("--split", choices=("held-out", "train"), default="held-out",
                     help="train: tune options on the training takes, keeping the held-out ones for the figures")
     args = ap.parse_args()
-    overrides = {k: _option_value(v) for k, v in (kv.split("=") for kv in args.fit.split(",") if kv)}
+    overrides = fit_overrides(args.fit)
     conditions = [c for c in CONDITIONS if not args.conditions or f"{c[0]}:{c[2]:g}" in args.conditions.split(",")]
     torch.manual_seed(args.seed)
     model = load_body_model("anny")

@@ -319,6 +319,33 @@ def test_smpl_folder_layout_and_gradients(smpl_file):
         torch.testing.assert_close(big - root, 1.1 * (m(torch.zeros(1, 24, 3), betas[:1]).vertices[0] - root))
 
 
+def test_smpl_keypoints_without_the_mesh_are_the_meshs(smpl_file):
+    """Without vertices asked for, SMPL poses only its skeleton and keypoint vertices; joints
+    and keypoints (face and feet points are vertices) equal smplx's whole-mesh forward, pose
+    correctives and blend shapes included (made large here: the synthetic file's are small)."""
+    m = load_body_model("smpl", smpl_file)
+    g = torch.Generator().manual_seed(5)
+    L = m.layer
+    L.posedirs.copy_(0.02 * torch.randn(L.posedirs.shape, generator=g))
+    L.shapedirs.copy_(0.03 * torch.randn(L.shapedirs.shape, generator=g))
+    m._keypoint_buffers()
+    pose, betas = 0.5 * torch.randn(6, 24, 3, generator=g), torch.randn(1, 10, generator=g)
+    transl = torch.randn(6, 3, generator=g)
+    whole = m(pose, betas, transl, layout="blazepose33", vertices=True)
+    sparse = m(pose, betas, transl, layout="blazepose33", vertices=False)
+    assert sparse.vertices is None
+    corrective = ((roma.rotvec_to_rotmat(pose[:, 1:]) - torch.eye(3)).reshape(6, -1) @ L.posedirs).abs().max()
+    assert corrective > 0.05  # metres: the correctives move the keypoint vertices visibly
+    torch.testing.assert_close(sparse.joints, whole.joints, atol=1e-5, rtol=0)
+    torch.testing.assert_close(sparse.keypoints, whole.keypoints, atol=1e-5, rtol=0)
+    # gradients flow the same way
+    p = pose.clone().requires_grad_(True)
+    m(p, betas, transl, layout="coco17").keypoints.square().sum().backward()
+    q = pose.clone().requires_grad_(True)
+    m(q, betas, transl, layout="coco17", vertices=True).keypoints.square().sum().backward()
+    torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-4)
+
+
 def test_smpl_path_errors_are_clear(tmp_path, smpl_file):
     with pytest.raises(ValueError, match="needs its model file"):
         load_body_model("smpl")

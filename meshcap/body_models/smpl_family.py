@@ -209,6 +209,24 @@ class SMPLFamilyModel(BodyModel):
                 table[k, source_names.index(s)] = w
         self.register_buffer("kp_table", torch.as_tensor(table, dtype=dtype), persistent=False)
         self.register_buffer("kp_vertex_ids", torch.as_tensor(list(vids.values())), persistent=False)
+        self._keypoint_buffers()
+
+    def _keypoint_buffers(self) -> None:
+        """What a forward without the mesh needs (`_keypoint_lbs`), from the smplx layer: the
+        rest joints as linear functions of the betas, and the template, blend shapes, pose
+        correctives and skinning weights of the few keypoint vertices only. smplx's layer
+        always poses every vertex (6,890 for SMPL, 10,475 for SMPL-X), which made fitting's
+        per-frame Jacobians (one forward per parameter) take gigabytes per frame."""
+        L, ids, dtype = self.layer, self.kp_vertex_ids, self.kp_table.dtype
+        buffers = dict(
+            _j_template=L.J_regressor @ L.v_template,  # (J, 3)
+            _j_dirs=torch.einsum("jv,vds->jds", L.J_regressor, L.shapedirs),  # (J, 3, S)
+            _kv_template=L.v_template[ids],  # (N, 3)
+            _kv_dirs=L.shapedirs[ids],  # (N, 3, S)
+            _kv_posedirs=L.posedirs.reshape(L.posedirs.shape[0], -1, 3)[:, ids].reshape(L.posedirs.shape[0], -1),
+            _kv_weights=L.lbs_weights[ids])  # (N, J)
+        for name, value in buffers.items():
+            self.register_buffer(name, value.to(dtype), persistent=False)
 
     @property
     def faces(self) -> torch.Tensor:
@@ -254,6 +272,9 @@ class SMPLFamilyModel(BodyModel):
         if bone_scale is not None:
             joints, verts = self._scaled_lbs(rotmats, shape.expand(B, -1), transl, bone_scale)
             return self._output(joints, verts, layout, vertices)
+        if not vertices:
+            joints, kp_verts = self._keypoint_lbs(rotmats, shape.expand(B, -1), transl)
+            return self._output(joints, None, layout, False, kp_verts)
         kw = dict(betas=shape.expand(B, -1), global_orient=rotmats[:, :1], transl=transl, pose2rot=False)
         if self.name == "smpl":
             kw["body_pose"] = rotmats[:, 1:24]
@@ -268,12 +289,29 @@ class SMPLFamilyModel(BodyModel):
         out = self.layer(**kw)
         return self._output(out.joints[:, : self.num_joints], out.vertices, layout, vertices)
 
-    def _output(self, joints, verts, layout, vertices) -> BodyModelOutput:
+    def _output(self, joints, verts, layout, vertices, kp_verts=None) -> BodyModelOutput:
+        """kp_verts (B, N, 3): the keypoint vertices, when `verts` (B, V, 3) was not posed."""
         kp = None
         if layout is not None:
-            sources = torch.cat([joints, verts[:, self.kp_vertex_ids]], dim=1)
+            sources = torch.cat([joints, verts[:, self.kp_vertex_ids] if kp_verts is None else kp_verts], dim=1)
             kp = torch.einsum("kn,bnd->bkd", self._layout_table(layout), sources)
         return BodyModelOutput(joints=joints, vertices=verts if vertices else None, keypoints=kp, layout=layout)
+
+    def _keypoint_lbs(self, rotmats, betas, transl) -> tuple[torch.Tensor, torch.Tensor]:
+        """(joints (B, J, 3), keypoint vertices (B, N, 3)): smplx's linear blend skinning (pose
+        correctives included, `smplx.lbs.lbs`) of the skeleton and the keypoint vertices alone,
+        the same values as the whole mesh's (a neutral expression for SMPL-X)."""
+        from smplx.lbs import batch_rigid_transform
+
+        B = rotmats.shape[0]
+        J = self._j_template + torch.einsum("jds,bs->bjd", self._j_dirs, betas)
+        v = self._kv_template + torch.einsum("nds,bs->bnd", self._kv_dirs, betas)
+        eye = torch.eye(3, dtype=rotmats.dtype, device=rotmats.device)
+        v = v + ((rotmats[:, 1:] - eye).reshape(B, -1) @ self._kv_posedirs).reshape(B, -1, 3)
+        posed_joints, A = batch_rigid_transform(rotmats, J, self.layer.parents, dtype=rotmats.dtype)
+        T = torch.einsum("nj,bjik->bnik", self._kv_weights, A)
+        verts = (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3]
+        return posed_joints + transl[:, None], verts + transl[:, None]
 
     def _scaled_lbs(self, rotmats, betas, transl, scale) -> tuple[torch.Tensor, torch.Tensor]:
         """(joints (B, J, 3), vertices (B, V, 3)) of a body with bone scales: smplx's linear blend

@@ -1,6 +1,7 @@
 """Monocular accuracy on real human motion: held-out mocap takes seen by random cameras.
 
     python bench/real_motion.py [--paths default,rest,regressor,temporal] [--max-clips 2] [--seed 0]
+        [--body-model smpl --model-path FILE]
 
 Real takes (`meshcap.regression.mocap`: CMU and boxing BVH from Debian's assimp-testmodels,
 DeepMimic clips from the pybullet wheel, climbing takes from the holosoma-retargeting wheel),
@@ -23,6 +24,13 @@ degrees from the truth's, sigma: Spearman correlation of each keypoint's fitted 
 with its PA-aligned error, and its calibration (RMS error / (sqrt(3) RMS sigma): 1 when sigma
 is the error's per-axis spread). The floor is the body model fitted straight to the true 3D joints
 (joint definitions differ between a mocap skeleton and the body model's keypoints).
+
+`--body-model smpl` (or smplh, smplx) fits that model instead; the regression stage then
+starts it from anny's fit (`meshcap.regression.transfer`). Without licensed SMPL files, the
+tests' made-up one measures the path (a rough 1.7 m skeleton with little shape freedom; its
+face points are arbitrary vertices, so only the body-only conditions mean anything):
+    python -c "import sys; sys.path.insert(0, 'tests'); from synthetic_smpl import \\
+        write_synthetic_smpl as w; w('/tmp/SMPL_NEUTRAL.pkl')"
 """
 from __future__ import annotations
 
@@ -87,13 +95,15 @@ def main() -> None:
     ap.add_argument("--temporal", default=None, help="temporal lifter weights for --paths temporal (default: the shipped ones)")
     ap.add_argument("--fit", default="", help="FitOptions overrides, e.g. w_init=0.5,w_accel=1e-4")
     ap.add_argument("--conditions", default="", help="comma-separated subset, e.g. body-only:3,full:0")
+    ap.add_argument("--body-model", default="anny", help="anny, or smpl/smplh/smplx with --model-path")
+    ap.add_argument("--model-path", default=None, help="the SMPL-family model file or folder")
     ap.add_argument("--split", choices=("held-out", "train"), default="held-out",
                     help="train: tune options on the training takes, keeping the held-out ones for the figures")
     args = ap.parse_args()
     overrides = fit_overrides(args.fit)
     conditions = [c for c in CONDITIONS if not args.conditions or f"{c[0]}:{c[2]:g}" in args.conditions.split(",")]
     torch.manual_seed(args.seed)
-    model = load_body_model("anny")
+    model = load_body_model(args.body_model, args.model_path)
     takes = {t.name: t for t in mocap.split(mocap.load_takes())[args.split == "held-out"]}
     clips = [(take, name, sl) for take in takes.values() for name, sl in mocap.clips(take, max_clips=args.max_clips)]
     print(f"{args.split}: {len(takes)} takes, {len(clips)} clips, {sum(s.stop - s.start for _, _, s in clips)} frames")

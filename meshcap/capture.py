@@ -120,14 +120,20 @@ def fit_setup(model, regressor: str | Path | bool = False, fit: FitOptions | Non
     for the shipped temporal lifter (where it ships), a weights file, or False. From a
     regression stage the fit is pulled toward the regressed joints at half the default weight
     (`w_init` 0.5; measured on the real-motion benchmark and the Sports2D demo, see
-    MODEL_CARD.md), unless `fit` is given."""
+    MODEL_CARD.md), unless `fit` is given. The weights read anny's skeleton: another body model
+    (the SMPL family) starts from anny's fit of each track (`meshcap.regression.transfer`)."""
     stage = None
-    if regressor is not False and model.name == "anny":
+    if regressor is not False:
         from meshcap.regression import SHIPPED, load_stage
 
         path = SHIPPED if regressor is True else Path(regressor)
         if regressor is not True or path.exists():
             stage = load_stage(path, temporal)
+            if model.name != "anny":
+                from meshcap.body_models import load_body_model
+                from meshcap.regression.transfer import TransferStage
+
+                stage = TransferStage(stage, load_body_model("anny").to(model.device))
             if fit is None:
                 fit = FitOptions(w_init=0.5)
     return stage, fit

@@ -154,10 +154,10 @@ def init_slicer(init: FitInit) -> Callable[[torch.Tensor], FitInit]:
 
 def regressor_init(regressor, body_model, keypoints: torch.Tensor, layout: str,
                    K: torch.Tensor, fps: float = 30.0) -> Callable[[torch.Tensor], FitInit | None]:
-    """make_init from the regression stage (a `meshcap.regression.RegressionStage`, or a
-    per-frame `KeypointRegressor` alone), run on just the frames asked for (never the whole
-    track at once: memory stays flat)."""
+    """make_init from the regression stage (anything with `init_track`, as
+    `meshcap.regression.RegressionStage`, or a per-frame `KeypointRegressor` alone), run on
+    just the frames asked for (never the whole track at once: memory stays flat)."""
     from meshcap.regression import RegressionStage
 
-    stage = regressor if isinstance(regressor, RegressionStage) else RegressionStage(regressor)
+    stage = regressor if hasattr(regressor, "init_track") else RegressionStage(regressor)
     return lambda frames: stage.init_track(body_model, keypoints[frames], layout, K, fps)

@@ -375,17 +375,20 @@ def _observe(pts: np.ndarray, R: np.ndarray, eye: np.ndarray, f: float, size: tu
 
 # -- scoring a fit ------------------------------------------------------------------------------
 
-# the body model's joint whose sigma speaks for each COCO body keypoint
-SIGMA_JOINT = {"shoulder": "upperarm01", "elbow": "lowerarm01", "wrist": "wrist", "hip": "upperleg01",
-               "knee": "lowerleg01", "ankle": "foot"}
+def carrier_joints(model, layout: str = "coco17", names=BODY) -> list[int]:
+    """The joint of `model` nearest to each keypoint `names` of `layout` in the rest pose: the
+    joint a limb keypoint sits on, whose sigma speaks for it (anny: upper arm, forearm, wrist,
+    thigh, shin, foot; SMPL: the joints of the keypoints' names)."""
+    with torch.no_grad():
+        out = model(torch.zeros(1, model.num_joints, 3, dtype=model.dtype), layout=layout, vertices=False)
+    kp_names = model.keypoint_names(layout)
+    pts = out.keypoints[0, [kp_names.index(n) for n in names]]  # (N, 3)
+    return torch.cdist(pts, out.joints[0]).argmin(-1).tolist()
 
 
 def sigma_columns(model) -> list[int]:
-    cols = []
-    for n in BODY:
-        side, part = n.split("_")
-        cols.append(model.joint_names.index(f"{SIGMA_JOINT[part]}.{'L' if side == 'left' else 'R'}"))
-    return cols
+    """The joint of `model` whose sigma stands for each keypoint of `BODY` (`carrier_joints`)."""
+    return carrier_joints(model, "coco17", BODY)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="default: the calibration's world (its floor on the animation tool's when its cameras "
                     "stand upright in a z-up or y-up world, else the ground under the feet); ground: the ground "
                     "under the feet; camera: the calibration's world as it is")
+    mv.add_argument("--body-model", default="anny", choices=("anny", "smpl", "smplh", "smplx"))
+    mv.add_argument("--model-path", default=None, help="SMPL-family model file or folder (yours; never downloaded)")
     mv.add_argument("--min-track-length", type=int, default=10, help="drop people seen for fewer frames")
     mv.add_argument("--no-bone-scales", action="store_true",
                     help="keep the body model's own proportions (by default each body part's length is fitted "
@@ -437,7 +439,8 @@ def _multiview(args) -> None:
             _check_writable(r)
     t0 = time.perf_counter()
     kw = dict(offsets=offsets, max_people=args.max_people, min_length=args.min_track_length,
-              cache_dir=None if args.no_cache else out.parent, world=args.world, bone_scales=not args.no_bone_scales)
+              cache_dir=None if args.no_cache else out.parent, world=args.world, bone_scales=not args.no_bone_scales,
+              body_model=args.body_model, model_path=args.model_path)
     motion = _with_stage_bars(lambda progress: capture_multiview(args.sources, args.calib, progress=progress, **kw),
                               args.quiet)
     _write_outputs(args, motion, out, [

@@ -338,6 +338,12 @@ def test_smpl_keypoints_without_the_mesh_are_the_meshs(smpl_file):
     assert corrective > 0.05  # metres: the correctives move the keypoint vertices visibly
     torch.testing.assert_close(sparse.joints, whole.joints, atol=1e-5, rtol=0)
     torch.testing.assert_close(sparse.keypoints, whole.keypoints, atol=1e-5, rtol=0)
+    # and with bone scales (the multi-view fit's proportions)
+    scale = 1 + 0.15 * torch.randn(1, 24, generator=g)
+    whole = m(pose, betas, transl, layout="blazepose33", vertices=True, bone_scale=scale)
+    sparse = m(pose, betas, transl, layout="blazepose33", vertices=False, bone_scale=scale)
+    torch.testing.assert_close(sparse.joints, whole.joints, atol=1e-5, rtol=0)
+    torch.testing.assert_close(sparse.keypoints, whole.keypoints, atol=1e-5, rtol=0)
     # gradients flow the same way
     p = pose.clone().requires_grad_(True)
     m(p, betas, transl, layout="coco17").keypoints.square().sum().backward()

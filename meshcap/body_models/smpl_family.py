@@ -247,16 +247,18 @@ class SMPLFamilyModel(BodyModel):
         v = self.layer.v_template + blend_shapes(shape, self.layer.shapedirs)
         return v, vertices2joints(self.layer.J_regressor, v)
 
-    def _scaled_rest(self, v: torch.Tensor, J: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _scaled_rest(self, v: torch.Tensor, J: torch.Tensor, scale: torch.Tensor,
+                     W: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The rest mesh (B, V, 3) and joints (B, J, 3) with each joint's part scaled about the
         joint by scale (B or 1, J), as anny's `bone_scale` does: child offsets by the parent's
-        scale, each vertex by its skinning weights' blend of its joints' moves."""
+        scale, each vertex by its skinning weights' blend of its joints' moves. v may be some
+        vertices only, W (N, J) their skinning weights (default: the whole mesh's)."""
         Js = [J[:, 0]]
         for j in range(1, J.shape[1]):
             p = self.parents[j]
             Js.append(Js[p] + scale[:, p, None] * (J[:, j] - J[:, p]))
         Js = torch.stack(Js, 1)
-        W = self.layer.lbs_weights.to(v.dtype)  # (V, J)
+        W = (self.layer.lbs_weights if W is None else W).to(v.dtype)  # (V, J)
         # v' = sum_j w_vj (J'_j + s_j (v - J_j))
         vs = W @ Js + (scale @ W.T)[..., None] * v - torch.einsum("vj,bj,bjd->bvd", W, scale.expand(J.shape[0], -1), J)
         return vs, Js
@@ -269,11 +271,11 @@ class SMPLFamilyModel(BodyModel):
 
     def _forward(self, rotmats, shape, transl, layout, vertices, bone_scale=None) -> BodyModelOutput:
         B = rotmats.shape[0]
-        if bone_scale is not None:
+        if bone_scale is not None and vertices:
             joints, verts = self._scaled_lbs(rotmats, shape.expand(B, -1), transl, bone_scale)
             return self._output(joints, verts, layout, vertices)
         if not vertices:
-            joints, kp_verts = self._keypoint_lbs(rotmats, shape.expand(B, -1), transl)
+            joints, kp_verts = self._keypoint_lbs(rotmats, shape.expand(B, -1), transl, bone_scale)
             return self._output(joints, None, layout, False, kp_verts)
         kw = dict(betas=shape.expand(B, -1), global_orient=rotmats[:, :1], transl=transl, pose2rot=False)
         if self.name == "smpl":
@@ -297,15 +299,18 @@ class SMPLFamilyModel(BodyModel):
             kp = torch.einsum("kn,bnd->bkd", self._layout_table(layout), sources)
         return BodyModelOutput(joints=joints, vertices=verts if vertices else None, keypoints=kp, layout=layout)
 
-    def _keypoint_lbs(self, rotmats, betas, transl) -> tuple[torch.Tensor, torch.Tensor]:
+    def _keypoint_lbs(self, rotmats, betas, transl, scale=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(joints (B, J, 3), keypoint vertices (B, N, 3)): smplx's linear blend skinning (pose
         correctives included, `smplx.lbs.lbs`) of the skeleton and the keypoint vertices alone,
-        the same values as the whole mesh's (a neutral expression for SMPL-X)."""
+        the same values as the whole mesh's (a neutral expression for SMPL-X); bone scales
+        `scale` (B or 1, J) as `_scaled_lbs` applies them."""
         from smplx.lbs import batch_rigid_transform
 
         B = rotmats.shape[0]
         J = self._j_template + torch.einsum("jds,bs->bjd", self._j_dirs, betas)
         v = self._kv_template + torch.einsum("nds,bs->bnd", self._kv_dirs, betas)
+        if scale is not None:
+            v, J = self._scaled_rest(v, J, scale, self._kv_weights)
         eye = torch.eye(3, dtype=rotmats.dtype, device=rotmats.device)
         v = v + ((rotmats[:, 1:] - eye).reshape(B, -1) @ self._kv_posedirs).reshape(B, -1, 3)
         posed_joints, A = batch_rigid_transform(rotmats, J, self.layer.parents, dtype=rotmats.dtype)

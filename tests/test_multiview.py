@@ -271,7 +271,7 @@ def test_bad_calibration_files(tmp_path):
 
 
 @pytest.mark.heavy  # about a minute; .ci/run runs it after the default run
-def test_pose2sim_demo_four_cameras(tmp_path):
+def test_pose2sim_demo_four_cameras(tmp_path, smpl_file):
     """The real Pose2Sim single-person demo (four calibrated cameras, fetched from PyPI): the
     subject is found in every frame, the fit reprojects onto every view, stands on the floor
     of the calibration's world (z up), and keeps its bones' lengths."""
@@ -314,6 +314,16 @@ def test_pose2sim_demo_four_cameras(tmp_path):
                         "--max-people", "1", "--no-bone-scales", "--quiet"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert Motion.load(tmp_path / "plain.npz").bone_scale is None
+    # an SMPL-family model from the command (the tests' made-up SMPL file)
+    r = subprocess.run([sys.executable, "-m", "meshcap.cli", "multiview", *videos, "--calib",
+                        str(demo / "calibration" / "Calib.qca.txt"), "--out", str(tmp_path / "smpl.npz"),
+                        "--max-people", "1", "--body-model", "smpl", "--model-path", str(smpl_file), "--quiet"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    s = Motion.load(tmp_path / "smpl.npz")
+    assert s.body_model == "smpl" and s.valid[0].sum() >= 95 and s.bone_scale.shape == (1, 24)
+    sj = s.joints3d[0, s.valid[0]]
+    assert 1.2 < np.median(sj[:, s.joint_names.index("head"), 2]) < 1.9
     r = subprocess.run([sys.executable, "-m", "meshcap.cli", "multiview", *videos[:2], "--calib",
                         str(demo / "calibration" / "Calib.qca.txt"), "--out", str(tmp_path / "x.npz")],
                        capture_output=True, text=True)

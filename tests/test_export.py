@@ -169,6 +169,50 @@ def test_blender_imports_bvh_gltf_and_fbx_with_the_motions_joints(motion, tmp_pa
     assert_blender_matches(motion, fbx)
 
 
+@pytest.fixture
+def smpl_motion(smpl_file):
+    """One person posed by the tests' made-up SMPL file, 6 frames, with bone scales (as a
+    multi-view capture gives them)."""
+    model = load_body_model("smpl", smpl_file)
+    g = torch.Generator().manual_seed(4)
+    T, J = 6, model.num_joints
+    poses = 0.3 * torch.randn(1, T, J, 3, generator=g)
+    poses[0, :, 0] = camera_root_rotation(torch.linspace(-1, 1, T), torch.zeros(T))
+    shape = torch.randn(1, 10, generator=g)
+    transl = torch.tensor([0.2, 0.1, 4.0]).expand(1, T, 3).clone()
+    scale = 1 + 0.1 * torch.randn(1, J, generator=g)
+    with torch.no_grad():
+        joints = model(poses[0], shape, transl[0], vertices=False, bone_scale=scale).joints[None]
+    return Motion(fps=30.0, body_model="smpl", body_model_settings={"model_path": str(smpl_file)},
+                  joint_names=model.joint_names, parents=np.array(model.parents), poses=poses.numpy(),
+                  shape=shape.numpy(), transl=transl.numpy(), joints3d=joints.numpy(), valid=np.ones((1, T), bool),
+                  keypoints2d=np.zeros((1, T, 17, 3), np.float32), keypoint_layout="coco17",
+                  uncertainty=np.full((1, T, J), 0.05, np.float32), cam_K=np.eye(3, dtype=np.float32)[None],
+                  person_ids=np.array([0]), bone_scale=scale.numpy())
+
+
+def test_smpl_family_motions_export_to_gltf_and_fbx(smpl_motion, tmp_path):
+    """glTF (and so FBX) took anny only; an SMPL-family motion exports its skeleton exactly
+    and its mesh skinned by smplx's weights (glTF has no pose correctives)."""
+    path = smpl_motion.to_gltf(tmp_path / "s.glb")
+    doc = pygltflib.GLTF2().load(str(path))
+    assert len(doc.skins) == 1 and len(doc.skins[0].joints) == 24
+    for t in range(smpl_motion.num_frames):
+        world, _ = _gltf_world(doc, t)
+        got = np.stack([world[j][:3, 3] for j in doc.skins[0].joints])
+        assert np.abs(got - smpl_motion.joints3d[0, t] @ CAMERA_TO_Y_UP.T).max() < 1e-3, t
+    modules = _validator()
+    r = subprocess.run(["node", str(Path(__file__).parent / "node" / "validate_gltf.mjs"), str(path), str(modules)],
+                       capture_output=True, text=True, check=True)
+    assert json.loads(r.stdout)["issues"]["numErrors"] == 0
+
+
+@needs_blender
+def test_blender_imports_an_smpl_familys_gltf_and_fbx(smpl_motion, tmp_path):
+    assert_blender_matches(smpl_motion, smpl_motion.to_gltf(tmp_path / "s.glb"))
+    assert_blender_matches(smpl_motion, smpl_motion.to_fbx(tmp_path / "s.fbx"))
+
+
 def test_fbx_without_blender_says_what_to_install(motion, tmp_path):
     motion.save(tmp_path / "m.npz")
     code = ("import sys; sys.modules['bpy'] = None; from meshcap.cli import main; "

@@ -26,9 +26,9 @@ from meshcap.fileio import publish, temp_beside
 
 def skin_weights(model, max_influences: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Per-vertex (V, 4) joint indices and weights of the fitted skeleton (the body model's
-    `joint_weights`), the largest `max_influences` kept and renormalised."""
-    if model.name != "anny":
-        raise InputError(f"glTF export supports the anny body model for now, not {model.name!r}")
+    `joint_weights`), the largest `max_influences` kept and renormalised. SMPL-family meshes
+    skin with smplx's own weights; glTF has no pose-dependent correctives, so their posed
+    meshes leave out SMPL's pose blend shapes (the joints are exact)."""
     w = model.joint_weights().detach().cpu().numpy().astype(np.float64)  # (V, J)
     idx = np.argsort(-w, axis=1)[:, :max_influences]
     top = np.take_along_axis(w, idx, axis=1)

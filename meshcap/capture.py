@@ -164,7 +164,8 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
         cache: keypoint cache file (detections are reused when it matches).
         regressor: True (default) to initialise the fit from the shipped regressor weights, a
             weights file, or False to fit from the rest pose (the old path: on the real-motion
-            benchmark it is about 45 mm PA-MPJPE worse, see MODEL_CARD.md).
+            benchmark it is about 45 mm PA-MPJPE worse, see MODEL_CARD.md). An SMPL-family
+            `body_model` starts from anny's fit of each track (`meshcap.regression.transfer`).
         temporal: with a regressor, the temporal lifter that sees each frame's motion: True
             (default) the shipped weights, a weights file, or False for the per-frame
             regressor alone.

@@ -380,7 +380,8 @@ def carrier_joints(model, layout: str = "coco17", names=BODY) -> list[int]:
     joint a limb keypoint sits on, whose sigma speaks for it (anny: upper arm, forearm, wrist,
     thigh, shin, foot; SMPL: the joints of the keypoints' names)."""
     with torch.no_grad():
-        out = model(torch.zeros(1, model.num_joints, 3, dtype=model.dtype), layout=layout, vertices=False)
+        out = model(torch.zeros(1, model.num_joints, 3, dtype=model.dtype, device=model.device), layout=layout,
+                    vertices=False)
     kp_names = model.keypoint_names(layout)
     pts = out.keypoints[0, [kp_names.index(n) for n in names]]  # (N, 3)
     return torch.cdist(pts, out.joints[0]).argmin(-1).tolist()
@@ -436,24 +437,24 @@ def fit_points3d(model, points: torch.Tensor, layout: str = "coco17", names=BODY
     the mocap's joint centres at all) and how real takes become body-model poses."""
     from meshcap.fitting.priors import joint_ranges, limit_penalty
 
-    dt = model.dtype
-    X = torch.as_tensor(points, dtype=dt)
+    dt, dev = model.dtype, model.device
+    X = torch.as_tensor(points, dtype=dt, device=dev)
     T, J = X.shape[0], model.num_joints
     idx = [model.keypoint_names(layout).index(n) for n in names]
     torso = [names.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
-    shape_p = torch.zeros(1, model.shape_dim, dtype=dt)
+    shape_p = torch.zeros(1, model.shape_dim, dtype=dt, device=dev)
     anny = model.name == "anny"
 
     def shape_of(p):
         return torch.sigmoid(p) if anny else p
 
-    rest = model(torch.zeros(1, J, 3, dtype=dt), shape_of(shape_p), layout=layout, vertices=False)
+    rest = model(torch.zeros(1, J, 3, dtype=dt, device=dev), shape_of(shape_p), layout=layout, vertices=False)
     src = rest.keypoints[0, idx][torso]
     R, tr = roma.rigid_points_registration(src.expand(T, -1, -1), X[:, torso])
     j0 = model.rest_joints(shape_of(shape_p))[0, 0]
     root = roma.rotmat_to_rotvec(R)
     transl = tr + (R @ j0) - j0
-    body = torch.zeros(T, J - 1, 3, dtype=dt)
+    body = torch.zeros(T, J - 1, 3, dtype=dt, device=dev)
     ranges = joint_ranges(model)
     params = [root, body, transl, shape_p]
     for p in params:

@@ -58,7 +58,7 @@ class TransferStage:
         with torch.no_grad():
             joints = model(ik["poses"], ik["shape"], vertices=False).joints
         # each limb joint of the target takes the sigma of the source joint carrying the same point
-        sigma = torch.full((len(joints), model.num_joints), LOOSE_SIGMA, dtype=model.dtype)
+        sigma = torch.full((len(joints), model.num_joints), LOOSE_SIGMA, dtype=model.dtype, device=model.device)
         for mine, theirs in zip(carrier_joints(model, layout), carrier_joints(self.source, layout)):
             sigma[:, mine] = torch.minimum(sigma[:, mine], src.uncertainty[:, theirs].to(model.dtype))
         return FitInit(poses=ik["poses"], shape=ik["shape"], transl=ik["transl"], sigma=sigma,

@@ -70,3 +70,35 @@ def write_synthetic_smpl(path: str | Path, seed: int = 0, chumpy: bool = True) -
         with open(path, "wb") as fh:
             pickle.dump(data, fh, protocol=2)
     return path
+
+
+def write_synthetic_smplh(path: str | Path, seed: int = 0) -> Path:
+    """A structurally valid SMPL-H file, made up likewise: SMPL's 22 body joints and three-joint
+    fingers under each wrist (52 joints), soft skinning weights over all of them, pose
+    correctives and blend shapes large enough to matter, and the hand PCA arrays smplx reads."""
+    rng = np.random.default_rng(seed)
+    V, J = 6890, 52
+    fingers = lambda wrist, first: [wrist if k % 3 == 0 else first + k - 1 for k in range(15)]  # noqa: E731
+    parents = SMPL_PARENTS[:22] + fingers(20, 22) + fingers(21, 37)
+    rest = np.zeros((J, 3))
+    rest[:22] = SMPL_REST_JOINTS[:22]
+    for j in range(22, J):
+        rest[j] = rest[parents[j]] + rng.normal(0, 0.03, 3)
+    owner = np.arange(V) % J
+    v_template = rest[owner] + rng.normal(0, 0.02, (V, 3))
+    J_regressor = np.zeros((J, V))
+    J_regressor[owner, np.arange(V)] = 1.0
+    J_regressor /= J_regressor.sum(1, keepdims=True)
+    weights = rng.random((V, J)) ** 8
+    weights[np.arange(V), owner] += 1.0
+    weights /= weights.sum(1, keepdims=True)
+    data = dict(
+        v_template=v_template, shapedirs=rng.normal(0, 0.02, (V, 3, 10)),
+        posedirs=rng.normal(0, 0.005, (V, 3, (J - 1) * 9)), J_regressor=scipy.sparse.csc_matrix(J_regressor),
+        weights=weights, kintree_table=np.array([[4294967295] + parents[1:], list(range(J))], dtype=np.int64),
+        f=(np.arange(13776 * 3) % V).reshape(-1, 3).astype(np.uint32),
+        hands_componentsl=np.eye(45), hands_componentsr=np.eye(45), hands_meanl=np.zeros(45), hands_meanr=np.zeros(45))
+    path = Path(path)
+    with open(path, "wb") as fh:
+        pickle.dump(data, fh, protocol=2)
+    return path

@@ -306,9 +306,9 @@ def test_smpl_folder_layout_and_gradients(smpl_file):
         pose, betas = 0.3 * torch.randn(2, 24, 3, generator=g), torch.randn(2, 10, generator=g)
         R, transl = roma.rotvec_to_rotmat(pose), torch.randn(2, 3, generator=g)
         ours = m._forward(R, betas, transl, "coco17", True, bone_scale=torch.ones(1, 24))
-        theirs = m(pose, betas, transl, layout="coco17")
+        theirs = m.layer(betas=betas, global_orient=R[:, :1], body_pose=R[:, 1:], transl=transl, pose2rot=False)
         torch.testing.assert_close(ours.vertices, theirs.vertices, atol=1e-5, rtol=0)
-        torch.testing.assert_close(ours.keypoints, theirs.keypoints, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours.joints, theirs.joints[:, :24], atol=1e-5, rtol=0)
         scale = 1 + 0.1 * torch.randn(1, 24, generator=g)
         zero = m(torch.zeros(1, 24, 3), betas[:1], bone_scale=scale)
         torch.testing.assert_close(zero.joints[0], m.rest_joints(betas[:1], scale)[0])
@@ -350,6 +350,30 @@ def test_smpl_keypoints_without_the_mesh_are_the_meshs(smpl_file):
     q = pose.clone().requires_grad_(True)
     m(q, betas, transl, layout="coco17", vertices=True).keypoints.square().sum().backward()
     torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_smplh_poses_like_smplx_and_its_mesh_exists(tmp_path):
+    """SMPL-H (and SMPL-X) through smplx's own forward failed whenever the mesh was asked for
+    (rotation matrices meet the mean hand pose's axis-angle); meshcap skins the mesh itself.
+    A made-up SMPL-H file against smplx's forward from axis-angle: the mesh, the joints, and the
+    keypoint-only path."""
+    from synthetic_smpl import write_synthetic_smplh
+
+    m = load_body_model("smplh", write_synthetic_smplh(tmp_path / "SMPLH_NEUTRAL.pkl"))
+    assert m.num_joints == 52
+    g = torch.Generator().manual_seed(2)
+    B = 3
+    pose, betas, transl = 0.4 * torch.randn(B, 52, 3, generator=g), torch.randn(B, 10, generator=g), torch.randn(B, 3, generator=g)
+    with torch.no_grad():
+        ref = m.layer(betas=betas, global_orient=pose[:, 0], body_pose=pose[:, 1:22].reshape(B, -1),
+                      left_hand_pose=pose[:, 22:37].reshape(B, -1), right_hand_pose=pose[:, 37:52].reshape(B, -1),
+                      transl=transl)
+        mesh = m(pose, betas, transl, layout="blazepose33", vertices=True)
+        sparse = m(pose, betas, transl, layout="blazepose33", vertices=False)
+    torch.testing.assert_close(mesh.vertices, ref.vertices, atol=1e-5, rtol=0)
+    torch.testing.assert_close(mesh.joints, ref.joints[:, :52], atol=1e-5, rtol=0)
+    torch.testing.assert_close(sparse.joints, mesh.joints, atol=1e-5, rtol=0)
+    torch.testing.assert_close(sparse.keypoints, mesh.keypoints, atol=1e-5, rtol=0)
 
 
 def test_smpl_path_errors_are_clear(tmp_path, smpl_file):

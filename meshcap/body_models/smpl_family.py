@@ -152,7 +152,7 @@ class SMPLFamilyModel(BodyModel):
     Forward: pose (B, J, 3) / rotmats (B, J, 3, 3) in the smplx joint order (root first),
     shape (B or 1, 10) betas, transl (B, 3) -> joints (B, J, 3), keypoints (B, K, 3),
     vertices (B, V, 3). The hands of SMPL-H/X are posed per joint (no PCA); SMPL-X's expression
-    stays neutral. `bone_scale` is supported (`_scaled_lbs`).
+    stays neutral. `bone_scale` is supported.
     """
 
     supports_bone_scale = True
@@ -271,25 +271,11 @@ class SMPLFamilyModel(BodyModel):
 
     def _forward(self, rotmats, shape, transl, layout, vertices, bone_scale=None) -> BodyModelOutput:
         B = rotmats.shape[0]
-        if bone_scale is not None and vertices:
-            joints, verts = self._scaled_lbs(rotmats, shape.expand(B, -1), transl, bone_scale)
-            return self._output(joints, verts, layout, vertices)
-        if not vertices:
-            joints, kp_verts = self._keypoint_lbs(rotmats, shape.expand(B, -1), transl, bone_scale)
-            return self._output(joints, None, layout, False, kp_verts)
-        kw = dict(betas=shape.expand(B, -1), global_orient=rotmats[:, :1], transl=transl, pose2rot=False)
-        if self.name == "smpl":
-            kw["body_pose"] = rotmats[:, 1:24]
-        elif self.name == "smplh":
-            kw.update(body_pose=rotmats[:, 1:22], left_hand_pose=rotmats[:, 22:37],
-                      right_hand_pose=rotmats[:, 37:52])
-        else:
-            kw.update(body_pose=rotmats[:, 1:22], jaw_pose=rotmats[:, 22:23],
-                      leye_pose=rotmats[:, 23:24], reye_pose=rotmats[:, 24:25],
-                      left_hand_pose=rotmats[:, 25:40], right_hand_pose=rotmats[:, 40:55],
-                      expression=rotmats.new_zeros(B, 10))
-        out = self.layer(**kw)
-        return self._output(out.joints[:, : self.num_joints], out.vertices, layout, vertices)
+        if vertices:
+            joints, verts = self._mesh_lbs(rotmats, shape.expand(B, -1), transl, bone_scale)
+            return self._output(joints, verts, layout, True)
+        joints, kp_verts = self._keypoint_lbs(rotmats, shape.expand(B, -1), transl, bone_scale)
+        return self._output(joints, None, layout, False, kp_verts)
 
     def _output(self, joints, verts, layout, vertices, kp_verts=None) -> BodyModelOutput:
         """kp_verts (B, N, 3): the keypoint vertices, when `verts` (B, V, 3) was not posed."""
@@ -303,7 +289,7 @@ class SMPLFamilyModel(BodyModel):
         """(joints (B, J, 3), keypoint vertices (B, N, 3)): smplx's linear blend skinning (pose
         correctives included, `smplx.lbs.lbs`) of the skeleton and the keypoint vertices alone,
         the same values as the whole mesh's (a neutral expression for SMPL-X); bone scales
-        `scale` (B or 1, J) as `_scaled_lbs` applies them."""
+        `scale` (B or 1, J) as `_mesh_lbs` applies them."""
         from smplx.lbs import batch_rigid_transform
 
         B = rotmats.shape[0]
@@ -318,14 +304,19 @@ class SMPLFamilyModel(BodyModel):
         verts = (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3]
         return posed_joints + transl[:, None], verts + transl[:, None]
 
-    def _scaled_lbs(self, rotmats, betas, transl, scale) -> tuple[torch.Tensor, torch.Tensor]:
-        """(joints (B, J, 3), vertices (B, V, 3)) of a body with bone scales: smplx's linear blend
-        skinning (`smplx.lbs.lbs`, pose correctives included) from the scaled rest pose. Written
-        out because smplx computes the rest joints inside and cannot be handed scaled ones."""
+    def _mesh_lbs(self, rotmats, betas, transl, scale=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(joints (B, J, 3), vertices (B, V, 3)): smplx's linear blend skinning (`smplx.lbs.lbs`,
+        pose correctives included) of the whole mesh, from the rest pose scaled by bone scales
+        `scale` (B or 1, J) if given. Written out rather than calling the smplx layer: smplx
+        computes the rest joints inside (it cannot be handed scaled ones), and its SMPL-H and
+        SMPL-X forwards take axis-angle only (handed rotation matrices, they fail adding the
+        mean hand pose)."""
         from smplx.lbs import batch_rigid_transform
 
         B = rotmats.shape[0]
-        v, J = self._scaled_rest(*self._shaped(betas), scale)
+        v, J = self._shaped(betas)
+        if scale is not None:
+            v, J = self._scaled_rest(v, J, scale)
         eye = torch.eye(3, dtype=rotmats.dtype, device=rotmats.device)
         correctives = ((rotmats[:, 1:] - eye).reshape(B, -1) @ self.layer.posedirs).reshape(B, -1, 3)
         posed_joints, A = batch_rigid_transform(rotmats, J, self.layer.parents, dtype=rotmats.dtype)

@@ -290,19 +290,11 @@ class SMPLFamilyModel(BodyModel):
         correctives included, `smplx.lbs.lbs`) of the skeleton and the keypoint vertices alone,
         the same values as the whole mesh's (a neutral expression for SMPL-X); bone scales
         `scale` (B or 1, J) as `_mesh_lbs` applies them."""
-        from smplx.lbs import batch_rigid_transform
-
-        B = rotmats.shape[0]
         J = self._j_template + torch.einsum("jds,bs->bjd", self._j_dirs, betas)
         v = self._kv_template + torch.einsum("nds,bs->bnd", self._kv_dirs, betas)
         if scale is not None:
             v, J = self._scaled_rest(v, J, scale, self._kv_weights)
-        eye = torch.eye(3, dtype=rotmats.dtype, device=rotmats.device)
-        v = v + ((rotmats[:, 1:] - eye).reshape(B, -1) @ self._kv_posedirs).reshape(B, -1, 3)
-        posed_joints, A = batch_rigid_transform(rotmats, J, self.layer.parents, dtype=rotmats.dtype)
-        T = torch.einsum("nj,bjik->bnik", self._kv_weights, A)
-        verts = (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3]
-        return posed_joints + transl[:, None], verts + transl[:, None]
+        return self._skin(rotmats, v, J, self._kv_weights, self._kv_posedirs, transl)
 
     def _mesh_lbs(self, rotmats, betas, transl, scale=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(joints (B, J, 3), vertices (B, V, 3)): smplx's linear blend skinning (`smplx.lbs.lbs`,
@@ -311,18 +303,23 @@ class SMPLFamilyModel(BodyModel):
         computes the rest joints inside (it cannot be handed scaled ones), and its SMPL-H and
         SMPL-X forwards take axis-angle only (handed rotation matrices, they fail adding the
         mean hand pose)."""
-        from smplx.lbs import batch_rigid_transform
-
-        B = rotmats.shape[0]
         v, J = self._shaped(betas)
         if scale is not None:
             v, J = self._scaled_rest(v, J, scale)
+        return self._skin(rotmats, v, J, self.layer.lbs_weights, self.layer.posedirs, transl)
+
+    def _skin(self, rotmats, v, J, weights, posedirs, transl) -> tuple[torch.Tensor, torch.Tensor]:
+        """(posed joints (B, J, 3), posed vertices (B, N, 3)) as `smplx.lbs.lbs` poses them: rest
+        vertices v (B, N, 3) plus their pose correctives (posedirs (P, N * 3)), moved by the
+        skeleton's transforms from rest joints J (B, J, 3) blended by `weights` (N, J)."""
+        from smplx.lbs import batch_rigid_transform
+
+        B = rotmats.shape[0]
         eye = torch.eye(3, dtype=rotmats.dtype, device=rotmats.device)
-        correctives = ((rotmats[:, 1:] - eye).reshape(B, -1) @ self.layer.posedirs).reshape(B, -1, 3)
+        v = v + ((rotmats[:, 1:] - eye).reshape(B, -1) @ posedirs).reshape(B, -1, 3)
         posed_joints, A = batch_rigid_transform(rotmats, J, self.layer.parents, dtype=rotmats.dtype)
-        T = torch.einsum("vj,bjik->bvik", self.layer.lbs_weights.to(rotmats.dtype), A)
-        vh = torch.cat([v + correctives, torch.ones_like(v[..., :1])], -1)
-        verts = (T @ vh[..., None])[..., :3, 0]
+        T = torch.einsum("nj,bjik->bnik", weights.to(rotmats.dtype), A)
+        verts = (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3]
         return posed_joints + transl[:, None], verts + transl[:, None]
 
     def _layout_table(self, layout: str) -> torch.Tensor:

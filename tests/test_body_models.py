@@ -352,26 +352,34 @@ def test_smpl_keypoints_without_the_mesh_are_the_meshs(smpl_file):
     torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-4)
 
 
-def test_smplh_poses_like_smplx_and_its_mesh_exists(tmp_path):
-    """SMPL-H (and SMPL-X) through smplx's own forward failed whenever the mesh was asked for
+@pytest.mark.parametrize("kind", ["smplh", "smplx"])
+def test_smplh_and_smplx_pose_like_smplx_and_their_mesh_exists(tmp_path, kind):
+    """SMPL-H and SMPL-X through smplx's own forward failed whenever the mesh was asked for
     (rotation matrices meet the mean hand pose's axis-angle); meshcap skins the mesh itself.
-    A made-up SMPL-H file against smplx's forward from axis-angle: the mesh, the joints, and the
+    Made-up files against smplx's forward from axis-angle: the mesh, the joints, and the
     keypoint-only path."""
-    from synthetic_smpl import write_synthetic_smplh
+    import synthetic_smpl
 
-    m = load_body_model("smplh", write_synthetic_smplh(tmp_path / "SMPLH_NEUTRAL.pkl"))
-    assert m.num_joints == 52
+    if kind == "smplh":
+        m = load_body_model(kind, synthetic_smpl.write_synthetic_smplh(tmp_path / "SMPLH_NEUTRAL.pkl"))
+    else:
+        m = load_body_model(kind, synthetic_smpl.write_synthetic_smplx(tmp_path / "SMPLX_NEUTRAL.npz"))
+    J, B = m.num_joints, 3
+    assert J == {"smplh": 52, "smplx": 55}[kind]
     g = torch.Generator().manual_seed(2)
-    B = 3
-    pose, betas, transl = 0.4 * torch.randn(B, 52, 3, generator=g), torch.randn(B, 10, generator=g), torch.randn(B, 3, generator=g)
+    pose, betas, transl = 0.4 * torch.randn(B, J, 3, generator=g), torch.randn(B, 10, generator=g), torch.randn(B, 3, generator=g)
+    hands = 22 if kind == "smplh" else 25
+    kw = dict(betas=betas, global_orient=pose[:, 0], body_pose=pose[:, 1:22].reshape(B, -1), transl=transl,
+              left_hand_pose=pose[:, hands:hands + 15].reshape(B, -1),
+              right_hand_pose=pose[:, hands + 15:hands + 30].reshape(B, -1))
+    if kind == "smplx":
+        kw.update(jaw_pose=pose[:, 22], leye_pose=pose[:, 23], reye_pose=pose[:, 24], expression=torch.zeros(B, 10))
     with torch.no_grad():
-        ref = m.layer(betas=betas, global_orient=pose[:, 0], body_pose=pose[:, 1:22].reshape(B, -1),
-                      left_hand_pose=pose[:, 22:37].reshape(B, -1), right_hand_pose=pose[:, 37:52].reshape(B, -1),
-                      transl=transl)
+        ref = m.layer(**kw)
         mesh = m(pose, betas, transl, layout="blazepose33", vertices=True)
         sparse = m(pose, betas, transl, layout="blazepose33", vertices=False)
     torch.testing.assert_close(mesh.vertices, ref.vertices, atol=1e-5, rtol=0)
-    torch.testing.assert_close(mesh.joints, ref.joints[:, :52], atol=1e-5, rtol=0)
+    torch.testing.assert_close(mesh.joints, ref.joints[:, :J], atol=1e-5, rtol=0)
     torch.testing.assert_close(sparse.joints, mesh.joints, atol=1e-5, rtol=0)
     torch.testing.assert_close(sparse.keypoints, mesh.keypoints, atol=1e-5, rtol=0)
 

@@ -1,6 +1,7 @@
 """Monocular capture on real footage, where no mocap truth exists.
 
     python bench/footage.py [--paths default,rest,per-frame] [--temporal FILE] [--fit K=V,...] [--no-sports2d]
+        [--body-model smpl --model-path FILE]
 
 1. Pose2Sim's single-person demo: each of its four calibrated cameras used as a monocular
    video (`meshcap.capture` with that camera's intrinsics and distortion, its own detections),
@@ -21,7 +22,9 @@
 Paths: default (`meshcap.capture` as shipped: per-frame regressor + temporal lifter), per-frame
 (the regressor without the lifter), rest (no regression stage); `--temporal FILE` tries
 other lifter weights on the default path, `--fit` other fit options on every path (as
-bench/real_motion.py's). Detections are cached beside the samples.
+bench/real_motion.py's), `--body-model` another body model for every fit, the reference
+included (an SMPL-family model starts from anny's fit, `meshcap.regression.transfer`).
+Detections are cached beside the samples.
 """
 from __future__ import annotations
 
@@ -130,17 +133,20 @@ def main() -> None:
     ap.add_argument("--paths", default="default,per-frame,rest")
     ap.add_argument("--temporal", default=None, help="temporal lifter weights for the default path")
     ap.add_argument("--fit", default="", help="FitOptions overrides, e.g. iters_gn=6")
+    ap.add_argument("--body-model", default="anny", help="anny, or smpl/smplh/smplx with --model-path")
+    ap.add_argument("--model-path", default=None, help="the SMPL-family model file or folder")
     ap.add_argument("--no-sports2d", action="store_true")
     args = ap.parse_args()
     paths = args.paths.split(",")
     overrides = fit_overrides(args.fit)
+    body = dict(body_model=args.body_model, model_path=args.model_path)
 
     demo = pose2sim_single_person()
     calib = demo / "calibration" / "Calib.qca.txt"
     cams = read_calibration(calib)
     videos = sorted((demo / "videos").glob("cam0*.mp4"))
     t0 = time.perf_counter()
-    ref_motion = capture_multiview(videos, calib, cache_dir=demo / "videos", world="camera")
+    ref_motion = capture_multiview(videos, calib, cache_dir=demo / "videos", world="camera", **body)
     subject = int(ref_motion.valid.sum(1).argmax())
     ref = body_points(ref_motion)[subject]
     ref_valid = ref_motion.valid[subject]
@@ -151,7 +157,8 @@ def main() -> None:
         pa_all, mp_all, size_all, missed = [], [], [], 0
         for c, (video, cam) in enumerate(zip(videos, cams)):
             keypoints = demo / "videos" / f"{video.stem}.cam{c}.keypoints.npz"
-            mono = capture(video, keypoints=keypoints, camera=cam, world="camera", **path_options(path, args.temporal, overrides))
+            mono = capture(video, keypoints=keypoints, camera=cam, world="camera", **body,
+                           **path_options(path, args.temporal, overrides))
             s = score_view(mono, ref, ref_valid, cam.R, cam.t, cam.K)
             ok = np.isfinite(s["pa"])
             missed += int(ref_valid[:len(ok)].sum() - ok.sum())
@@ -171,7 +178,7 @@ def main() -> None:
         cache = Path(tempfile.gettempdir()) / "meshcap_bench_footage.keypoints.npz"
         video_tracks(video, cache=cache)
         for path in paths:
-            m = capture(video, cache=cache, world="camera", **path_options(path, args.temporal, overrides))
+            m = capture(video, cache=cache, world="camera", **body, **path_options(path, args.temporal, overrides))
             figs = [reprojection(m, p) for p in range(m.num_people)]
             summary.append(f"[{path}] Sports2D: reprojection " + " / ".join(f"{r:.2f}" for r, _ in figs)
                            + " px, joint accel " + " / ".join(f"{a:.1f}" for _, a in figs) + " mm/frame^2")

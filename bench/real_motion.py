@@ -27,8 +27,8 @@ is the error's per-axis spread). The floor is the body model fitted straight to 
 
 `--body-model smpl` (or smplh, smplx) fits that model instead; the regression stage then
 starts it from anny's fit (`meshcap.regression.transfer`). Without licensed SMPL files, the
-tests' made-up one measures the path (a rough 1.7 m skeleton with little shape freedom; its
-face points are arbitrary vertices, so only the body-only conditions mean anything):
+tests' made-up one measures the path (a rough 1.7 m body around SMPL's skeleton, with little
+shape freedom, its face, foot and fingertip vertices placed by hand):
     python -c "import sys; sys.path.insert(0, 'tests'); from synthetic_smpl import \\
         write_synthetic_smpl as w; w('/tmp/SMPL_NEUTRAL.pkl')"
 """

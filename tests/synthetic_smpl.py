@@ -1,6 +1,7 @@
 """A structurally valid SMPL model file, made up for tests (real SMPL files are licensed and
-never shipped): SMPL's topology sizes, its kinematic tree, a rough body, and chumpy objects in
-the pickle, as in the original files."""
+never shipped): SMPL's topology sizes, its kinematic tree, a rough body (a cluster of vertices
+around each joint, and the vertices smplx names for the face, feet and fingertips where a body
+has them), and chumpy objects in the pickle, as in the original files."""
 from __future__ import annotations
 
 import pickle
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse
+
+from meshcap.body_models.smpl_family import _VERTEX_IDS
 
 SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
 # Rest joint positions of a ~1.7 m person, y up, facing +z, left on +x.
@@ -21,6 +24,19 @@ SMPL_REST_JOINTS = np.array([
     [0.18, 0.43, -0.02], [-0.18, 0.43, -0.02], [0.44, 0.42, -0.03], [-0.44, 0.42, -0.03],
     [0.69, 0.42, -0.03], [-0.69, 0.42, -0.03], [0.78, 0.41, -0.03], [-0.78, 0.41, -0.03],
 ])
+
+
+VERTEX_IDS = _VERTEX_IDS["smpl"]
+# name: (joint, offset from it in the rest pose, metres; y up, facing +z, left on +x)
+_LANDMARKS = {"nose": (15, (0.0, 0.0, 0.10)), "left_eye": (15, (0.03, 0.03, 0.08)),
+              "right_eye": (15, (-0.03, 0.03, 0.08)), "left_ear": (15, (0.075, 0.01, -0.01)),
+              "right_ear": (15, (-0.075, 0.01, -0.01)), "left_heel": (7, (0.0, -0.09, -0.05)),
+              "right_heel": (8, (0.0, -0.09, -0.05)), "left_big_toe": (10, (-0.02, -0.03, 0.09)),
+              "right_big_toe": (11, (0.02, -0.03, 0.09)), "left_small_toe": (10, (0.03, -0.03, 0.07)),
+              "right_small_toe": (11, (-0.03, -0.03, 0.07)), "left_index_tip": (22, (0.09, 0.0, 0.02)),
+              "right_index_tip": (23, (-0.09, 0.0, 0.02)), "left_pinky_tip": (22, (0.07, 0.0, -0.03)),
+              "right_pinky_tip": (23, (-0.07, 0.0, -0.03)), "left_thumb_tip": (22, (0.04, 0.0, 0.05)),
+              "right_thumb_tip": (23, (-0.04, 0.0, 0.05))}
 
 
 class _Ch:
@@ -35,11 +51,18 @@ def write_synthetic_smpl(path: str | Path, seed: int = 0, chumpy: bool = True) -
     V, J = 6890, 24
     owner = np.arange(V) % J
     offsets = rng.normal(0, 0.03, (V, 3))
+    # the vertices smplx names (nose, eyes, ears, toes, heels, fingertips) where a body has
+    # them, on the joint that carries them, and left out of the joint regressor
+    landmarks = {VERTEX_IDS[n]: (j, off) for n, (j, off) in _LANDMARKS.items()}
+    plain = np.ones(V, bool)
+    plain[list(landmarks)] = False
     for j in range(J):  # each cluster's offsets average to zero: the regressor finds the joint
-        offsets[owner == j] -= offsets[owner == j].mean(0)
+        offsets[(owner == j) & plain] -= offsets[(owner == j) & plain].mean(0)
+    for v, (j, off) in landmarks.items():
+        owner[v], offsets[v] = j, off
     v_template = SMPL_REST_JOINTS[owner] + offsets
     J_regressor = np.zeros((J, V))
-    J_regressor[owner, np.arange(V)] = 1.0
+    J_regressor[owner[plain], np.arange(V)[plain]] = 1.0
     J_regressor /= J_regressor.sum(1, keepdims=True)
     weights = np.zeros((V, J))
     weights[np.arange(V), owner] = 1.0

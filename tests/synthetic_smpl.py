@@ -95,32 +95,43 @@ def write_synthetic_smpl(path: str | Path, seed: int = 0, chumpy: bool = True) -
     return path
 
 
-def write_synthetic_smplh(path: str | Path, seed: int = 0) -> Path:
-    """A structurally valid SMPL-H file, made up likewise: SMPL's 22 body joints and three-joint
-    fingers under each wrist (52 joints), soft skinning weights over all of them, pose
-    correctives and blend shapes large enough to matter, and the hand PCA arrays smplx reads."""
-    rng = np.random.default_rng(seed)
-    V, J = 6890, 52
-    fingers = lambda wrist, first: [wrist if k % 3 == 0 else first + k - 1 for k in range(15)]  # noqa: E731
-    parents = SMPL_PARENTS[:22] + fingers(20, 22) + fingers(21, 37)
+def _hands_body(rng, V: int, parents: list[int]) -> dict:
+    """A made-up body for SMPL-H/X: SMPL's 22 body joints at rest, the other joints a few
+    centimetres from their parents, a vertex cluster around each joint with soft skinning
+    weights over all joints, and the hand PCA arrays smplx reads (identity, no mean)."""
+    J = len(parents)
     rest = np.zeros((J, 3))
     rest[:22] = SMPL_REST_JOINTS[:22]
     for j in range(22, J):
         rest[j] = rest[parents[j]] + rng.normal(0, 0.03, 3)
     owner = np.arange(V) % J
-    v_template = rest[owner] + rng.normal(0, 0.02, (V, 3))
     J_regressor = np.zeros((J, V))
     J_regressor[owner, np.arange(V)] = 1.0
     J_regressor /= J_regressor.sum(1, keepdims=True)
     weights = rng.random((V, J)) ** 8
     weights[np.arange(V), owner] += 1.0
     weights /= weights.sum(1, keepdims=True)
-    data = dict(
-        v_template=v_template, shapedirs=rng.normal(0, 0.02, (V, 3, 10)),
-        posedirs=rng.normal(0, 0.005, (V, 3, (J - 1) * 9)), J_regressor=scipy.sparse.csc_matrix(J_regressor),
-        weights=weights, kintree_table=np.array([[4294967295] + parents[1:], list(range(J))], dtype=np.int64),
-        f=(np.arange(13776 * 3) % V).reshape(-1, 3).astype(np.uint32),
-        hands_componentsl=np.eye(45), hands_componentsr=np.eye(45), hands_meanl=np.zeros(45), hands_meanr=np.zeros(45))
+    return dict(v_template=rest[owner] + rng.normal(0, 0.02, (V, 3)), J_regressor=J_regressor, weights=weights,
+                posedirs=rng.normal(0, 0.005, (V, 3, (J - 1) * 9)),
+                kintree_table=np.array([[4294967295] + parents[1:], list(range(J))], dtype=np.int64),
+                hands_componentsl=np.eye(45), hands_componentsr=np.eye(45), hands_meanl=np.zeros(45),
+                hands_meanr=np.zeros(45))
+
+
+def _fingers(wrist: int, first: int) -> list[int]:
+    """Parents of a hand's 15 joints numbered from `first`: five three-joint chains from `wrist`."""
+    return [wrist if k % 3 == 0 else first + k - 1 for k in range(15)]
+
+
+def write_synthetic_smplh(path: str | Path, seed: int = 0) -> Path:
+    """A structurally valid SMPL-H file, made up likewise: SMPL's 22 body joints and three-joint
+    fingers under each wrist (52 joints), soft skinning weights over all of them, pose
+    correctives and blend shapes large enough to matter, and the hand PCA arrays smplx reads."""
+    rng = np.random.default_rng(seed)
+    V = 6890
+    data = _hands_body(rng, V, SMPL_PARENTS[:22] + _fingers(20, 22) + _fingers(21, 37))
+    data.update(shapedirs=rng.normal(0, 0.02, (V, 3, 10)), J_regressor=scipy.sparse.csc_matrix(data["J_regressor"]),
+                f=(np.arange(13776 * 3) % V).reshape(-1, 3).astype(np.uint32))
     path = Path(path)
     with open(path, "wb") as fh:
         pickle.dump(data, fh, protocol=2)
@@ -132,29 +143,11 @@ def write_synthetic_smplx(path: str | Path, seed: int = 0) -> Path:
     joints (the 22 body joints, jaw and eyes under the head, three-joint fingers under each
     wrist), 10 betas and 10 expression directions, and the face landmark arrays smplx reads."""
     rng = np.random.default_rng(seed)
-    V, J = 10475, 55
-    fingers = lambda wrist, first: [wrist if k % 3 == 0 else first + k - 1 for k in range(15)]  # noqa: E731
-    parents = SMPL_PARENTS[:22] + [15, 15, 15] + fingers(20, 25) + fingers(21, 40)
-    rest = np.zeros((J, 3))
-    rest[:22] = SMPL_REST_JOINTS[:22]
-    for j in range(22, J):
-        rest[j] = rest[parents[j]] + rng.normal(0, 0.03, 3)
-    owner = np.arange(V) % J
-    J_regressor = np.zeros((J, V))
-    J_regressor[owner, np.arange(V)] = 1.0
-    J_regressor /= J_regressor.sum(1, keepdims=True)
-    weights = rng.random((V, J)) ** 8
-    weights[np.arange(V), owner] += 1.0
-    weights /= weights.sum(1, keepdims=True)
-    F = 20908
-    data = dict(
-        v_template=rest[owner] + rng.normal(0, 0.02, (V, 3)), shapedirs=rng.normal(0, 0.02, (V, 3, 20)),
-        posedirs=rng.normal(0, 0.005, (V, 3, (J - 1) * 9)), J_regressor=J_regressor, weights=weights,
-        kintree_table=np.array([[4294967295] + parents[1:], list(range(J))], dtype=np.int64),
-        f=(np.arange(F * 3) % V).reshape(-1, 3).astype(np.uint32),
-        hands_componentsl=np.eye(45), hands_componentsr=np.eye(45), hands_meanl=np.zeros(45), hands_meanr=np.zeros(45),
-        lmk_faces_idx=rng.integers(0, F, 51), lmk_bary_coords=np.full((51, 3), 1 / 3),
-        dynamic_lmk_faces_idx=rng.integers(0, F, (79, 17)), dynamic_lmk_bary_coords=np.full((79, 17, 3), 1 / 3))
+    V, F = 10475, 20908
+    data = _hands_body(rng, V, SMPL_PARENTS[:22] + [15, 15, 15] + _fingers(20, 25) + _fingers(21, 40))
+    data.update(shapedirs=rng.normal(0, 0.02, (V, 3, 20)), f=(np.arange(F * 3) % V).reshape(-1, 3).astype(np.uint32),
+                lmk_faces_idx=rng.integers(0, F, 51), lmk_bary_coords=np.full((51, 3), 1 / 3),
+                dynamic_lmk_faces_idx=rng.integers(0, F, (79, 17)), dynamic_lmk_bary_coords=np.full((79, 17, 3), 1 / 3))
     path = Path(path)
     np.savez(path, **data)
     return path

@@ -156,8 +156,13 @@ def regressor_init(regressor, body_model, keypoints: torch.Tensor, layout: str,
                    K: torch.Tensor, fps: float = 30.0) -> Callable[[torch.Tensor], FitInit | None]:
     """make_init from the regression stage (anything with `init_track`, as
     `meshcap.regression.RegressionStage`, or a per-frame `KeypointRegressor` alone), run on
-    just the frames asked for (never the whole track at once: memory stays flat)."""
+    just the frames asked for (never the whole track at once: memory stays flat); frames
+    spread evenly, every k-th (the shape step of `fit_windowed`), are read at fps / k."""
     from meshcap.regression import RegressionStage
 
     stage = regressor if hasattr(regressor, "init_track") else RegressionStage(regressor)
-    return lambda frames: stage.init_track(body_model, keypoints[frames], layout, K, fps)
+
+    def init(frames: torch.Tensor) -> FitInit | None:
+        step = int(frames[1] - frames[0]) if len(frames) > 1 else 1
+        return stage.init_track(body_model, keypoints[frames], layout, K, fps / max(step, 1))
+    return init

@@ -116,15 +116,15 @@ def score_view(mono, ref: np.ndarray, ref_valid: np.ndarray, R: np.ndarray, t: n
     return dict(pa=pa, mpjpe=mp, size=size)
 
 
-def path_options(path: str, temporal: str | None, overrides: dict | None = None) -> dict:
+def path_options(path: str, temporal: str | None, overrides: dict | None = None,
+                 regressed: FitOptions | None = None) -> dict:
     """`capture`'s keyword arguments for a path, with FitOptions `overrides` on top of the
-    options that path fits with by default."""
+    options that path fits with by default (`regressed`: those of a fit from a regression
+    stage, as `fit_setup` gives them)."""
     opts = {"default": dict(temporal=temporal or True), "per-frame": dict(temporal=False),
             "rest": dict(regressor=False)}[path]
     if overrides:
-        fit = fit_setup(load_body_model("anny"), opts.get("regressor", True), None, opts["temporal"])[1] \
-            if "regressor" not in opts or opts["regressor"] else None
-        opts["fit"] = dataclasses.replace(fit or FitOptions(), **overrides)
+        opts["fit"] = dataclasses.replace(FitOptions() if path == "rest" else regressed, **overrides)
     return opts
 
 
@@ -139,6 +139,7 @@ def main() -> None:
     args = ap.parse_args()
     paths = args.paths.split(",")
     overrides = fit_overrides(args.fit)
+    regressed = fit_setup(load_body_model("anny"), True, None)[1] if overrides else None
     body = dict(body_model=args.body_model, model_path=args.model_path)
 
     demo = pose2sim_single_person()
@@ -158,7 +159,7 @@ def main() -> None:
         for c, (video, cam) in enumerate(zip(videos, cams)):
             keypoints = demo / "videos" / f"{video.stem}.cam{c}.keypoints.npz"
             mono = capture(video, keypoints=keypoints, camera=cam, world="camera", **body,
-                           **path_options(path, args.temporal, overrides))
+                           **path_options(path, args.temporal, overrides, regressed))
             s = score_view(mono, ref, ref_valid, cam.R, cam.t, cam.K)
             ok = np.isfinite(s["pa"])
             missed += int(ref_valid[:len(ok)].sum() - ok.sum())
@@ -178,7 +179,8 @@ def main() -> None:
         cache = Path(tempfile.gettempdir()) / "meshcap_bench_footage.keypoints.npz"
         video_tracks(video, cache=cache)
         for path in paths:
-            m = capture(video, cache=cache, world="camera", **body, **path_options(path, args.temporal, overrides))
+            m = capture(video, cache=cache, world="camera", **body,
+                        **path_options(path, args.temporal, overrides, regressed))
             figs = [reprojection(m, p) for p in range(m.num_people)]
             summary.append(f"[{path}] Sports2D: reprojection " + " / ".join(f"{r:.2f}" for r, _ in figs)
                            + " px, joint accel " + " / ".join(f"{a:.1f}" for _, a in figs) + " mm/frame^2")

@@ -273,17 +273,17 @@ class SMPLFamilyModel(BodyModel):
         B = rotmats.shape[0]
         if vertices:
             joints, verts = self._mesh_lbs(rotmats, shape.expand(B, -1), transl, bone_scale)
-            return self._output(joints, verts, layout, True)
+            return self._output(joints, verts[:, self.kp_vertex_ids], layout, verts)
         joints, kp_verts = self._keypoint_lbs(rotmats, shape.expand(B, -1), transl, bone_scale)
-        return self._output(joints, None, layout, False, kp_verts)
+        return self._output(joints, kp_verts, layout)
 
-    def _output(self, joints, verts, layout, vertices, kp_verts=None) -> BodyModelOutput:
-        """kp_verts (B, N, 3): the keypoint vertices, when `verts` (B, V, 3) was not posed."""
+    def _output(self, joints, kp_verts, layout, verts=None) -> BodyModelOutput:
+        """joints (B, J, 3), the keypoint vertices kp_verts (B, N, 3), and the mesh verts
+        (B, V, 3) where it was posed."""
         kp = None
         if layout is not None:
-            sources = torch.cat([joints, verts[:, self.kp_vertex_ids] if kp_verts is None else kp_verts], dim=1)
-            kp = torch.einsum("kn,bnd->bkd", self._layout_table(layout), sources)
-        return BodyModelOutput(joints=joints, vertices=verts if vertices else None, keypoints=kp, layout=layout)
+            kp = torch.einsum("kn,bnd->bkd", self._layout_table(layout), torch.cat([joints, kp_verts], dim=1))
+        return BodyModelOutput(joints=joints, vertices=verts, keypoints=kp, layout=layout)
 
     def _keypoint_lbs(self, rotmats, betas, transl, scale=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(joints (B, J, 3), keypoint vertices (B, N, 3)): smplx's linear blend skinning (pose

@@ -198,10 +198,49 @@ def test_a_small_far_track_never_takes_a_near_person_over():
     assert len(tracks[near][0]) == 20 and sizes[near].min() > 400  # only ever the near person
 
 
-def test_the_pose2sim_subject_keeps_one_id_in_every_camera():
-    """Pose2Sim's single-person demo (four cameras, bystanders passing near the subject): in
-    every camera one track holds the subject, the tallest person, from the first frame to the
-    last (in camera 1 a bystander's track used to take the subject over near frame 60)."""
+# a standing figure's BlazePose keypoints, (x, y) per name in units of its height, feet at y = 0
+_FIGURE = dict(nose=(0, -0.93), left_eye_inner=(0.01, -0.95), left_eye=(0.02, -0.95), left_eye_outer=(0.03, -0.95),
+               right_eye_inner=(-0.01, -0.95), right_eye=(-0.02, -0.95), right_eye_outer=(-0.03, -0.95),
+               left_ear=(0.05, -0.94), right_ear=(-0.05, -0.94), mouth_left=(0.015, -0.9), mouth_right=(-0.015, -0.9),
+               left_shoulder=(0.12, -0.82), right_shoulder=(-0.12, -0.82), left_elbow=(0.16, -0.65),
+               right_elbow=(-0.16, -0.65), left_wrist=(0.18, -0.5), right_wrist=(-0.18, -0.5),
+               left_pinky=(0.19, -0.46), right_pinky=(-0.19, -0.46), left_index=(0.18, -0.45),
+               right_index=(-0.18, -0.45), left_thumb=(0.17, -0.47), right_thumb=(-0.17, -0.47),
+               left_hip=(0.09, -0.5), right_hip=(-0.09, -0.5), left_knee=(0.1, -0.27), right_knee=(-0.1, -0.27),
+               left_ankle=(0.1, -0.04), right_ankle=(-0.1, -0.04), left_heel=(0.09, -0.01), right_heel=(-0.11, -0.01),
+               left_foot_index=(0.12, 0.0), right_foot_index=(-0.08, 0.0))
+
+
+def _figure(x, feet_y, height, conf=0.9):
+    xy = np.array([_FIGURE[n] for n in BP.names]) * height + [x, feet_y]
+    return np.concatenate([xy, np.full((33, 1), conf)], 1).astype(np.float32)
+
+
+def test_a_second_find_in_someones_legs_is_not_a_person():
+    """MediaPipe's multi-person landmarker often finds a second, smaller "person" on someone's
+    legs for dozens of frames (every camera of the Pose2Sim single-person demo): that track is
+    dropped, while a smaller bystander walking behind the same person is kept."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for t in range(60):
+        host = _figure(500 + 2 * t, 900, 700)
+        legs = host[BP.names.index("left_hip"):]  # hips, knees, ankles and feet
+        ghost = legs[rng.integers(0, len(legs), 33)].copy()  # every landmark somewhere on them
+        ghost[:, :2] += rng.normal(0, 5, (33, 2))
+        bystander = _figure(300 + 8 * t, 700, 350)  # far, smaller, crosses behind the host
+        frames.append([Detection(k, 0.9, BP.name) for k in (host, ghost, bystander)])
+    tracks = track_detections(frames)
+    heights = sorted(round(float(np.ptp(kp[0, :, 1])) / 0.95) for _, kp in tracks.values())
+    assert heights == [350, 700], heights  # the bystander and the host, each whole
+    kept_all = track_detections(frames, TrackerOptions(max_part_share=1.0))
+    assert len(kept_all) == 3
+
+
+def test_the_pose2sim_subject_is_the_one_person_in_every_camera():
+    """Pose2Sim's single-person demo (four cameras): in every camera one track holds the
+    subject from the first frame to the last, and no other track is kept (MediaPipe's second
+    finds in the subject's legs used to make a second "person" in every camera, and in camera 1
+    such a track took the subject over near frame 60)."""
     from meshcap.multiview.calibration import read_calibration
     from meshcap.multiview.capture import load_views
     from meshcap.samples import pose2sim_single_person
@@ -210,17 +249,10 @@ def test_the_pose2sim_subject_keeps_one_id_in_every_camera():
     cams = read_calibration(demo / "calibration" / "Calib.qca.txt")
     views = load_views(sorted((demo / "videos").glob("cam0*.mp4")), cams, cache_dir=demo / "videos")
     for c, v in enumerate(views):
-        frames, kp = max(v.tracks.values(), key=lambda tr: len(tr[0]))
+        assert len(v.tracks) == 1, (c, {i: len(f) for i, (f, _) in v.tracks.items()})
+        frames, kp = next(iter(v.tracks.values()))
         assert frames[0] == 0 and frames[-1] == v.num_frames - 1 and len(frames) >= 0.95 * v.num_frames, c
-        height = lambda k: np.ptp(k[k[:, 2] > 0.3, 1])  # noqa: E731
-        # where someone else is seen in the same frame, the subject's track holds the taller
-        taller = []
-        for f, k in zip(frames, kp):
-            others = [height(o[j]) for o_id, (g, o) in v.tracks.items() for j in np.flatnonzero(g == f)
-                      if o_id != max(v.tracks, key=lambda i: len(v.tracks[i][0]))]
-            if others:
-                taller.append(height(k) > max(others))
-        assert np.mean(taller) > 0.9, (c, np.mean(taller))
+        assert np.median([np.ptp(k[k[:, 2] > 0.3, 1]) for k in kp]) > 500, c  # the subject, not a part of them
 
 
 def test_one_euro_filter_smooths_jitter_and_follows_motion():

@@ -196,6 +196,39 @@ def _same_person(a: np.ndarray, b: np.ndarray, min_confidence: float = 0.3) -> b
     return float(np.median(np.linalg.norm(a[both, :2] - b[both, :2], axis=1))) < 0.15 * size
 
 
+def keypoint_box(kp: np.ndarray, min_confidence: float = 0.3) -> np.ndarray | None:
+    """(4,) x0, y0, x1, y1 of the keypoints (K, 3) seen with at least `min_confidence`, or None."""
+    ok = kp[:, 2] >= min_confidence
+    if ok.sum() < 2:
+        return None
+    xy = kp[ok, :2]
+    return np.concatenate([xy.min(0), xy.max(0)])
+
+
+def is_part_of(a: np.ndarray, b: np.ndarray, min_confidence: float = 0.3) -> bool:
+    """Whether detection a (K, 3) is a part of the person b (K, 3) found a second time: a
+    smaller box (under 70% of b's area) inside b's (at least 80% of it, b's box widened by 10%
+    of its size, since b's least sure limbs fall outside it), and a's keypoints on b's (median
+    distance to the nearest of b's under 10% of b's size, whatever their names). MediaPipe's
+    multi-person landmarker often finds such a second "person" in someone's legs, for dozens
+    of frames. A bystander behind someone lies inside their box too, but not on their joints."""
+    box_a, box_b = keypoint_box(a, min_confidence), keypoint_box(b, min_confidence)
+    if box_a is None or box_b is None:
+        return False
+    size_b = float(max(box_b[2:] - box_b[:2]))
+    area_a, area_b = np.prod(box_a[2:] - box_a[:2]), np.prod(box_b[2:] - box_b[:2])
+    if area_a >= 0.7 * area_b:
+        return False
+    wide = box_b + 0.1 * size_b * np.array([-1, -1, 1, 1])
+    inter = np.prod(np.clip(np.minimum(box_a[2:], wide[2:]) - np.maximum(box_a[:2], wide[:2]), 0, None))
+    if inter < 0.8 * area_a:
+        return False
+    pa = a[a[:, 2] >= min_confidence, :2]
+    pb = b[b[:, 2] >= min_confidence, :2]
+    nearest = np.linalg.norm(pa[:, None] - pb[None], axis=-1).min(1)
+    return float(np.median(nearest)) < 0.1 * max(size_b, 1.0)
+
+
 def _duplicate(a: Detection, b: Detection) -> bool:
     """Whether `a` is a second find of the person `b`: the same keypoints, or nearly the same
     box. (Not any overlap: a bystander passing behind someone lies inside their box.)"""

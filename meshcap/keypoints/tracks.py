@@ -28,7 +28,7 @@ from scipy.optimize import linear_sum_assignment
 
 from meshcap.errors import InputError
 from meshcap.fileio import save_npz_atomic
-from meshcap.keypoints.detect import Detection
+from meshcap.keypoints.detect import Detection, is_part_of, keypoint_box
 from meshcap.keypoints.layouts import convert_keypoints, get_layout
 
 FORMAT = "meshcap.keypoints"
@@ -172,12 +172,15 @@ def check_keypoints(kp: np.ndarray, where) -> None:
 class TrackerOptions:
     """max_gap: frames a person may go unseen and keep their id; min_length: shorter tracks are
     dropped; min_mean_confidence: tracks whose keypoints are on average less sure are dropped;
-    max_distance: largest match distance, in units of the person's size."""
+    max_distance: largest match distance, in units of the person's size; max_part_share: a track
+    that is a part of another person (`detect.is_part_of`: inside their box, on their joints) in
+    more than this share of its frames is dropped (1 keeps every such track)."""
 
     max_gap: int = 15
     min_length: int = 10
     min_mean_confidence: float = 0.3
     max_distance: float = 1.0
+    max_part_share: float = 0.4
 
 
 def _size(kp: np.ndarray) -> float:
@@ -228,7 +231,29 @@ class Tracker:
     def _kept(self, tr: dict) -> bool:
         o = self.options
         return (len(tr["frames"]) >= o.min_length
-                and float(np.mean([k[:, 2].mean() for k in tr["kps"]])) >= o.min_mean_confidence)
+                and float(np.mean([k[:, 2].mean() for k in tr["kps"]])) >= o.min_mean_confidence
+                and (o.max_part_share >= 1 or self._part_share(tr) <= o.max_part_share))
+
+    def _part_share(self, tr: dict) -> float:
+        """The share of a track's frames in which it is a part of someone else's detection
+        (a second find of that person, `detect.is_part_of`) and moves with them: its box's
+        centre stays within a fifth of their size of one place relative to theirs (10th to
+        90th percentile), where someone passing behind them sweeps across. Every other track
+        counts, kept or not, so a track is judged alike when it ends and at the end of the
+        video: all its frames and theirs until then are in the past."""
+        lo, hi = tr["frames"][0], tr["frames"][-1]
+        others = [dict(zip(o["frames"], o["kps"])) for o in self._live + self._done
+                  if o is not tr and o["frames"][-1] >= lo and o["frames"][0] <= hi]
+        offsets = []
+        for f, k in zip(tr["frames"], tr["kps"]):
+            host = next((o[f] for o in others if f in o and is_part_of(k, o[f])), None)
+            if host is not None:
+                a, b = keypoint_box(k), keypoint_box(host)
+                offsets.append(((a[:2] + a[2:]) - (b[:2] + b[2:])) / 2 / max(b[2:] - b[:2]))
+        if not offsets:
+            return 0.0
+        spread = np.percentile(offsets, 90, axis=0) - np.percentile(offsets, 10, axis=0)
+        return len(offsets) / len(tr["frames"]) if spread.max() <= 0.3 else 0.0
 
     @staticmethod
     def _arrays(tr: dict) -> tuple[int, np.ndarray, np.ndarray]:

@@ -287,6 +287,23 @@ def test_following_people_in_crops_keeps_both_walkers_apart():
     _assert_walkers_keep_their_ids(tracks)
 
 
+def test_following_keeps_the_pose2sim_subject_whole_in_every_camera():
+    """`follow=True` on the four Pose2Sim single-person cameras: one track, the subject's, over
+    every frame. A search's second find in the subject's legs used to get a follower of its
+    own that MediaPipe's tracking kept alive: the subject split into two or three tracks, or
+    ended ten frames early."""
+    from meshcap.keypoints.detect import BlazePoseDetector
+    from meshcap.samples import pose2sim_single_person
+
+    for c, video in enumerate(sorted((pose2sim_single_person() / "videos").glob("cam0*.mp4"))):
+        with BlazePoseDetector(follow=True) as det:
+            tracks = video_tracks(video, detector=det)
+        assert len(tracks.tracks) == 1, (c, {i: len(f) for i, (f, _) in tracks.tracks.items()})
+        frames, kp = next(iter(tracks.tracks.values()))
+        assert len(frames) == tracks.num_frames, c
+        assert np.median([np.ptp(k[k[:, 2] > 0.3, 1]) for k in kp]) > 500, c
+
+
 def test_detector_options_are_checked():
     from meshcap.keypoints.detect import BlazePoseDetector
 

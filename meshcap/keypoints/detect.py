@@ -230,9 +230,11 @@ def is_part_of(a: np.ndarray, b: np.ndarray, min_confidence: float = 0.3) -> boo
 
 
 def _duplicate(a: Detection, b: Detection) -> bool:
-    """Whether `a` is a second find of the person `b`: the same keypoints, or nearly the same
-    box. (Not any overlap: a bystander passing behind someone lies inside their box.)"""
-    return _same_person(a.keypoints, b.keypoints) or _box_iou(a.box(), b.box()) > 0.7
+    """Whether `a` is a second find of the person `b`: the same keypoints, nearly the same
+    box, or a part of them (`is_part_of`). (Not any overlap: a bystander passing behind someone
+    lies inside their box.)"""
+    return (_same_person(a.keypoints, b.keypoints) or _box_iou(a.box(), b.box()) > 0.7
+            or is_part_of(a.keypoints, b.keypoints))
 
 
 @dataclass
@@ -274,10 +276,11 @@ class BlazePoseDetector(Detector):
         tiles: "auto" (overlapping squares on frames wider than 4:3) or "none".
         follow: detect the people found in the previous frame in crops around them, and search
             the whole frame (the tiles) only every `search_every` frames or after someone was
-            lost. Off by default: on the Sports2D demo it is 2.3 times as fast as the tiles on
-            one thread (1.3 times the tiles on two) with the same two tracks, but bystanders
-            who pass behind the subject in the Pose2Sim demo flicker in and out of it, so their
-            tracks are too short to keep.
+            lost. On the Sports2D demo 2.3 times the frames/s of the tiles on one thread (1.5
+            times the tiles on two) with the same two tracks, and as long or longer tracks on
+            every sample video; off by default because the virtual pan of issue 15 (a size
+            that one camera sees as depth) then lands 14.5 cm from the static shot instead of
+            9.5 (docs/design.md).
         search_every: frames between whole-frame searches when following (someone who walks
             in is found at most this many frames late).
         threads: landmarkers run at once (tiles and crops are independent); 0: up to 2, as
@@ -434,6 +437,8 @@ class BlazePoseDetector(Detector):
         # each followed person's find, the most confident first; someone found twice (two
         # crops that drifted onto one person) keeps one follower
         order = sorted(range(n), key=lambda i: -max((d.score for d, _ in finds[i]), default=-1.0))
+        # the largest first: a crop that drifted onto a part of someone (their legs) loses
+        order = sorted(order, key=lambda i: -np.prod(np.ptp(finds[i][0][1], axis=0)) if finds[i] else 0.0)
         for i in order:
             f = self._followed[i]
             if finds[i] and all(not _duplicate(finds[i][0][0], k) for k in kept):

@@ -2,9 +2,10 @@
 
     python bench/panning.py [--own-detections] [--temporal FILE]
 
-`meshcap.samples.sports2d_pan()` cuts a 1280x960 window from the static Sports2D demo that
-holds, turns right 15 degrees while zooming in 7%, and holds again (230 frames): what a camera
-turning about its centre sees, to first order, with the turn known. Printed:
+`meshcap.samples.sports2d_pan()` warps the static Sports2D demo into a 1280x960 view that
+holds, turns right 15 degrees while zooming in 7%, and holds again (230 frames): exactly what a
+camera turning about its centre sees (the rotation's homography; until stop 36 a sliding crop,
+right only to first order), with the turn known. Printed:
 
 - the camera: the recovered yaw against the window's equivalent turn (median and max error,
   degrees), pitch and roll (should stay 0), the focal against the window's (zoom), per frame;

@@ -236,6 +236,62 @@ def test_a_second_find_in_someones_legs_is_not_a_person():
     assert len(kept_all) == 3
 
 
+def _plain(hue_bin: int) -> np.ndarray:
+    """An appearance descriptor of one colour in both parts."""
+    from meshcap.keypoints.appearance import SIZE
+
+    a = np.zeros(SIZE, np.float32)
+    a[[hue_bin, SIZE // 2 + hue_bin]] = 1.0
+    return a
+
+
+def test_appearance_keeps_ids_where_people_meet_and_turn_back():
+    """A walks right and stops; B walks left into A, is hidden behind them for six frames, and
+    both turn back the way they came. From where the keypoints are alone, B's track, predicted
+    onward, takes A when they part (a swap); what they wear keeps each id on its person."""
+    red, blue = _plain(0), _plain(32)
+    xa = np.concatenate([np.linspace(300, 600, 31), np.full(6, 600.0), np.linspace(590, 350, 25)])
+    xb = np.concatenate([np.linspace(900, 600, 31), np.full(6, np.nan), np.linspace(610, 850, 25)])
+    frames = []
+    for t in range(len(xa)):
+        dets = [Detection(_figure(xa[t], 900, 500), 0.9, BP.name, red)]
+        if np.isfinite(xb[t]):
+            dets.append(Detection(_figure(xb[t], 905, 500), 0.9, BP.name, blue))
+        frames.append(dets)
+
+    def ends(options):
+        tracks = track_detections(frames, options)
+        assert len(tracks) == 2
+        return [round(float(kp[-1, :, 0].mean()), -1) for _, kp in tracks.values() if kp[0, :, 0].mean() < 450]
+
+    assert ends(TrackerOptions()) == [350.0]  # A's track starts left and ends left
+    assert ends(TrackerOptions(appearance_weight=0.0)) == [850.0]  # the swap it prevents
+
+
+def test_appearance_tells_real_people_apart_and_survives_the_cache(tmp_path):
+    """On the Pose2Sim multi-person demo (camera 1: a man and a woman), each person's
+    descriptor at three moments is closer to their own than to the other's, and the
+    keypoint cache keeps the descriptors for linking."""
+    import cv2
+
+    from meshcap.keypoints.appearance import appearance_descriptor, appearance_distance
+    from meshcap.samples import pose2sim_multi_person
+    from meshcap.video import VideoReader
+
+    video = pose2sim_multi_person() / "videos" / "cam01.mp4"
+    tracks = video_tracks(video, cache=tmp_path / "kp.npz")
+    raw = Tracks.load(tmp_path / "kp.npz")
+    assert raw.appearance is not None and np.mean([np.isfinite(a).all() for a in raw.appearance.values()]) > 0.8
+    (f0, kp0), (f1, kp1) = sorted(tracks.tracks.values(), key=lambda t: -len(t[0]))[:2]
+    moments = [t for t in (10, 50, 90) if t in f0 and t in f1]
+    assert len(moments) == 3
+    hsv = {fr_i: cv2.cvtColor(fr.image, cv2.COLOR_RGB2HSV) for fr_i, fr in enumerate(VideoReader(video)) if fr_i in moments}
+    desc = [[appearance_descriptor(hsv[t], kp[list(f).index(t)], BP.name) for t in moments] for f, kp in ((f0, kp0), (f1, kp1))]
+    same = [appearance_distance(d[i], d[j]) for d in desc for i in range(3) for j in range(i + 1, 3)]
+    other = [appearance_distance(a, b) for a in desc[0] for b in desc[1]]
+    assert max(same) < min(other), (same, other)
+
+
 def test_the_pose2sim_subject_is_the_one_person_in_every_camera():
     """Pose2Sim's single-person demo (four cameras): in every camera one track holds the
     subject from the first frame to the last, and no other track is kept (MediaPipe's second

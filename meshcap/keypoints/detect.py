@@ -34,11 +34,13 @@ from meshcap.errors import MeshcapError
 @dataclass
 class Detection:
     """One person in one frame: keypoints (K, 3) pixels x, y and confidence in [0, 1] (0 where
-    not seen), in `layout`; score: the detector's confidence that this is a person."""
+    not seen), in `layout`; score: the detector's confidence that this is a person;
+    appearance: what they look like (`meshcap.keypoints.appearance`), or None."""
 
     keypoints: np.ndarray
     score: float
     layout: str
+    appearance: np.ndarray | None = None
 
     def box(self, min_confidence: float = 0.3) -> np.ndarray | None:
         """(4,) x0, y0, x1, y1 of the confident keypoints, or None if fewer than two."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from meshcap.errors import InputError
+from meshcap.keypoints.appearance import SIZE as APPEARANCE_SIZE, appearance_descriptor
 from meshcap.keypoints.detect import Detection, Detector, get_detector
 from meshcap.keypoints.tracks import Tracker, Tracks, TrackerOptions, smooth_tracks, track_detections
 from meshcap.video import VideoReader
@@ -42,13 +43,20 @@ def detect_frames(reader: VideoReader, detector: Detector,
     """Run the detector on every frame; returns the raw detections as one-frame 'tracks'
     (ids in the order found), with the frame times and indices. on_frame(detections, time) is
     called after each frame."""
+    import cv2
+
     times, index, rows = [], [], []
     total = len(reader)
     detector.reset()
     for i, frame in enumerate(reader):
         dets = detector.detect(frame.image, frame.time)
+        if dets:  # what each person looks like, for the tracker
+            hsv = cv2.cvtColor(frame.image, cv2.COLOR_RGB2HSV)
+            for det in dets:
+                if det.appearance is None:
+                    det.appearance = appearance_descriptor(hsv, det.keypoints, det.layout)
         for det in dets:
-            rows.append((i, det.keypoints))
+            rows.append((i, det.keypoints, det.appearance))
         times.append(frame.time)
         index.append(frame.index)
         if on_frame is not None:
@@ -57,13 +65,24 @@ def detect_frames(reader: VideoReader, detector: Detector,
             progress(i + 1, max(total, i + 1))
     if not times:
         raise InputError(f"{reader.path}: no frames in the requested range")
-    raw = {j: (np.array([f]), kp[None]) for j, (f, kp) in enumerate(rows)}
+    raw = {j: (np.array([f]), kp[None]) for j, (f, kp, _) in enumerate(rows)}
+    appearance = {j: np.full((1, APPEARANCE_SIZE), np.nan, np.float32) if a is None else np.asarray(a, np.float32)[None]
+                  for j, (_, _, a) in enumerate(rows)}
     return Tracks(detector.layout, reader.info.fps, np.asarray(times),
-                  (reader.info.width, reader.info.height), raw, np.asarray(index))
+                  (reader.info.width, reader.info.height), raw, np.asarray(index), appearance=appearance)
 
 
 def detections_from_raw(raw: Tracks) -> list[list[Detection]]:
-    return [[Detection(kp, float(kp[:, 2].mean()), raw.layout) for _, kp in frame] for frame in raw.per_frame()]
+    """Each frame's detections of a raw-detections `Tracks` (one-frame tracks), with their
+    appearance where it was kept (a cache from before appearances has none)."""
+    app = raw.appearance or {}
+
+    def appearance(tid):
+        a = app.get(tid)
+        return a[0] if a is not None and a.shape[-1] == APPEARANCE_SIZE and np.isfinite(a[0]).all() else None
+
+    return [[Detection(kp, float(kp[:, 2].mean()), raw.layout, appearance(tid)) for tid, kp in frame]
+            for frame in raw.per_frame()]
 
 
 def video_tracks(video: str | Path, detector: Detector | None = None, start: float | None = None,
@@ -124,7 +143,9 @@ def _streamer(reader: VideoReader, layout: str, options: TrackerOptions | None, 
     def on_frame(dets: list[Detection], time: float) -> None:
         times.append(time)
         # the keypoints as the raw detections keep them, so that linking decides alike
-        ended = tracker.update([Detection(np.asarray(d.keypoints, np.float32), d.score, d.layout) for d in dets])
+        ended = tracker.update([Detection(np.asarray(d.keypoints, np.float32), d.score, d.layout,
+                                          None if d.appearance is None else np.asarray(d.appearance, np.float32))
+                                for d in dets])
         for _, frames, kp in ended:
             if smooth:
                 t = np.asarray(times)

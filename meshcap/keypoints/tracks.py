@@ -28,6 +28,7 @@ from scipy.optimize import linear_sum_assignment
 
 from meshcap.errors import InputError
 from meshcap.fileio import save_npz_atomic
+from meshcap.keypoints.appearance import appearance_distance
 from meshcap.keypoints.detect import Detection, is_part_of, keypoint_box
 from meshcap.keypoints.layouts import convert_keypoints, get_layout
 
@@ -40,7 +41,10 @@ class Tracks:
     """Keypoint tracks of the people in one video.
 
     tracks: id -> (frames (n,) int into frame_times, keypoints (n, K, 3)); frame_times (T,);
-    frame_index (T,) index in the source of each frame; image_size (width, height).
+    frame_index (T,) index in the source of each frame; image_size (width, height);
+    appearance: id -> (n, D) descriptors of the detections (`meshcap.keypoints.appearance`, NaN
+    where there is none), kept for raw detections (the keypoint cache) so that linking can use
+    them, or None.
     """
 
     layout: str
@@ -50,6 +54,7 @@ class Tracks:
     tracks: dict[int, tuple[np.ndarray, np.ndarray]]
     frame_index: np.ndarray | None = None
     source: dict = field(default_factory=dict)
+    appearance: dict[int, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.frame_times = np.asarray(self.frame_times, dtype=np.float64)
@@ -114,6 +119,8 @@ class Tracks:
             frames=np.concatenate([f for _, f, _ in rows]).astype(np.int64) if rows else np.zeros(0, np.int64),
             keypoints=np.concatenate([kp for *_, kp in rows]).astype(np.float32) if rows else np.zeros((0, K, 3), np.float32),
             source=np.array(json.dumps(self.source, sort_keys=True)))
+        if self.appearance is not None and rows and all(t in self.appearance for t in ids):
+            arrays["appearance"] = np.concatenate([self.appearance[t] for t in ids]).astype(np.float32)
         return save_npz_atomic(path, arrays, compressed=True)
 
     @classmethod
@@ -144,16 +151,21 @@ class Tracks:
         if len(frames) and (frames.min() < 0 or frames.max() >= T):
             raise InputError(f"{path}: frame numbers outside 0..{T - 1}")
         check_keypoints(kp, path)
-        tracks = {}
+        app = d.get("appearance")
+        if app is not None and (app.ndim != 2 or len(app) != len(kp)):
+            raise InputError(f"{path}: appearance must be (N, D) with one row per keypoint row, got {app.shape}")
+        tracks, appearance = {}, ({} if app is not None else None)
         for t in np.unique(ids):
             m = ids == t
             tracks[int(t)] = (frames[m], kp[m])
+            if app is not None:
+                appearance[int(t)] = app[m]
         try:
             source = json.loads(str(d.get("source", "{}")))
         except json.JSONDecodeError:
             source = {}
         return cls(layout.name, float(d["fps"]), d["frame_times"], tuple(int(v) for v in d["image_size"]),
-                   tracks, d.get("frame_index"), source)
+                   tracks, d.get("frame_index"), source, appearance)
 
 
 def check_keypoints(kp: np.ndarray, where) -> None:
@@ -174,13 +186,16 @@ class TrackerOptions:
     dropped; min_mean_confidence: tracks whose keypoints are on average less sure are dropped;
     max_distance: largest match distance, in units of the person's size; max_part_share: a track
     that is a part of another person (`detect.is_part_of`: inside their box, on their joints) in
-    more than this share of its frames is dropped (1 keeps every such track)."""
+    more than this share of its frames is dropped (1 keeps every such track); appearance_weight:
+    what a match's appearance distance (0-1, `keypoints.appearance`) adds to its cost, where
+    both the track and the detection have one (0: keypoints alone)."""
 
     max_gap: int = 15
     min_length: int = 10
     min_mean_confidence: float = 0.3
     max_distance: float = 1.0
     max_part_share: float = 0.4
+    appearance_weight: float = 0.3
 
 
 def _size(kp: np.ndarray) -> float:
@@ -208,7 +223,10 @@ class Tracker:
 
     Each live track predicts its keypoints with constant velocity; detections are assigned to
     tracks by the Hungarian algorithm on the mean keypoint distance (relative to body size),
-    gated by `max_distance` (widened with the time unseen). Unmatched detections start new
+    gated by `max_distance` (widened with the time unseen), plus `appearance_weight` times the
+    appearance distance between the detection and the track's running mean appearance where
+    both have one (what people wear tells them apart where they cross, or meet and turn back,
+    and where they are fits either labelling). Unmatched detections start new
     tracks; tracks unseen for more than `max_gap` frames end. `update` hands back the tracks
     that ended in that frame and are kept (long and sure enough), so that they can be used
     while the video goes on; `tracks()` gives every kept track with its final id (ids count up
@@ -277,18 +295,22 @@ class Tracker:
             scale = float(np.median([_size(k) for k in live[i]["kps"][-5:]]))  # one odd frame cannot shrink it
             for j, d in enumerate(dets):
                 c = _distance(p, d.keypoints, scale)
-                if c <= gate:
+                if c <= gate:  # the gate is on where the keypoints are; appearance only ranks
+                    if o.appearance_weight > 0 and live[i]["app"] is not None and d.appearance is not None:
+                        c += o.appearance_weight * appearance_distance(live[i]["app"], d.appearance)
                     cost[i, j] = c
         matched_d = set()
         if live and dets:
             # leaving a track or a detection unmatched costs `max_distance` (the gate of a track
-            # seen last frame): without that option a square assignment with a forbidden pair
-            # in it trades two good matches for two crossed ones
+            # seen last frame; plus half the largest appearance cost, so that a gated match
+            # still costs less than leaving both unmatched): without that option a square
+            # assignment with a forbidden pair in it trades two good matches for two crossed ones
             n, m = cost.shape
+            alone = o.max_distance + 0.5 * max(o.appearance_weight, 0.0)
             full = np.full((n + m, m + n), 1e6)
             full[:n, :m] = np.where(np.isfinite(cost), cost, 1e6)
-            full[np.arange(n), m + np.arange(n)] = o.max_distance
-            full[n + np.arange(m), np.arange(m)] = o.max_distance
+            full[np.arange(n), m + np.arange(n)] = alone
+            full[n + np.arange(m), np.arange(m)] = alone
             full[n:, m:] = 0.0
             rows, cols = linear_sum_assignment(full)
             for i, j in zip(rows, cols):
@@ -301,10 +323,16 @@ class Tracker:
                     tr["vel"] = v if tr["vel"] is None else 0.5 * tr["vel"] + 0.5 * v
                     tr["frames"].append(t)
                     tr["kps"].append(kp)
+                    a = dets[j].appearance
+                    if a is not None and np.isfinite(a).all():
+                        # a running mean: one odd frame (a turn, a shadow) moves it little
+                        tr["app"] = a.astype(np.float64) if tr["app"] is None else 0.8 * tr["app"] + 0.2 * a
                     matched_d.add(j)
         for j, d in enumerate(dets):
             if j not in matched_d:
-                live.append(dict(frames=[t], kps=[d.keypoints], vel=None, key=self._count))
+                a = d.appearance
+                live.append(dict(frames=[t], kps=[d.keypoints], vel=None, key=self._count,
+                                 app=a.astype(np.float64) if a is not None and np.isfinite(a).all() else None))
                 self._count += 1
         still, ended = [], []
         for tr in live:

@@ -272,8 +272,6 @@ def test_appearance_tells_real_people_apart_and_survives_the_cache(tmp_path):
     """On the Pose2Sim multi-person demo (camera 1: a man and a woman), each person's
     descriptor at three moments is closer to their own than to the other's, and the
     keypoint cache keeps the descriptors for linking."""
-    import cv2
-
     from meshcap.keypoints.appearance import appearance_descriptor, appearance_distance
     from meshcap.samples import pose2sim_multi_person
     from meshcap.video import VideoReader
@@ -285,8 +283,8 @@ def test_appearance_tells_real_people_apart_and_survives_the_cache(tmp_path):
     (f0, kp0), (f1, kp1) = sorted(tracks.tracks.values(), key=lambda t: -len(t[0]))[:2]
     moments = [t for t in (10, 50, 90) if t in f0 and t in f1]
     assert len(moments) == 3
-    hsv = {fr_i: cv2.cvtColor(fr.image, cv2.COLOR_RGB2HSV) for fr_i, fr in enumerate(VideoReader(video)) if fr_i in moments}
-    desc = [[appearance_descriptor(hsv[t], kp[list(f).index(t)], BP.name) for t in moments] for f, kp in ((f0, kp0), (f1, kp1))]
+    image = {i: fr.image for i, fr in enumerate(VideoReader(video)) if i in moments}
+    desc = [[appearance_descriptor(image[t], kp[list(f).index(t)], BP.name) for t in moments] for f, kp in ((f0, kp0), (f1, kp1))]
     same = [appearance_distance(d[i], d[j]) for d in desc for i in range(3) for j in range(i + 1, 3)]
     other = [appearance_distance(a, b) for a in desc[0] for b in desc[1]]
     assert max(same) < min(other), (same, other)

@@ -27,18 +27,21 @@ def _named(layout: str) -> dict[str, int]:
     return {n: i for i, n in enumerate(get_layout(layout).names)}
 
 
-def _part_histogram(hsv: np.ndarray, polygon: np.ndarray) -> np.ndarray | None:
+def _part_histogram(rgb: np.ndarray, polygon: np.ndarray) -> np.ndarray | None:
     import cv2
 
-    h, w = hsv.shape[:2]
+    h, w = rgb.shape[:2]
     poly = np.round(polygon).astype(np.int32)
     x0, y0 = np.clip(poly.min(0), 0, [w - 1, h - 1])
     x1, y1 = np.clip(poly.max(0) + 1, 1, [w, h])
     if x1 - x0 < 3 or y1 - y0 < 3:
         return None
-    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    cv2.fillConvexPoly(mask, poly - [x0, y0], 1)
-    px = hsv[y0:y1, x0:x1][mask > 0].astype(np.int32)
+    # every other pixel of the part's box, converted alone: a colour histogram needs no more,
+    # and converting whole frames cost the detector a tenth of its speed
+    crop = np.ascontiguousarray(rgb[y0:y1:2, x0:x1:2])
+    mask = np.zeros(crop.shape[:2], np.uint8)
+    cv2.fillConvexPoly(mask, (poly - [x0, y0]) // 2, 1)
+    px = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV)[mask > 0].astype(np.int32)
     if len(px) < 20:
         return None
     hue, sat, val = px[:, 0], px[:, 1], px[:, 2]
@@ -49,13 +52,12 @@ def _part_histogram(hsv: np.ndarray, polygon: np.ndarray) -> np.ndarray | None:
     return hist / hist.sum()
 
 
-def appearance_descriptor(hsv: np.ndarray, keypoints: np.ndarray, layout: str) -> np.ndarray | None:
+def appearance_descriptor(rgb: np.ndarray, keypoints: np.ndarray, layout: str) -> np.ndarray | None:
     """(SIZE,) float32 the torso's and thighs' colour histograms of one detection, or None when
     its shoulders and hips are not all seen.
 
     Args:
-        hsv: (H, W, 3) uint8 the frame in OpenCV's HSV (hue 0-179), e.g.
-            `cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)`, converted once per frame.
+        rgb: (H, W, 3) uint8 the frame, RGB.
         keypoints: (K, 3) pixels and confidence, in `layout` (needs shoulders and hips; knees
             for the thighs, else the torso's histogram stands for both).
     """
@@ -64,13 +66,13 @@ def appearance_descriptor(hsv: np.ndarray, keypoints: np.ndarray, layout: str) -
     if any(n not in idx for n in need) or (keypoints[[idx[n] for n in need], 2] < _MIN_CONFIDENCE).any():
         return None
     ls, rs, rh, lh = (keypoints[idx[n], :2] for n in need)
-    torso = _part_histogram(hsv, np.stack([ls, rs, rh, lh]))
+    torso = _part_histogram(rgb, np.stack([ls, rs, rh, lh]))
     if torso is None:
         return None
     thighs = None
     if "left_knee" in idx and "right_knee" in idx and (keypoints[[idx["left_knee"], idx["right_knee"]], 2] >= _MIN_CONFIDENCE).all():
         lk, rk = keypoints[idx["left_knee"], :2], keypoints[idx["right_knee"], :2]
-        thighs = _part_histogram(hsv, np.stack([lh, rh, rk, lk]))
+        thighs = _part_histogram(rgb, np.stack([lh, rh, rk, lk]))
     return np.concatenate([torso, torso if thighs is None else thighs]).astype(np.float32)
 
 

@@ -43,18 +43,14 @@ def detect_frames(reader: VideoReader, detector: Detector,
     """Run the detector on every frame; returns the raw detections as one-frame 'tracks'
     (ids in the order found), with the frame times and indices. on_frame(detections, time) is
     called after each frame."""
-    import cv2
-
     times, index, rows = [], [], []
     total = len(reader)
     detector.reset()
     for i, frame in enumerate(reader):
         dets = detector.detect(frame.image, frame.time)
-        if dets:  # what each person looks like, for the tracker
-            hsv = cv2.cvtColor(frame.image, cv2.COLOR_RGB2HSV)
-            for det in dets:
-                if det.appearance is None:
-                    det.appearance = appearance_descriptor(hsv, det.keypoints, det.layout)
+        for det in dets:  # what each person looks like, for the tracker
+            if det.appearance is None:
+                det.appearance = appearance_descriptor(frame.image, det.keypoints, det.layout)
         for det in dets:
             rows.append((i, det.keypoints, det.appearance))
         times.append(frame.time)

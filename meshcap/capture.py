@@ -39,7 +39,7 @@ def load_tracks(source: str | Path, *, keypoints: str | Path | None = None, star
                 end: float | None = None, stride: int = 1, tracker: TrackerOptions | None = None,
                 smooth: bool = False, cache: str | Path | None = None,
                 image_size: tuple[int, int] | None = None, fps: float | None = None,
-                progress: Progress | None = None, on_track=None) -> Tracks:
+                progress: Progress | None = None, on_track=None, detect_in_crops: bool = False) -> Tracks:
     """2D tracks from a video (detected, cached in `cache`) or from a keypoint source.
 
     on_track: while a video is detected, called with each track that has ended
@@ -48,7 +48,10 @@ def load_tracks(source: str | Path, *, keypoints: str | Path | None = None, star
     image_size (width, height) and fps describe keypoint input (default: how far the keypoints
     reach, and 30 fps); with a video beside the keypoints, the video's own size and rate are
     used, and values that contradict them are an error, as are keypoints far outside the image.
+    detect_in_crops: the detector follows people in crops around where they were
+    (`BlazePoseDetector(follow=True)`).
     """
+    from meshcap.keypoints.detect import get_detector
     from meshcap.keypoints.pipeline import video_tracks
     from meshcap.keypoints.readers import read_keypoints
     from meshcap.keypoints.tracks import smooth_tracks
@@ -81,8 +84,9 @@ def load_tracks(source: str | Path, *, keypoints: str | Path | None = None, star
         tracks.check_in_image(str(kp_source))
         return smooth_tracks(tracks) if smooth else tracks
     step = (lambda d, t: progress("detecting people", d, t)) if progress else None
-    return video_tracks(source, start=start, end=end, stride=stride, tracker=tracker, smooth=smooth,
-                        cache=cache, progress=step, on_track=on_track)
+    with get_detector("blazepose", follow=bool(detect_in_crops)) as detector:
+        return video_tracks(source, detector, start=start, end=end, stride=stride, tracker=tracker,
+                            smooth=smooth, cache=cache, progress=step, on_track=on_track)
 
 
 def monocular_camera(camera, focal: float | None, image_size: tuple[int, int]):
@@ -148,7 +152,7 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
             image_size: tuple[int, int] | None = None, fps: float | None = None,
             camera=None, camera_name: str | None = None, world: str | None = None,
             smooth_fit: float | None = None, solver: str | None = None, panning: bool = False,
-            stream: bool = True,
+            stream: bool = True, detect_in_crops: bool = False,
             cache: str | Path | None = None, progress: Progress | None = None) -> Motion:
     """Capture the people in a video as a Motion.
 
@@ -192,6 +196,10 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
         stream: fit the people whose tracks have ended while the rest of the video is still
             being detected (`meshcap.streaming`; the same result, sooner). Not with
             `max_people` or `panning`, which need the whole video first.
+        detect_in_crops: detect the people found in crops around where they were and search
+            the whole frame only every 10 frames (`BlazePoseDetector(follow=True)`): about 1.4
+            times the frames/s on two cores, tracks as long or longer on the sample videos;
+            off by default (docs/design.md says why).
         progress: progress(stage, done, total).
     """
     from meshcap.body_models import load_body_model
@@ -238,7 +246,8 @@ def capture(source: str | Path, *, keypoints: str | Path | None = None, body_mod
     with streaming.fitter if streaming else contextlib.nullcontext():  # an error stops the fits under way
         tracks = load_tracks(source, keypoints=keypoints, start=start, end=end, stride=stride,
                              tracker=tracker, smooth=smooth, cache=cache, image_size=image_size, fps=fps,
-                             progress=progress, on_track=streaming.on_track if streaming else None)
+                             progress=progress, on_track=streaming.on_track if streaming else None,
+                             detect_in_crops=detect_in_crops)
         if not tracks.tracks:
             raise InputError(f"{source}: no person found (no track of {tracker.min_length if tracker else 10}"
                              " or more frames)")

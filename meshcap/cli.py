@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     bat.add_argument("--max-people", type=int, default=None, help="keep at most this many people per video")
     bat.add_argument("--world", choices=("ground", "camera"), default=None, help="as for a single capture")
     bat.add_argument("--no-regressor", action="store_true", help="fit from the rest pose (as for a single capture)")
+    bat.add_argument("--detect-in-crops", action="store_true", help="follow people in crops (as for a single capture)")
     bat.add_argument("--quiet", action="store_true", help="no progress bar")
     view = sub.add_parser("view", help="play a motion in the browser: live on localhost, or as one offline HTML file",
                           epilog=EXIT_CODES)
@@ -154,6 +155,9 @@ def _range_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-gap", type=int, default=15, help="frames a person may be missed and keep their id")
     p.add_argument("--min-track-length", type=int, default=10, help="drop tracks with fewer frames")
     p.add_argument("--smooth", action="store_true", help="One-Euro filter the 2D keypoints")
+    p.add_argument("--detect-in-crops", action="store_true",
+                   help="detect people in crops around where they were, searching the whole frame every 10 "
+                   "frames (about 1.4x faster on two cores)")
 
 
 def _progress(description: str):
@@ -253,6 +257,7 @@ def _check_export_targets(bvh, glb, fbx) -> None:
 def _detect(args) -> None:
     from pathlib import Path
 
+    from meshcap.keypoints.detect import get_detector
     from meshcap.keypoints.pipeline import video_tracks
     from meshcap.keypoints.readers import write_coco, write_openpose
     from meshcap.keypoints.tracks import TrackerOptions
@@ -263,8 +268,8 @@ def _detect(args) -> None:
     VideoReader(args.video, start=args.start, end=args.end, stride=args.stride)  # bad input fails here, before the bar
     tracker = TrackerOptions(max_gap=args.max_gap, min_length=args.min_track_length)
     update, prog = _progress("detecting people")
-    with prog:
-        tracks = video_tracks(args.video, start=args.start, end=args.end, stride=args.stride,
+    with prog, get_detector("blazepose", follow=args.detect_in_crops) as detector:
+        tracks = video_tracks(args.video, detector, start=args.start, end=args.end, stride=args.stride,
                               tracker=tracker, smooth=args.smooth, progress=update)
     if out.suffix.lower() == ".npz":
         tracks.save(out)
@@ -390,7 +395,7 @@ def _capture(argv: list[str]) -> None:
               max_people=args.max_people, device=args.device, smooth=args.smooth, tracker=tracker, cache=cache,
               regressor=False if args.no_regressor else (args.regressor_weights or True), image_size=args.image_size, fps=args.fps,
               camera_name=args.camera_name, world=args.world, smooth_fit=args.smooth_fit, solver=args.solver,
-              panning=args.panning)
+              panning=args.panning, detect_in_crops=args.detect_in_crops)
     render_kw = {}
     if args.camera:  # read here too: the overlay draws through its lens
         from meshcap.multiview.calibration import read_camera
@@ -458,7 +463,7 @@ def _batch(args) -> int:
 
     formats = tuple(f for f in ("bvh", "glb", "fbx") if getattr(args, f))
     kw = dict(body_model=args.body_model, model_path=args.model_path, max_people=args.max_people, world=args.world,
-              regressor=not args.no_regressor)
+              regressor=not args.no_regressor, detect_in_crops=args.detect_in_crops)
     console = _stderr_console()
     if args.quiet:  # warnings and failures still reach stderr, after the run
         results = capture_batch(args.input, args.out, formats=formats, workers=args.workers, ray=args.ray, **kw)

@@ -373,6 +373,17 @@ def test_square_tiles():
     assert square_tiles(720, 1920) == [(0, 0, 720, 720), (0, 600, 720, 1320), (0, 1200, 720, 1920)]
 
 
+def test_detect_and_capture_commands_can_follow_people_in_crops(tmp_path):
+    """`--detect-in-crops` reaches the detector: the keypoint file says it followed people."""
+    r = run_main("detect", str(sports2d_demo()), "--out", str(tmp_path / "kp.npz"), "--end", "2", "--detect-in-crops")
+    assert r.returncode == 0, r.stderr
+    kp = Tracks.load(tmp_path / "kp.npz")
+    assert kp.source["detector_settings"].get("follow") is True and len(kp.tracks) >= 1
+    r = run_main("detect", str(sports2d_demo()), "--out", str(tmp_path / "tiles.npz"), "--end", "1")
+    assert r.returncode == 0, r.stderr
+    assert "follow" not in Tracks.load(tmp_path / "tiles.npz").source["detector_settings"]
+
+
 def test_detect_command_exit_codes(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "meshcap.cli", *a], capture_output=True, text=True)  # noqa: E731
     r = run_main("detect", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "kp.npz"))

@@ -281,8 +281,8 @@ class BlazePoseDetector(Detector):
             lost. On the Sports2D demo 2.3 times the frames/s of the tiles on one thread (1.5
             times the tiles on two) with the same two tracks, and as long or longer tracks on
             every sample video; off by default because the virtual pan of issue 15 (a size
-            that one camera sees as depth) then lands 14.5 cm from the static shot instead of
-            9.5 (docs/design.md).
+            that one camera sees as depth) then lands 12.3 cm from the static shot instead of
+            1.9 (docs/design.md).
         search_every: frames between whole-frame searches when following (someone who walks
             in is found at most this many frames late).
         threads: landmarkers run at once (tiles and crops are independent); 0: up to 2, as
@@ -436,11 +436,11 @@ class BlazePoseDetector(Detector):
         kept: list[Detection] = []
         followed: list[_Followed] = []
         lost = False
-        # each followed person's find, the most confident first; someone found twice (two
-        # crops that drifted onto one person) keeps one follower
-        order = sorted(range(n), key=lambda i: -max((d.score for d, _ in finds[i]), default=-1.0))
-        # the largest first: a crop that drifted onto a part of someone (their legs) loses
-        order = sorted(order, key=lambda i: -np.prod(np.ptp(finds[i][0][1], axis=0)) if finds[i] else 0.0)
+        # each followed person's find, the largest first (a crop that drifted onto a part of
+        # someone, their legs, loses to them), then the most confident; someone found twice
+        # (two crops that drifted onto one person) keeps one follower
+        order = sorted(range(n), key=lambda i: (-np.prod(np.ptp(finds[i][0][1], axis=0)) if finds[i] else 0.0,
+                                                -max((d.score for d, _ in finds[i]), default=-1.0)))
         for i in order:
             f = self._followed[i]
             if finds[i] and all(not _duplicate(finds[i][0][0], k) for k in kept):

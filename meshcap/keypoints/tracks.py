@@ -255,8 +255,9 @@ class Tracker:
     def _part_share(self, tr: dict) -> float:
         """The share of a track's frames in which it is a part of someone else's detection
         (a second find of that person, `detect.is_part_of`) and moves with them: its box's
-        centre stays within a fifth of their size of one place relative to theirs (10th to
-        90th percentile), where someone passing behind them sweeps across. Every other track
+        centre, relative to theirs, spreads over at most 0.3 of their size (10th to 90th
+        percentile; the Pose2Sim ghosts spread 0.05-0.24), where someone passing behind them
+        sweeps across. Every other track
         counts, kept or not, so a track is judged alike when it ends and at the end of the
         video: all its frames and theirs until then are in the past."""
         lo, hi = tr["frames"][0], tr["frames"][-1]

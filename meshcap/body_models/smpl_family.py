@@ -253,21 +253,26 @@ class SMPLFamilyModel(BodyModel):
         joint by scale (B or 1, J), as anny's `bone_scale` does: child offsets by the parent's
         scale, each vertex by its skinning weights' blend of its joints' moves. v may be some
         vertices only, W (N, J) their skinning weights (default: the whole mesh's)."""
-        Js = [J[:, 0]]
-        for j in range(1, J.shape[1]):
-            p = self.parents[j]
-            Js.append(Js[p] + scale[:, p, None] * (J[:, j] - J[:, p]))
-        Js = torch.stack(Js, 1)
+        Js = self._scaled_joints(J, scale)
         W = (self.layer.lbs_weights if W is None else W).to(v.dtype)  # (V, J)
         # v' = sum_j w_vj (J'_j + s_j (v - J_j))
         vs = W @ Js + (scale @ W.T)[..., None] * v - torch.einsum("vj,bj,bjd->bvd", W, scale.expand(J.shape[0], -1), J)
         return vs, Js
 
+    def _scaled_joints(self, J: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Rest joints J (B, J, 3) with each child's offset scaled by its parent's scale (B or 1, J)."""
+        Js = [J[:, 0]]
+        for j in range(1, J.shape[1]):
+            p = self.parents[j]
+            Js.append(Js[p] + scale[:, p, None] * (J[:, j] - J[:, p]))
+        return torch.stack(Js, 1)
+
     def rest_joints(self, shape: torch.Tensor, bone_scale: torch.Tensor | None = None) -> torch.Tensor:
+        # the joints are linear in the betas (`_j_template`, `_j_dirs`): no mesh to shape
         shape = torch.as_tensor(shape, dtype=self.dtype, device=self.device)
-        v, J = self._shaped(shape)
+        J = self._j_template + torch.einsum("jds,bs->bjd", self._j_dirs, shape)
         scale = self.check_bone_scale(bone_scale)
-        return J if scale is None else self._scaled_rest(v, J, scale)[1]
+        return J if scale is None else self._scaled_joints(J, scale)
 
     def _forward(self, rotmats, shape, transl, layout, vertices, bone_scale=None) -> BodyModelOutput:
         B = rotmats.shape[0]

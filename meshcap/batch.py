@@ -185,7 +185,7 @@ def _run_local(jobs: list[Path], formats, options, workers: int, done: Callable[
                 while pending and len(running) < workers:
                     video = pending.pop(0)
                     result = os.path.join(tmp, f"{len(pending)}-{video.stem}.pkl")
-                    proc = ctx.Process(target=_local_worker, args=(str(video.resolve()), formats, options, threads, result),
+                    proc = ctx.Process(target=_local_worker, args=(str(video.absolute()), formats, options, threads, result),
                                        daemon=True)
                     proc.start()
                     running[proc.sentinel] = (proc, video, result, time.perf_counter())
@@ -237,7 +237,7 @@ def _run_ray(jobs: list[Path], formats, options, address: str, done: Callable[[P
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(capture_files)
         t0 = time.perf_counter()
-        refs = {task.remote(str(v.resolve()), formats, options, 1): v for v in jobs}
+        refs = {task.remote(str(v.absolute()), formats, options, 1): v for v in jobs}
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
             video = refs.pop(ready[0])

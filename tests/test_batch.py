@@ -75,6 +75,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_a_linked_video_is_named_by_its_link(folder, tmp_path):
+    """A symbolic link in the folder (walk.mp4 -> clip0.mp4) gives walk.npz, the name the
+    summary and the next run's skip look for (the worker was handed the resolved path and
+    named the outputs after the target, so every run redid it)."""
+    d, out = tmp_path / "in", tmp_path / "out"
+    d.mkdir()
+    (d / "walk.mp4").symlink_to(folder / "clip0.mp4")
+    r = _meshcap("batch", d, "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["walk.npz"]
+    again = _meshcap("batch", d, "--out", out, "--quiet")
+    assert again.returncode == 0 and "0 done, 1 skipped (done before), 0 failed" in again.stdout, again.stdout
+
+
 @pytest.mark.heavy  # starts a Ray head: about 40 s; .ci/run runs it after the default run
 def test_batch_on_a_local_ray_cluster_gives_the_same_results(folder, local_run, tmp_path):
     """A Ray cluster started here (two CPUs): the videos that an earlier run left unfinished are

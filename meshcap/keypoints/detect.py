@@ -44,11 +44,7 @@ class Detection:
 
     def box(self, min_confidence: float = 0.3) -> np.ndarray | None:
         """(4,) x0, y0, x1, y1 of the confident keypoints, or None if fewer than two."""
-        ok = self.keypoints[:, 2] >= min_confidence
-        if ok.sum() < 2:
-            return None
-        xy = self.keypoints[ok, :2]
-        return np.concatenate([xy.min(0), xy.max(0)])
+        return keypoint_box(self.keypoints, min_confidence)
 
 
 class Detector:
@@ -199,7 +195,8 @@ def _same_person(a: np.ndarray, b: np.ndarray, min_confidence: float = 0.3) -> b
 
 
 def keypoint_box(kp: np.ndarray, min_confidence: float = 0.3) -> np.ndarray | None:
-    """(4,) x0, y0, x1, y1 of the keypoints (K, 3) seen with at least `min_confidence`, or None."""
+    """(4,) x0, y0, x1, y1 of the keypoints (K, 3) seen with at least `min_confidence`, or None
+    if fewer than two."""
     ok = kp[:, 2] >= min_confidence
     if ok.sum() < 2:
         return None

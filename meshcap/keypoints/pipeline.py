@@ -48,10 +48,9 @@ def detect_frames(reader: VideoReader, detector: Detector,
     detector.reset()
     for i, frame in enumerate(reader):
         dets = detector.detect(frame.image, frame.time)
-        for det in dets:  # what each person looks like, for the tracker
-            if det.appearance is None:
-                det.appearance = appearance_descriptor(frame.image, det.keypoints, det.layout)
         for det in dets:
+            if det.appearance is None:  # what each person looks like, for the tracker
+                det.appearance = appearance_descriptor(frame.image, det.keypoints, det.layout)
             rows.append((i, det.keypoints, det.appearance))
         times.append(frame.time)
         index.append(frame.index)

@@ -13,8 +13,7 @@ fast path's keypoints are linear in the joints' world rotations and positions
 (`AnnyModel.keypoint_basis`), and turning joint i by w (world frame) moves any point p carried
 by its subtree by w x (p - x_i). The shape's comes from central differences
 of the shape-only quantities (`TrackSolver.shape_jacobian`). The damped system is solved
-exactly by a block Cholesky over pairs of frames (block-tridiagonal), about 0.08 s for 300
-frames here; conjugate gradients with block-Jacobi preconditioning, tried first, left the slow
+exactly by a block Cholesky along the track, about 0.035 s for 300 frames here; conjugate gradients with block-Jacobi preconditioning, tried first, left the slow
 modes along the track unsolved (114 against 70 mm on a synthetic track).
 
 Written by hand because no library on PyPI does this: Theseus/pypose solve dense or generic
@@ -25,10 +24,15 @@ Gauss-Newton is a C++ library for its own skeleton format.
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import contextmanager
 from typing import Protocol
 
+import numpy as np
 import roma
 import torch
+from scipy.linalg import get_lapack_funcs
+from threadpoolctl import ThreadpoolController
 
 from meshcap.fitting.camera import project, projection_jacobian
 from meshcap.fitting.jacobians import (descendants, point_jacobians, posed_jacobians, posed_keypoints,
@@ -48,69 +52,41 @@ def _bt(x: torch.Tensor) -> torch.Tensor:
 
 class BandedSystem:
     """The damped Gauss-Newton system of a track: frame blocks D (T, P, P), the couplings of
-    frames one and two apart U1 (T-1, P, P), U2 (T-2, P, P), the gradient g (T, P); and, when
-    the shape is solved too, its block Hss (S, S), its coupling Hps (T, P, S) and gradient gs (S,).
-    Everything in float64."""
+    frames one and two apart U1 (T-1, P, P), U2 (T-2, P, P), the gradient g (T, P) (the
+    model's dtype: the solve is float32); and, when the shape is solved too, its block Hss
+    (S, S), its coupling Hps (T, P, S) and gradient gs (S,) (float64)."""
 
     def __init__(self, D, U1, U2, g, Hss=None, Hps=None, gs=None) -> None:
         self.D, self.U1, self.U2, self.g = D, U1, U2, g
         self.Hss, self.Hps, self.gs = Hss, Hps, gs
 
-    def _pairs(self, damp):
-        """The same matrix as a block-tridiagonal one over pairs of frames (blocks 2P x 2P): the
-        couplings two frames apart then fall between neighbouring pairs."""
-        D, U1, U2 = self.D + torch.diag_embed(damp), self.U1, self.U2
-        T, P = D.shape[:2]
-        if T % 2:  # a padding frame that couples to nothing
-            eye = torch.eye(P, dtype=D.dtype)[None]
-            zero = torch.zeros(1, P, P, dtype=D.dtype)
-            D = torch.cat([D, eye])
-            U1 = torch.cat([U1, zero])
-            U2 = torch.cat([U2, zero]) if T > 1 else zero
-            T += 1
-        n = T // 2
-        Dp = torch.zeros(n, 2 * P, 2 * P, dtype=D.dtype)
-        Dp[:, :P, :P], Dp[:, P:, P:] = D[0::2], D[1::2]
-        Dp[:, :P, P:] = U1[0::2]
-        Dp[:, P:, :P] = _bt(U1[0::2])
-        Up = torch.zeros(max(n - 1, 0), 2 * P, 2 * P, dtype=D.dtype)
-        if n > 1:
-            Up[:, :P, :P] = U2[0:2 * n - 2:2]
-            Up[:, P:, :P] = U1[1:2 * n - 2:2]
-            Up[:, P:, P:] = U2[1:2 * n - 2:2]
-        return Dp, Up
-
-    def solve(self, lam: torch.Tensor | float, lam_shape: float | None = None, max_shape_step: float | None = None):
+    def solve(self, lam: torch.Tensor | float, lam_shape: float | None = None, max_shape_step: float | None = None,
+              precision: torch.dtype | None = None):
         """The step (T, P) [and (S,)] minimising the linearised objective with Marquardt damping
         lam * diag(H), lam () or per frame (T,) (the shape's: `lam_shape`, default the mean):
-        an exact block-tridiagonal Cholesky over pairs of frames (a sequence of T/2 small dense
-        factorisations), the shape by its Schur complement, its step shortened to at most
+        an exact block Cholesky along the track (`block_pentadiagonal_solve`, in `precision`),
+        the shape by its Schur complement (float64), its step shortened to at most
         `max_shape_step` in any parameter. (None, None) where the damped matrix is not positive
-        definite."""
+        definite in that precision."""
         T, P = self.g.shape
-        lam = torch.as_tensor(lam, dtype=self.D.dtype)
+        lam = torch.as_tensor(lam, dtype=torch.float64)
         lam_shape = float(lam.mean()) if lam_shape is None else lam_shape
-        damp = (lam[:, None] if lam.ndim else lam) * torch.diagonal(self.D, dim1=-2, dim2=-1) + 1e-9
-        Dp, Up = self._pairs(damp)
-        n = Dp.shape[0]
-        rhs = -self.g
-        if T % 2:
-            rhs = torch.cat([rhs, torch.zeros(1, P, dtype=rhs.dtype)])
-        cols = [rhs[..., None]]
+        diag = torch.diagonal(self.D, dim1=-2, dim2=-1).double()
+        damp = (lam[:, None] if lam.ndim else lam) * diag + 1e-9
+        cols = [-self.g.double()[..., None]]
         has_s = self.Hss is not None
         if has_s:
-            Hps = self.Hps if T % 2 == 0 else torch.cat([self.Hps, torch.zeros(1, P, self.Hps.shape[-1], dtype=rhs.dtype)])
-            cols.append(Hps)
-        rhs = torch.cat(cols, -1).reshape(n, 2 * P, -1)
-        X = _block_tridiagonal_solve(Dp, Up, rhs)
+            cols.append(self.Hps.double())
+        X = block_pentadiagonal_solve(self.D, self.U1, self.U2, torch.cat(cols, -1), damp,
+                                      precision or SOLVE_PRECISION)
         if X is None:
             return None, None
-        X = X.reshape(2 * n, P, -1)[:T]
         if not has_s:
             return X[..., 0], None
         Xg, Xs = X[..., 0], X[..., 1:]
-        schur = self.Hss + torch.diag(lam_shape * torch.diagonal(self.Hss) + 1e-9) - torch.einsum("tps,tpq->sq", self.Hps, Xs)
-        ds = torch.linalg.solve(schur, -self.gs - torch.einsum("tps,tp->s", self.Hps, Xg))
+        Hss, Hps = self.Hss.double(), self.Hps.double()
+        schur = Hss + torch.diag(lam_shape * torch.diagonal(Hss) + 1e-9) - torch.einsum("tps,tpq->sq", Hps, Xs)
+        ds = torch.linalg.solve(schur, -self.gs.double() - torch.einsum("tps,tp->s", Hps, Xg))
         if max_shape_step is not None:
             # the frames' step below is the best one given whatever shape step is taken, so a
             # shortened shape step keeps the rest consistent
@@ -118,30 +94,89 @@ class BandedSystem:
         return Xg - Xs @ ds, ds
 
 
-def _block_tridiagonal_solve(D: torch.Tensor, U: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """Solve the symmetric positive definite block-tridiagonal system with diagonal blocks
-    D (N, b, b), upper blocks U (N-1, b, b) (H[i, i+1]) and right-hand sides rhs (N, b, r),
-    by block Cholesky (torch has no banded solver; scipy's `solveh_banded` on the same band
-    takes about five times longer here). None where the matrix is not positive definite in
-    working precision."""
-    N = D.shape[0]
-    Ls, Ws, ys = [], [], []
-    S = D[0]
-    for i in range(N):
-        L, info = torch.linalg.cholesky_ex(S)
-        if info.item() != 0:
-            return None
-        r = rhs[i] if i == 0 else rhs[i] - _bt(Ws[-1]) @ ys[-1]
-        ys.append(torch.linalg.solve_triangular(L, r, upper=False))
-        Ls.append(L)
-        if i < N - 1:
-            Ws.append(torch.linalg.solve_triangular(L, U[i], upper=False))
-            S = D[i + 1] - _bt(Ws[-1]) @ Ws[-1]
-    x = [None] * N
-    for i in range(N - 1, -1, -1):
-        r = ys[i] if i == N - 1 else ys[i] - Ws[i] @ x[i + 1]
-        x[i] = torch.linalg.solve_triangular(_bt(Ls[i]), r, upper=True)
-    return torch.stack(x)
+SOLVE_PRECISION = torch.float32
+_BLAS = ThreadpoolController()
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = [0, None]  # solves running, the limiter they share
+
+
+@contextmanager
+def _one_blas_thread():
+    """BLAS/LAPACK on one thread while any solve runs: the blocks are small (63 x 63), and
+    OpenBLAS's threads on them made a solve three to six times slower on two cores. Counted,
+    because `fit_tracks` solves tracks in threads and the limit is process-wide."""
+    with _BLAS_LOCK:
+        if _BLAS_USERS[0] == 0:
+            _BLAS_USERS[1] = _BLAS.limit(limits=1, user_api="blas")
+        _BLAS_USERS[0] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS[0] -= 1
+            if _BLAS_USERS[0] == 0:
+                _BLAS_USERS[1].restore_original_limits()
+
+
+def block_pentadiagonal_solve(D: torch.Tensor, U1: torch.Tensor, U2: torch.Tensor, rhs: torch.Tensor,
+                              damp: torch.Tensor | float = 0.0,
+                              precision: torch.dtype = torch.float32) -> torch.Tensor | None:
+    """Solve the symmetric positive definite block-pentadiagonal system with diagonal blocks
+    D (T, P, P) + diag(damp) (damp (T, P) or a number), upper blocks U1 (T-1, P, P) (H[t, t+1])
+    and U2 (T-2, P, P) (H[t, t+2]), right-hand sides rhs (T, P, r); returns (T, P, r) float64,
+    or None where the matrix is not positive definite in `precision`.
+
+    A block Cholesky frame by frame: each frame's factor eliminates it from the next two.
+    Written by hand because neither torch nor scipy solves block-banded systems well here:
+    scipy's `solveh_banded` on the same band took about five times longer, batched cyclic
+    reduction in torch twice as long (twice the flops), and torch's per-call overhead on
+    63 x 63 blocks made its own loop 1.5x slower than this one in NumPy/LAPACK. float32 by
+    default: 1.5x faster than float64, and a Levenberg-Marquardt step needs no more (its
+    relative error is 1e-5 to 5e-3 on real tracks, and a step is only taken if the cost falls).
+    """
+    np_dtype = np.float32 if precision == torch.float32 else np.float64
+    potrf, trtrs = get_lapack_funcs(("potrf", "trtrs"), dtype=np_dtype)
+    T, P = D.shape[:2]
+    nr = rhs.shape[-1]
+    S = D.detach().cpu().numpy().astype(np_dtype, copy=True)
+    idx = np.arange(P)
+    S[:, idx, idx] += np.broadcast_to(np.asarray(damp.cpu() if torch.is_tensor(damp) else damp, dtype=np_dtype),
+                                      (T, P))
+    C = U1.detach().cpu().numpy().astype(np_dtype, copy=True)  # H[t, t+1] as eliminated so far
+    U2n = U2.detach().cpu().numpy().astype(np_dtype, copy=False)
+    r = rhs.detach().cpu().numpy().astype(np_dtype, copy=True)
+    Ls: list[np.ndarray] = []
+    Ws: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    with _one_blas_thread():
+        for t in range(T):
+            L, info = potrf(S[t], lower=1, clean=1)
+            if info != 0:
+                return None
+            # [H[t, t+1] | H[t, t+2] | rhs] through L^-1 in one triangular solve
+            n = P * min(2, T - 1 - t)
+            B = np.concatenate([C[t], U2n[t], r[t]], -1) if n == 2 * P else (
+                np.concatenate([C[t], r[t]], -1) if n else r[t])
+            Z, info = trtrs(L, B, lower=1)
+            W = Z[:, :n]
+            if n:
+                upd = W.T @ Z  # the Schur updates of the next frames, and of their right-hand sides
+                S[t + 1] -= upd[:P, :P]
+                r[t + 1] -= upd[:P, n:]
+                if n == 2 * P:
+                    C[t + 1] -= upd[:P, P:n]
+                    S[t + 2] -= upd[P:, P:n]
+                    r[t + 2] -= upd[P:, n:]
+            Ls.append(L)
+            Ws.append(W)
+            ys.append(Z[:, n:])
+        x = np.zeros((T + 2, P, nr), dtype=np_dtype)
+        for t in range(T - 1, -1, -1):
+            W, v = Ws[t], ys[t]
+            if W.shape[1]:
+                v = v - W @ x[t + 1:t + 1 + W.shape[1] // P].reshape(-1, nr)
+            x[t], _ = trtrs(Ls[t], v, lower=1, trans=1)
+    return torch.from_numpy(x[:T]).double()
 
 
 class PointTerm(Protocol):
@@ -253,16 +288,16 @@ class TrackSolver:
         w = conf * _gmof_weight(r.square().sum(-1), o.sigma) / norm  # (T, K)
         Jd = (Jproj @ Jkp) / unit[..., None]  # (T, K, 2, P)
         Jd2 = Jd.reshape(T, 2 * Kn, P)
-        D = (_bt(Jd2 * w.repeat_interleave(2, 1)[..., None]) @ Jd2).double()
-        g = torch.einsum("tkcp,tk,tkc->tp", Jd, w, r).double()
+        D = _bt(Jd2 * w.repeat_interleave(2, 1)[..., None]) @ Jd2
+        g = torch.einsum("tkcp,tk,tkc->tp", Jd, w, r)
 
         # priors on the body joints' rotation vectors (the root's first three entries are free)
         body = pose[:, 1:].reshape(T, -1)
         excess = limit_excess(pose[:, 1:], f._ranges).reshape(T, -1)
         prior_diag = o.w_pose + o.w_limits * (excess != 0).to(body.dtype)
         idx = torch.arange(3, 3 * J)
-        D[:, idx, idx] += prior_diag.double()
-        g[:, 3:3 * J] += (o.w_pose * body + o.w_limits * excess).double()
+        D[:, idx, idx] += prior_diag
+        g[:, 3:3 * J] += o.w_pose * body + o.w_limits * excess
 
         Jx_flat = Jx.reshape(T, 3 * J, P)
         if init_joints is not None:
@@ -271,11 +306,11 @@ class TrackSolver:
             Jrel[..., 3 * J:] -= Jx[:, :1, :, 3 * J:]
             wi = (o.w_init * init_w / J)  # (T, J)
             res = (x - x[:, :1]) - init_joints
-            D += torch.einsum("tdcp,td,tdcq->tpq", Jrel, wi, Jrel).double()
-            g += torch.einsum("tdcp,td,tdc->tp", Jrel, wi, res).double()
+            D += torch.einsum("tdcp,td,tdcq->tpq", Jrel, wi, Jrel)
+            g += torch.einsum("tdcp,td,tdc->tp", Jrel, wi, res)
 
-        U1 = torch.zeros(max(T - 1, 0), P, P, dtype=torch.float64)
-        U2 = torch.zeros(max(T - 2, 0), P, P, dtype=torch.float64)
+        U1 = torch.zeros(max(T - 1, 0), P, P, dtype=D.dtype)
+        U2 = torch.zeros(max(T - 2, 0), P, P, dtype=D.dtype)
         temporal = o.temporal and T >= 3
         if temporal:
             # accelerations per body size (`_relative_size`): the residual acc / s, whose
@@ -283,7 +318,6 @@ class TrackSolver:
             rel = f._relative_size(shape)
             wa = temporal_scale * o.w_accel * fps ** 4 / float(rel) ** 2
             acc = (x[2:] - 2 * x[1:-1] + x[:-2]).reshape(T - 2, 3 * J)
-            Jd64 = Jx_flat.double()
             coef = (1.0, -2.0, 1.0)
             n = T - 2
             # each frame's share of the second differences it enters: sums of coefficient
@@ -293,13 +327,13 @@ class TrackSolver:
                 for k in range(i, 3):
                     c[k - i, i, i:i + n] += coef[i] * coef[k]
             c = c.sum(1)
-            D += (wa * c[0][:, None, None] * (_bt(Jx_flat) @ Jx_flat)).double()
-            U1 += (wa * c[1][:-1, None, None] * (_bt(Jx_flat[:-1]) @ Jx_flat[1:])).double()
-            U2 += (wa * (_bt(Jx_flat[:-2]) @ Jx_flat[2:])).double()
+            D += wa * c[0][:, None, None] * (_bt(Jx_flat) @ Jx_flat)
+            U1 += wa * c[1][:-1, None, None] * (_bt(Jx_flat[:-1]) @ Jx_flat[1:])
+            U2 += wa * (_bt(Jx_flat[:-2]) @ Jx_flat[2:])
             ga = torch.zeros(T, 3 * J, dtype=x.dtype)
             for i in range(3):
                 ga[i:i + n] += coef[i] * acc
-            g += wa * (_bt(Jx_flat) @ ga[..., None])[..., 0].double()
+            g += wa * (_bt(Jx_flat) @ ga[..., None])[..., 0]
             # rotation velocity: dR_j = R_j [Jr_j dv]x, each joint's 9 entries on its own 3 values,
             # so it fills the 3x3 blocks on the diagonal of the rotations' part
             wr = temporal_scale * o.w_rot_vel * fps ** 2
@@ -310,27 +344,27 @@ class TrackSolver:
             cnt[0] = cnt[-1] = 1.0
             rows = (3 * torch.arange(J)[:, None, None] + torch.arange(3)[None, :, None]).expand(J, 3, 3).reshape(-1)
             cols = (3 * torch.arange(J)[:, None, None] + torch.arange(3)[None, None, :]).expand(J, 3, 3).reshape(-1)
-            D[:, rows, cols] += (wr * cnt * (_bt(JR) @ JR)).reshape(T, -1).double()
-            U1[:, rows, cols] -= (wr * (_bt(JR[:-1]) @ JR[1:])).reshape(T - 1, -1).double()
+            D[:, rows, cols] += (wr * cnt * (_bt(JR) @ JR)).reshape(T, -1)
+            U1[:, rows, cols] -= (wr * (_bt(JR[:-1]) @ JR[1:])).reshape(T - 1, -1)
             gr = torch.zeros(T, J, 3, dtype=x.dtype)
             gr[:-1] -= (_bt(JR[:-1]) @ vel[..., None])[..., 0]
             gr[1:] += (_bt(JR[1:]) @ vel[..., None])[..., 0]
-            g[:, :3 * J] += (wr * gr.reshape(T, 3 * J)).double()
+            g[:, :3 * J] += wr * gr.reshape(T, 3 * J)
 
         if extra is not None:
             pts, Jpts = point_jacobians(G, x, G @ Jr, *self._basis(extra, shape_p), self.desc)
             ru, Ju, rp, Jp0, Jp1 = extra.linearise(pts)
             A = torch.einsum("treD,teDp->trp", Ju, Jpts)  # (T, R, P)
-            D += (_bt(A) @ A).double()
-            g += (_bt(A) @ ru[..., None])[..., 0].double()
+            D += _bt(A) @ A
+            g += (_bt(A) @ ru[..., None])[..., 0]
             if T >= 2:
                 A0 = torch.einsum("tqeD,teDp->tqp", Jp0, Jpts[:-1])
                 A1 = torch.einsum("tqeD,teDp->tqp", Jp1, Jpts[1:])
-                D[:-1] += (_bt(A0) @ A0).double()
-                D[1:] += (_bt(A1) @ A1).double()
-                U1 += (_bt(A0) @ A1).double()
-                g[:-1] += (_bt(A0) @ rp[..., None])[..., 0].double()
-                g[1:] += (_bt(A1) @ rp[..., None])[..., 0].double()
+                D[:-1] += _bt(A0) @ A0
+                D[1:] += _bt(A1) @ A1
+                U1 += _bt(A0) @ A1
+                g[:-1] += (_bt(A0) @ rp[..., None])[..., 0]
+                g[1:] += (_bt(A1) @ rp[..., None])[..., 0]
 
         # A joint inside its range whose own Newton step (gradient over curvature) would carry
         # it past a limit gets the limit's curvature, ramping in over the first LIMIT_BAND rad
@@ -340,9 +374,9 @@ class TrackSolver:
         # ramp keeps the system continuous in the state (a switch on the gradient's sign made
         # two fits of the same keypoints up to round-off end 6 cm apart).
         lo, hi = limit_excess_bounds(f._ranges)
-        reach = pose[:, 1:].double() + (-g[:, 3:3 * J] / D[:, idx, idx]).reshape(T, J - 1, 3)
+        reach = pose[:, 1:] + (-g[:, 3:3 * J] / D[:, idx, idx]).reshape(T, J - 1, 3)
         over = torch.maximum(reach - hi, lo - reach)  # how far past a limit it would go
-        inside = (excess.reshape(T, J - 1, 3) == 0).double()
+        inside = (excess.reshape(T, J - 1, 3) == 0).to(D.dtype)
         ramp = (over / self.LIMIT_BAND).clamp(0.0, 1.0) * inside
         D[:, idx, idx] += o.w_limits * ramp.reshape(T, -1)
 
@@ -366,7 +400,7 @@ class TrackSolver:
                 Hss += wa * torch.einsum("tcp,tcq->pq", As, As)
                 gs += wa * torch.einsum("tcp,tc->p", As, acc.double())
                 for i in range(3):
-                    Hps[i:i + n] += wa * coef[i] * (_bt(Jd64[i:i + n]) @ As)
+                    Hps[i:i + n] += wa * coef[i] * (_bt(Jx_flat[i:i + n].double()) @ As)
             w_s, off = f._shape_prior(shape_p, shape_center)
             Hss += w_s * torch.eye(S, dtype=torch.float64)
             gs += w_s * off[0].double()

@@ -255,12 +255,11 @@ class TrackSolver:
         C, _, q = self.model.keypoint_bases(shapes, f.layout.name)
         dC = (C[:S] - C[S:]) / (2 * step)  # (S, K, J, 3)
         dq = (q[:S] - q[S:]) / (2 * step)  # (S, 104, 3)
-        Jkp, Jx = [], []
-        for m in range(S):
-            _, dx = self.model._fk(R, zero, dq[m:m + 1])  # the joints are linear in the rest joints
-            Jx.append(dx)
-            Jkp.append(posed_keypoints(G, dx, dC[m], W))
-        return torch.stack(Jkp, -1), torch.stack(Jx, -1)
+        # the joints are linear in the rest joints: every parameter's in one batch (S T frames)
+        _, dx = self.model._fk(R.repeat(S, 1, 1, 1), zero.repeat(S, 1), dq.repeat_interleave(T, 0))
+        dx = dx.reshape(S, T, *dx.shape[1:])  # (S, T, J, 3)
+        Jkp = torch.einsum("tjde,skje->tkds", G, dC) + torch.einsum("kj,stjd->tkds", W, dx)
+        return Jkp, dx.permute(1, 2, 3, 0)
 
     def linearise(self, pose, transl, shape_p, obs, init_joints=None, init_w=None,
                   temporal_scale: float = 1.0, with_shape: bool = True, shape_center=None,

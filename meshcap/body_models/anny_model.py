@@ -73,11 +73,13 @@ class AnnyModel(BodyModel):
         self.parents = [-1] + [int(anc[parents[b]]) for b in fitted[1:]]
         # FK plan: per depth level, the joints and their parents' positions in the
         # concatenation order the FK builds (root first, then level by level).
-        order = [0]
+        # A joint's parent is one level up, so each level reads only the level before it.
+        order, prev = [0], [0]
         self._fk_plan = []
         for idx in _levels(self.parents):
-            self._fk_plan.append((idx, torch.tensor([order.index(self.parents[j]) for j in idx.tolist()])))
-            order += idx.tolist()
+            self._fk_plan.append((idx, torch.tensor([prev.index(self.parents[j]) for j in idx.tolist()])))
+            prev = idx.tolist()
+            order += prev
         self._fk_inverse = torch.argsort(torch.tensor(order))
 
         # ancestor-or-self matrix: q_c = sum over the chain of the rotated rest offsets
@@ -208,13 +210,16 @@ class AnnyModel(BodyModel):
         B = rotmats.shape[0]
         qf = q[:, self.fitted]
         jo = (qf - qf[:, self.joint_parent])[..., None]
-        G_all = rotmats[:, :1]
-        x_all = (qf[:, :1] + transl[:, None]).expand(B, 1, 3)
+        G = rotmats[:, :1]
+        x = (qf[:, :1] + transl[:, None]).expand(B, 1, 3)
+        Gs, xs = [G], [x]
         for idx, par_pos in self._fk_plan:
-            Gp = G_all[:, par_pos]
-            G_all = torch.cat([G_all, Gp @ rotmats[:, idx]], 1)
-            x_all = torch.cat([x_all, x_all[:, par_pos] + (Gp @ jo[:, idx].expand(B, -1, 3, 1))[..., 0]], 1)
-        return G_all[:, self._fk_inverse], x_all[:, self._fk_inverse]
+            Gp = G[:, par_pos]
+            x = x[:, par_pos] + (Gp @ jo[:, idx].expand(B, -1, 3, 1))[..., 0]
+            G = Gp @ rotmats[:, idx]
+            Gs.append(G)
+            xs.append(x)
+        return torch.cat(Gs, 1)[:, self._fk_inverse], torch.cat(xs, 1)[:, self._fk_inverse]
 
     def _bone_positions(self, bones, G, x, q):
         """(B, n, 3) posed heads of any anny bones (fitted or not)."""
@@ -257,7 +262,13 @@ class AnnyModel(BodyModel):
 
     def _vertex_keypoint_fold(self, rest):
         """The vertex-defined keypoints folded onto the fitted joints, shape-only: posed
-        keypoint n = sum_j G_j Lk[n, j] + Wk[n, j] x_j. Returns Lk (Bs, N, J, 3), Wk (N, J)."""
+        keypoint n = sum_j G_j Lk[n, j] + Wk[n, j] x_j. Returns Lk (Bs, N, J, 3), Wk (N, J).
+        Kept in `rest`: a cached rest pose (`_rest`) then folds once, not at every forward."""
+        if "fold" not in rest:
+            rest["fold"] = self._compute_fold(rest)
+        return rest["fold"]
+
+    def _compute_fold(self, rest):
         h, A, q, coeffs = rest["h"], rest["A"], rest["q"], rest["coeffs"]
         v = self.sub_template + torch.einsum("bk,ksd->bsd", coeffs, self.sub_vertex_bs)
         c = self.sub_skin_bones  # (S, k)
@@ -308,6 +319,12 @@ class AnnyModel(BodyModel):
         if shapes.ndim != 2 or shapes.shape[1] != self.shape_dim:
             raise ValueError(f"keypoint_bases takes shapes (B, {self.shape_dim}), got {tuple(shapes.shape)}")
         rest = self._rest(shapes)
+        key = ("bases", layout)  # kept with a cached rest pose, as the fold is
+        if key not in rest:
+            rest[key] = self._compute_bases(rest, layout)
+        return rest[key]
+
+    def _compute_bases(self, rest, layout: str):
         q = rest["q"]
         C, W = self._vertex_keypoint_fold(rest)
         # bone-head keypoints ride rigidly on their fitted joint

@@ -135,47 +135,46 @@ def block_pentadiagonal_solve(D: torch.Tensor, U1: torch.Tensor, U2: torch.Tenso
     relative error is 1e-5 to 5e-3 on real tracks, and a step is only taken if the cost falls).
     """
     np_dtype = np.float32 if precision == torch.float32 else np.float64
-    potrf, trtrs = get_lapack_funcs(("potrf", "trtrs"), dtype=np_dtype)
+    potrf, trtri = get_lapack_funcs(("potrf", "trtri"), dtype=np_dtype)
     T, P = D.shape[:2]
     nr = rhs.shape[-1]
-    S = D.detach().cpu().numpy().astype(np_dtype, copy=True)
+    # two empty frames after the last take the eliminations' spill, so every frame runs alike
+    S = np.zeros((T + 2, P, P), dtype=np_dtype)
+    S[:T] = D.detach().cpu().numpy()
     idx = np.arange(P)
-    S[:, idx, idx] += np.broadcast_to(np.asarray(damp.cpu() if torch.is_tensor(damp) else damp, dtype=np_dtype),
-                                      (T, P))
-    C = U1.detach().cpu().numpy().astype(np_dtype, copy=True)  # H[t, t+1] as eliminated so far
-    U2n = U2.detach().cpu().numpy().astype(np_dtype, copy=False)
-    r = rhs.detach().cpu().numpy().astype(np_dtype, copy=True)
+    S[:T, idx, idx] += np.broadcast_to(np.asarray(damp.cpu() if torch.is_tensor(damp) else damp, dtype=np_dtype),
+                                       (T, P))
+    # per frame, side by side: H[t, t+1] (as eliminated so far), H[t, t+2], the right-hand side
+    B = np.zeros((T + 2, P, 2 * P + nr), dtype=np_dtype)
+    B[:max(T - 1, 0), :, :P] = U1.detach().cpu().numpy()
+    B[:max(T - 2, 0), :, P:2 * P] = U2.detach().cpu().numpy()
+    B[:T, :, 2 * P:] = rhs.detach().cpu().numpy()
     Ls: list[np.ndarray] = []
-    Ws: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
+    Zs: list[np.ndarray] = []
     with _one_blas_thread():
         for t in range(T):
             L, info = potrf(S[t], lower=1, clean=1)
             if info != 0:
                 return None
-            # [H[t, t+1] | H[t, t+2] | rhs] through L^-1 in one triangular solve
-            n = P * min(2, T - 1 - t)
-            B = np.concatenate([C[t], U2n[t], r[t]], -1) if n == 2 * P else (
-                np.concatenate([C[t], r[t]], -1) if n else r[t])
-            Z, info = trtrs(L, B, lower=1)
-            W = Z[:, :n]
-            if n:
-                upd = W.T @ Z  # the Schur updates of the next frames, and of their right-hand sides
-                S[t + 1] -= upd[:P, :P]
-                r[t + 1] -= upd[:P, n:]
-                if n == 2 * P:
-                    C[t + 1] -= upd[:P, P:n]
-                    S[t + 2] -= upd[P:, P:n]
-                    r[t + 2] -= upd[P:, n:]
+            # L^-1 as a matrix: OpenBLAS's triangular solve on these small blocks took twice as
+            # long as inverting L and multiplying
+            L, info = trtri(L, lower=1)
+            Z = L @ B[t]  # [W1 | W2 | y] = L^-1 [H[t, t+1] | H[t, t+2] | rhs]
+            # the Schur updates of the next two frames (W2' W1 is the transpose of W1' W2: skipped)
+            top = Z[:, :P].T @ Z
+            bottom = Z[:, P:2 * P].T @ Z[:, P:]
+            S[t + 1] -= top[:, :P]
+            B[t + 1, :, :P] -= top[:, P:2 * P]
+            B[t + 1, :, 2 * P:] -= top[:, 2 * P:]
+            S[t + 2] -= bottom[:, :P]
+            B[t + 2, :, 2 * P:] -= bottom[:, P:]
             Ls.append(L)
-            Ws.append(W)
-            ys.append(Z[:, n:])
+            Zs.append(Z)
         x = np.zeros((T + 2, P, nr), dtype=np_dtype)
         for t in range(T - 1, -1, -1):
-            W, v = Ws[t], ys[t]
-            if W.shape[1]:
-                v = v - W @ x[t + 1:t + 1 + W.shape[1] // P].reshape(-1, nr)
-            x[t], _ = trtrs(Ls[t], v, lower=1, trans=1)
+            Z = Zs[t]
+            v = Z[:, 2 * P:] - Z[:, :2 * P] @ x[t + 1:t + 3].reshape(2 * P, nr)
+            x[t] = Ls[t].T @ v
     return torch.from_numpy(x[:T]).double()
 
 

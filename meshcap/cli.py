@@ -80,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     mv.add_argument("--no-bone-scales", action="store_true",
                     help="keep the body model's own proportions (by default each body part's length is fitted "
                          "to the person, and exports use the scaled skeleton)")
+    mv.add_argument("--keep-calibration", action="store_true",
+                    help="use the calibration's camera orientations as they are (by default, with three cameras "
+                         "or more, each is turned to agree with what the rig sees: a calibration a degree off "
+                         "puts a view 15-30 px off)")
     mv.add_argument("--no-cache", action="store_true", help="do not reuse or write the per-view keypoint caches")
     mv.add_argument("--quiet", action="store_true", help="no progress bars")
     mv.add_argument("--bvh", default=None, help="also write BVH")
@@ -445,6 +449,7 @@ def _multiview(args) -> None:
     t0 = time.perf_counter()
     kw = dict(offsets=offsets, max_people=args.max_people, min_length=args.min_track_length,
               cache_dir=None if args.no_cache else out.parent, world=args.world, bone_scales=not args.no_bone_scales,
+              refine_cameras=not args.keep_calibration,
               body_model=args.body_model, model_path=args.model_path)
     motion = _with_stage_bars(lambda progress: capture_multiview(args.sources, args.calib, progress=progress, **kw),
                               args.quiet)

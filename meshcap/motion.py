@@ -31,6 +31,7 @@ was not seen are `valid == False` and hold zeros (their numbers carry no meaning
 | contact              | (P, T, 2) bool, opt | (left, right) foot planted on its support, per frame     |
 | contact_prob         | (P, T, 2) f32, opt  | probability of that contact, in [0, 1]                   |
 | view_swaps           | (P, T, C) bool, opt | camera c's detection relabelled left <-> right (multi-view) |
+| calibration_turn     | (C,) f32, opt       | degrees each camera's orientation was turned from its calibration (multi-view) |
 | frame_R              | (T, 3, 3) f32, opt  | a panning camera 0: its turn, reference view -> frame t  |
 | frame_K              | (T, 3, 3) f32, opt  | a panning camera 0: its intrinsics at frame t (zoom)     |
 
@@ -98,7 +99,7 @@ _SCHEMA: dict[str, tuple[str, int]] = {
 # keys a file may lack (version 1 never has the contacts; `world` absent means "camera")
 _OPTIONAL: dict[str, tuple[str, int]] = {"world": ("U", 0), "contact": ("b", 3), "contact_prob": ("f", 3),
                                          "view_swaps": ("b", 3), "frame_R": ("f", 3), "frame_K": ("f", 3),
-                                         "bone_scale": ("f", 2)}
+                                         "bone_scale": ("f", 2), "calibration_turn": ("f", 1)}
 
 
 @dataclass(eq=False)
@@ -134,6 +135,7 @@ class Motion:
     frame_R: np.ndarray | None = None
     frame_K: np.ndarray | None = None
     bone_scale: np.ndarray | None = None
+    calibration_turn: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.world = str(self.world)
@@ -175,6 +177,8 @@ class Motion:
             self.frame_R, self.frame_K = f32(self.frame_R), f32(self.frame_K)
         if self.bone_scale is not None:
             self.bone_scale = f32(self.bone_scale)
+        if self.calibration_turn is not None:
+            self.calibration_turn = f32(self.calibration_turn)
         problems = _check_consistency(self._arrays())
         if problems:
             raise ValueError("invalid Motion: " + "; ".join(problems))
@@ -358,9 +362,12 @@ class Motion:
         scales = ""
         if self.bone_scale is not None:
             scales = f"; bone scales {self.bone_scale.min():.2f}-{self.bone_scale.max():.2f}"
+        turned = ""
+        if self.calibration_turn is not None:
+            turned = "; camera orientations refined by " + ", ".join(f"{a:.2f}" for a in self.calibration_turn) + " deg"
         return (f"{self.num_people} people, {self.num_frames} frames at {self.fps:g} fps, "
                 f"body model {self.body_model} ({len(self.joint_names)} joints), world {self.world}; "
-                f"{people}{planted}{swaps}{scales}")
+                f"{people}{planted}{swaps}{scales}{turned}")
 
 
 _KIND_NAMES = {"f": "a float array", "i": "an integer array", "b": "a boolean array", "U": "a string"}
@@ -405,6 +412,8 @@ def _check_consistency(d: dict[str, np.ndarray]) -> list[str]:
             out.append(f"'bone_scale' has shape {bs.shape}, expected ({P}, {J})")
         elif not (np.isfinite(bs).all() and (bs > 0).all()):
             out.append("'bone_scale' must be finite and positive")
+    if "calibration_turn" in d and np.asarray(d["calibration_turn"]).shape != (C,):
+        out.append(f"'calibration_turn' has shape {np.asarray(d['calibration_turn']).shape}, expected ({C},)")
     if "view_swaps" in d and np.asarray(d["view_swaps"]).shape != (P, T, C):
         out.append(f"'view_swaps' has shape {np.asarray(d['view_swaps']).shape}, expected ({P}, {T}, {C})")
     for k in ("frame_R", "frame_K"):

@@ -220,6 +220,48 @@ def test_a_long_track_is_fitted_window_by_window():
     torch.testing.assert_close(short.joints, fitter.fit(obs[:, :40], fps=30.0).joints, atol=6e-3, rtol=0)
 
 
+def _knocked(camera: Camera, degrees: float, axis=(0.3, 1.0, 0.2)) -> Camera:
+    """`camera` turned about its own centre by `degrees` (as a knock after calibrating does)."""
+    from scipy.spatial.transform import Rotation
+
+    axis = np.asarray(axis) / np.linalg.norm(axis)
+    R = Rotation.from_rotvec(np.radians(degrees) * axis).as_matrix() @ camera.R
+    return Camera(camera.name, camera.K, R, -R @ camera.center, camera.size, camera.dist)
+
+
+def test_a_camera_knocked_off_its_calibration_is_turned_back(scene):
+    """The calibration says camera 3 points 1.5 degrees away from where it does: refining the
+    orientations from the person's keypoints turns it back to its true orientation, leaves
+    the others where they are, keeps every camera's position, and brings camera 3's
+    reprojection from about 25 px down to the noise (2 px)."""
+    import warnings
+
+    from meshcap.multiview.refine import refine_orientations
+
+    _, cams, obs, _, _ = scene
+    wrong = list(cams)
+    wrong[2] = _knocked(cams[2], 1.5)
+    r = refine_orientations(obs.reshape(4, -1, 3), wrong)
+    assert r.kept is None
+    off = [np.degrees(np.arccos(np.clip((np.trace(a.R.T @ b.R) - 1) / 2, -1, 1))) for a, b in zip(r.cameras, cams)]
+    assert max(off) < 0.1, off
+    assert abs(r.turned_deg[2] - 1.5) < 0.1 and np.delete(r.turned_deg, 2).max() < 0.1
+    assert all(np.allclose(a.center, b.center) and np.allclose(a.K, b.K) for a, b in zip(r.cameras, cams))
+    assert r.before_px[2] > 10 and r.after_px.max() < 4, (r.before_px, r.after_px)
+    # what cannot be refined keeps the calibration, and says why
+    two = refine_orientations(obs[:2].reshape(2, -1, 3), wrong[:2])
+    assert two.kept and "three" in two.kept and two.cameras[1] is wrong[1]
+    far = list(cams)
+    far[1] = _knocked(cams[1], 12.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kept = refine_orientations(obs.reshape(4, -1, 3), far)
+    assert kept.kept and "cam2" in kept.kept and kept.cameras[1] is far[1]
+    assert any("calibration kept" in str(w.message) for w in caught)
+    with pytest.raises(ValueError, match="points must be"):
+        refine_orientations(obs.reshape(4, -1, 3)[:3], cams)
+
+
 def test_triangulation_down_weights_a_corrupted_view(scene):
     _, cams, obs, _, kp3 = scene
     bad = obs.copy()
@@ -294,15 +336,27 @@ def test_pose2sim_demo_four_cameras(tmp_path, smpl_file):
     head, feet = j[:, m.joint_names.index("head"), 2], j[:, [m.joint_names.index("foot.L"),
                                                                m.joint_names.index("foot.R")], 2]
     assert 1.2 < np.median(head) < 1.9 and -0.2 < np.median(feet.min(1)) < 0.3  # metres, z up
-    # every view: the fitted keypoints land near the detections (portrait 1080x1920 frames)
-    kp3 = m.keypoints3d("blazepose33")[0]
+    # the cameras' orientations were refined from the subject: each turned a little (measured
+    # 0.1-0.6 degrees) about its own centre
     from meshcap.multiview.calibration import read_calibration
 
     cams = read_calibration(demo / "calibration" / "Calib.qca.txt")
-    uv = cams[0].project(torch.as_tensor(kp3[m.valid[0]], dtype=torch.float64)).numpy()
-    obs = m.keypoints2d[0, m.valid[0]]
-    seen = obs[..., 2] > 0.5
-    assert np.median(np.linalg.norm(uv - obs[..., :2], axis=-1)[seen]) < 30.0
+    assert m.calibration_turn.shape == (4,) and 0 < m.calibration_turn.max() < 2.0
+    assert "camera orientations refined" in r.stdout
+    assert np.allclose(-m.cam_R[0].T @ m.cam_t[0], cams[0].center, atol=1e-4)
+
+    def camera0_error(m: Motion) -> float:
+        """Median pixel distance from camera 0's confident detections to the Motion's keypoints
+        (the body model's, without the fit's per-keypoint offsets) seen through its camera 0."""
+        cam0 = Camera("cam0", m.cam_K[0], m.cam_R[0], m.cam_t[0], cams[0].size, cams[0].dist)
+        kp3 = m.keypoints3d("blazepose33")[0]
+        uv = cam0.project(torch.as_tensor(kp3[m.valid[0]], dtype=torch.float64)).numpy()
+        obs = m.keypoints2d[0, m.valid[0]]
+        seen = obs[..., 2] > 0.5
+        return float(np.median(np.linalg.norm(uv - obs[..., :2], axis=-1)[seen]))
+
+    # portrait 1080x1920 frames; measured 14.1 px (17.1 through the calibration as given)
+    assert camera0_error(m) < 16.0
     # one shape per person: bone lengths are constant
     upper = np.linalg.norm(j[:, m.joint_names.index("upperleg01.L")] - j[:, m.joint_names.index("lowerleg01.L")], axis=-1)
     assert upper.std() < 1e-3
@@ -314,6 +368,14 @@ def test_pose2sim_demo_four_cameras(tmp_path, smpl_file):
                         "--max-people", "1", "--no-bone-scales", "--quiet"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert Motion.load(tmp_path / "plain.npz").bone_scale is None
+    # --keep-calibration fits through the calibration's own orientations
+    r = subprocess.run([sys.executable, "-m", "meshcap.cli", "multiview", *videos, "--calib",
+                        str(demo / "calibration" / "Calib.qca.txt"), "--out", str(tmp_path / "kept.npz"),
+                        "--max-people", "1", "--keep-calibration", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    kept = Motion.load(tmp_path / "kept.npz")
+    assert kept.calibration_turn is None and np.allclose(kept.cam_R[2], cams[2].R, atol=1e-6)
+    assert camera0_error(m) < camera0_error(kept) - 1.0
     # an SMPL-family model from the command (the tests' made-up SMPL file)
     r = subprocess.run([sys.executable, "-m", "meshcap.cli", "multiview", *videos, "--calib",
                         str(demo / "calibration" / "Calib.qca.txt"), "--out", str(tmp_path / "smpl.npz"),

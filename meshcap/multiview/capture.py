@@ -14,6 +14,7 @@ from meshcap.keypoints.layouts import get_layout
 from meshcap.motion import Motion
 from meshcap.multiview.associate import associate_tracks
 from meshcap.multiview.calibration import Camera, check_camera_size, check_cameras, read_calibration
+from meshcap.multiview.refine import refine_orientations
 from meshcap.multiview.swaps import apply_swaps, find_swaps
 from meshcap.multiview.triangulate import triangulate
 from meshcap.world import place_in_world
@@ -104,7 +105,7 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
                       offsets: list[int] | None = None, max_people: int | None = None,
                       min_length: int = 10, body_model: str = "anny", model_path: str | Path | None = None,
                       fit: FitOptions | None = None, cache_dir: str | Path | None = None,
-                      world: str | None = None, bone_scales: bool = True,
+                      world: str | None = None, bone_scales: bool = True, refine_cameras: bool = True,
                       progress: Callable[[str, int, int], None] | None = None) -> Motion:
     """Detect (or read) every view, match people across views and over time, fit each person
     to all views at once.
@@ -122,8 +123,12 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
             is, without a known up; "ground": the estimated ground in any case.
         bone_scales: fit each person's proportions beyond the body model's shape space (one
             scale per body part, `meshcap.fitting.multiview`); False keeps the shape's own.
+        refine_cameras: turn each camera's orientation to agree with what the rig sees
+            (`meshcap.multiview.refine`; three cameras or more), before fitting; False keeps
+            the calibration as it is.
         progress: called as progress(stage, done, total).
-    Returns a Motion with every camera's K, R, t.
+    Returns a Motion with every camera's K, R, t (refined orientations, with how far each was
+    turned in `calibration_turn`).
     """
     from meshcap.body_models import load_body_model
     from meshcap.fitting.multiview import MultiViewFitter
@@ -145,6 +150,13 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
     fps = float(views[0].fps)
 
     people = gather_people(views, cams, offsets, T, max_people, min_length, progress)
+    turn = None
+    if refine_cameras:
+        refined = refine_orientations(np.concatenate([kp.reshape(len(cams), -1, 3) for _, kp, _ in people], 1), cams)
+        if refined.kept is None:
+            cams, turn = refined.cameras, refined.turned_deg.astype(np.float32)
+        if progress:
+            progress("refining camera orientations", 1, 1)
 
     model = load_body_model(body_model, model_path) if body_model != "anny" else load_body_model("anny")
     fitter = MultiViewFitter(model, cams, "blazepose33", fit, **({} if bone_scales else {"scale_sd": 0.0}))
@@ -178,6 +190,7 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
                   parents=np.asarray(model.parents), valid=valid, keypoint_layout="blazepose33",
                   cam_K=np.stack([c.K for c in cams]), cam_R=np.stack([c.R for c in cams]),
                   cam_t=np.stack([c.t for c in cams]), image_size=np.array([c.size for c in cams]),
-                  person_ids=np.arange(P), frame_times=times - times[0], view_swaps=view_swaps, **out,
+                  person_ids=np.arange(P), frame_times=times - times[0], view_swaps=view_swaps,
+                  calibration_turn=turn, **out,
                   body_model_settings={} if model.name == "anny" else {"model_path": str(model_path)})
     return place_in_world(motion, model, world, None if world == "ground" else cams)

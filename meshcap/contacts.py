@@ -112,6 +112,18 @@ def foot_contacts(motion, body_model=None, speed_limit: float = CONTACT_SPEED) -
     return prob >= 0.5, prob
 
 
+def floor_height(motion, body_model=None) -> float | None:
+    """The floor people stand on, in a Motion whose world knows its up ("z-up" or "y-up", as
+    a calibrated capture's does): its height along the up, metres, as the support of the
+    lowest person (`support_heights`: the median of their slow, low soles; someone on a box
+    stands higher); None when nobody's feet are seen planted."""
+    if motion.world not in ("z-up", "y-up"):
+        raise ValueError(f"floor_height needs a world that knows its up, not {motion.world!r}")
+    heights = _planted(motion, body_model if body_model is not None else motion.load_body_model())[1]
+    ok = np.isfinite(heights)
+    return float(heights[ok].min()) if ok.any() else None
+
+
 class ContactTerm:
     """The added cost of `plant_feet` for one person, in the fit's (camera) frame: prob (T, 2)
     per foot; up (3,) and the plane's height along it. A `meshcap.fitting.gauss_newton.PointTerm`
@@ -237,5 +249,6 @@ def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, opt
             fut.result()
     if motion.world != "camera":
         out = move_motion(out, R.T, -R.T @ t, motion.world, model)
+        out.floor = motion.floor  # back in the world it was measured in
     out.contact, out.contact_prob = foot_contacts(out, model)
     return out

@@ -32,6 +32,7 @@ was not seen are `valid == False` and hold zeros (their numbers carry no meaning
 | contact_prob         | (P, T, 2) f32, opt  | probability of that contact, in [0, 1]                   |
 | view_swaps           | (P, T, C) bool, opt | camera c's detection relabelled left <-> right (multi-view) |
 | calibration_turn     | (C,) f32, opt       | degrees each camera's orientation was turned from its calibration (multi-view) |
+| floor                | f32, opt            | height of the floor under the feet along a calibrated world's up, metres (absent: 0) |
 | frame_R              | (T, 3, 3) f32, opt  | a panning camera 0: its turn, reference view -> frame t  |
 | frame_K              | (T, 3, 3) f32, opt  | a panning camera 0: its intrinsics at frame t (zoom)     |
 
@@ -39,8 +40,10 @@ A monocular capture stands on its ground: world "y-up", y against gravity, the g
 y = 0, the origin under the first person's first position, the camera placed by cam_R/cam_t
 (`meshcap.world`); with `--world camera`, or when no feet were seen, the world is camera 0's
 frame (cam_R = I, cam_t = 0; world "camera"). A calibrated capture keeps its calibration's
-world ("z-up" or "y-up" when its floor is known). Exports and the viewer turn every world
-y-up (`Motion.y_up_rotation`). The body model's
+world ("z-up" or "y-up" when its floor is known), and `floor` says where the floor under the
+feet is along its up (the planted soles' height: a calibration's origin need not lie on the
+floor people stand on). Exports and the viewer turn every world y-up and put that floor at
+y = 0 (`Motion.y_up_transform`). The body model's
 canonical frame is y up, facing +z; root rotations in `poses` map it into the world.
 
 A panning camera (`capture(..., panning=True)`, `meshcap.camera_motion`) turns and zooms about
@@ -99,7 +102,8 @@ _SCHEMA: dict[str, tuple[str, int]] = {
 # keys a file may lack (version 1 never has the contacts; `world` absent means "camera")
 _OPTIONAL: dict[str, tuple[str, int]] = {"world": ("U", 0), "contact": ("b", 3), "contact_prob": ("f", 3),
                                          "view_swaps": ("b", 3), "frame_R": ("f", 3), "frame_K": ("f", 3),
-                                         "bone_scale": ("f", 2), "calibration_turn": ("f", 1)}
+                                         "bone_scale": ("f", 2), "calibration_turn": ("f", 1),
+                                         "floor": ("f", 0)}
 
 
 @dataclass(eq=False)
@@ -136,6 +140,7 @@ class Motion:
     frame_K: np.ndarray | None = None
     bone_scale: np.ndarray | None = None
     calibration_turn: np.ndarray | None = None
+    floor: float | None = None
 
     def __post_init__(self) -> None:
         self.world = str(self.world)
@@ -179,6 +184,10 @@ class Motion:
             self.bone_scale = f32(self.bone_scale)
         if self.calibration_turn is not None:
             self.calibration_turn = f32(self.calibration_turn)
+        if self.floor is not None:
+            self.floor = float(self.floor)
+            if not np.isfinite(self.floor):
+                raise ValueError(f"invalid Motion: floor must be finite, got {self.floor}")
         problems = _check_consistency(self._arrays())
         if problems:
             raise ValueError("invalid Motion: " + "; ".join(problems))
@@ -192,6 +201,13 @@ class Motion:
         if self.world == "z-up":
             return _Z_UP_TO_Y_UP.copy()
         return CAMERA_TO_Y_UP @ self.cam_R[0].astype(np.float64)
+
+    def y_up_transform(self) -> tuple[np.ndarray, np.ndarray]:
+        """(R (3, 3), t (3,)): world point x -> R x + t in the y-up frame that exports and the
+        viewer use: `y_up_rotation`, then the floor under the feet (`floor`, along a calibrated
+        world's up) lowered to y = 0."""
+        R = self.y_up_rotation()
+        return R, np.array([0.0, -(self.floor or 0.0), 0.0])
 
     def bone_scale_of(self, person: int):
         """(1, J) torch float32 bone scales of `person` for the body model's `bone_scale`, or
@@ -363,8 +379,10 @@ class Motion:
         if self.bone_scale is not None:
             scales = f"; bone scales {self.bone_scale.min():.2f}-{self.bone_scale.max():.2f}"
         turned = ""
+        if self.floor is not None:
+            turned += f"; the floor {self.floor:.2f} m up the world's {self.world[0]} axis (from the feet)"
         if self.calibration_turn is not None:
-            turned = "; camera orientations refined by " + ", ".join(f"{a:.2f}" for a in self.calibration_turn) + " deg"
+            turned += "; camera orientations refined by " + ", ".join(f"{a:.2f}" for a in self.calibration_turn) + " deg"
         return (f"{self.num_people} people, {self.num_frames} frames at {self.fps:g} fps, "
                 f"body model {self.body_model} ({len(self.joint_names)} joints), world {self.world}; "
                 f"{people}{planted}{swaps}{scales}{turned}")

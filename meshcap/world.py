@@ -271,7 +271,8 @@ def ground_frame(ground: Ground, motion) -> tuple[np.ndarray, np.ndarray]:
 def move_motion(motion, R: np.ndarray, t: np.ndarray, world: str, body_model=None):
     """A copy of `motion` moved rigidly by X' = R X + t into the frame called `world` (see
     `meshcap.motion`): joints, root rotations and translations, and the cameras' extrinsics
-    so that every camera still sees the same image."""
+    so that every camera still sees the same image; its `floor` (a height in the old world)
+    is dropped."""
     import copy
 
     import roma
@@ -296,6 +297,7 @@ def move_motion(motion, R: np.ndarray, t: np.ndarray, world: str, body_model=Non
     m.cam_t = (m.cam_t - np.einsum("cij,j->ci", cam_R, t)).astype(np.float32)
     m.cam_R = cam_R.astype(np.float32)
     m.world = world
+    m.floor = None  # a height along the old world's up
     return m
 
 

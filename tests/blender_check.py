@@ -37,12 +37,13 @@ def assert_blender_matches(motion, path: Path, person: int | None = None, tol: f
     files) in Blender matches the motion within `tol` metres on every valid frame; returns the
     largest error."""
     got = blender_joints(path, motion.num_frames, motion.fps)
-    C = Y_UP_TO_BLENDER @ motion.y_up_rotation()
+    R, lift = motion.y_up_transform()
+    C = Y_UP_TO_BLENDER @ R
     people = range(motion.num_people) if person is None else [person]
     worst = 0.0
     for p in people:
         prefix = f"p{motion.person_ids[p]}_" if person is None else ""
-        want = motion.joints3d[p].astype(np.float64) @ C.T  # (T, J, 3)
+        want = motion.joints3d[p].astype(np.float64) @ C.T + Y_UP_TO_BLENDER @ lift  # (T, J, 3)
         v = motion.valid[p]
         for j, name in enumerate(motion.joint_names):
             keys = [k for k in got if k.split("/", 1)[1] == prefix + name]

@@ -5,9 +5,9 @@ used by the tests, is one) but none writes a skeleton with per-frame Euler chann
 arrays. Conventions written into the file:
 
 - units: metres; axes: y up, right-handed: the Motion's world turned y-up
-  (`Motion.y_up_rotation`): a grounded capture as it is (the ground at y = 0), a z-up
-  calibration's floor on y = 0, and a world without gravity (the camera frame) half a turn
-  about x, the camera's image up as y;
+  (`Motion.y_up_transform`): a grounded capture as it is (the ground at y = 0), a z-up
+  calibration turned z -> y with the floor under the feet (`Motion.floor`) on y = 0, and a
+  world without gravity (the camera frame) half a turn about x, the camera's image up as y;
 - hierarchy: the body model's fitted skeleton; offsets are the rest offsets of the person's
   fitted shape, in a rest pose whose joint frames are world-aligned (so a joint's channels are
   its local rotation, exactly the Motion's `poses`);
@@ -53,12 +53,13 @@ def bvh_text(motion, person: int = 0, body_model=None) -> str:
     offsets = sk.offsets[0].cpu().numpy().astype(np.float64)
     names, parents = list(sk.joint_names), list(sk.parents)
     J = len(names)
-    C = motion.y_up_rotation()  # the world as it stands (or camera 0's view when it knows no gravity)
+    # the world as it stands (or camera 0's view when it knows no gravity), its floor at y = 0
+    C, lift = motion.y_up_transform()
     poses = _fill_invalid(motion.poses[person].astype(np.float64), valid)
     transl = _fill_invalid(motion.transl[person].astype(np.float64), valid)
     R = Rotation.from_rotvec(poses.reshape(-1, 3)).as_matrix().reshape(len(poses), J, 3, 3)
     R[:, 0] = C @ R[:, 0]
-    root_pos = (transl + rest_root) @ C.T
+    root_pos = (transl + rest_root) @ C.T + lift
     euler = Rotation.from_matrix(R.reshape(-1, 3, 3)).as_euler("ZXY", degrees=True).reshape(len(poses), J, 3)
 
     children: dict[int, list[int]] = {j: [] for j in range(J)}

@@ -51,7 +51,7 @@ def gltf_document(motion, body_model=None):
         raise InputError("the motion has no fitted frame to export")
     faces = model.faces.cpu().numpy().astype(np.uint32)
     joints_idx, joints_w = skin_weights(model)
-    C = motion.y_up_rotation()
+    C, lift = motion.y_up_transform()
     times = (motion.frame_times - motion.frame_times[0]).astype(np.float32)
     if len(times) == 1:
         times = np.zeros(1, np.float32)
@@ -98,7 +98,7 @@ def gltf_document(motion, body_model=None):
         transl = _fill_invalid(motion.transl[p].astype(np.float64), valid)
         R = Rotation.from_rotvec(poses.reshape(-1, 3)).as_matrix().reshape(len(poses), J, 3, 3)
         R[:, 0] = C @ R[:, 0]
-        root_pos = (transl + rest[0]) @ C.T
+        root_pos = (transl + rest[0]) @ C.T + lift
 
         # nodes: the joints, then the mesh
         first = len(doc.nodes)

@@ -17,7 +17,8 @@ from meshcap.multiview.calibration import Camera, check_camera_size, check_camer
 from meshcap.multiview.refine import refine_orientations
 from meshcap.multiview.swaps import apply_swaps, find_swaps
 from meshcap.multiview.triangulate import triangulate
-from meshcap.world import place_in_world
+from meshcap.contacts import floor_height, foot_contacts
+from meshcap.world import calibration_up, place_in_world
 
 KEYPOINT_SUFFIXES = (".npz", ".json")
 
@@ -118,7 +119,9 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
         max_people: keep the longest this many people; min_length: drop shorter ones (frames).
         cache_dir: keep each view's detections there (`<name>.keypoints.npz`) for re-runs.
         world: None (default): the calibration's world, marked "z-up"/"y-up" when its cameras
-            stand upright in it (exports put its floor on the tool's), else the ground
+            stand upright in it, with the height of the floor under the feet along its up
+            (`Motion.floor`; exports put that floor on the tool's) and foot contact labels;
+            else the ground
             estimated from the feet as for one camera; "camera": the calibration's world as it
             is, without a known up; "ground": the estimated ground in any case.
         bone_scales: fit each person's proportions beyond the body model's shape space (one
@@ -193,4 +196,11 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
                   person_ids=np.arange(P), frame_times=times - times[0], view_swaps=view_swaps,
                   calibration_turn=turn, **out,
                   body_model_settings={} if model.name == "anny" else {"model_path": str(model_path)})
-    return place_in_world(motion, model, world, None if world == "ground" else cams)
+    motion = place_in_world(motion, model, world, None if world == "ground" else cams)
+    if world is None and calibration_up(cams) is not None:
+        # the calibration's world is kept, but its origin need not lie on the floor people
+        # stand on (Pose2Sim's single-person demo: the planted soles are 10 cm above z = 0):
+        # exports put the floor under the feet on the tool's floor
+        motion.floor = floor_height(motion, model)
+        motion.contact, motion.contact_prob = foot_contacts(motion, model)
+    return motion

@@ -30,7 +30,8 @@ from meshcap.render.colors import DEFAULT_SIGMA_MAX, uncertainty_to_rgb
 from meshcap.render.overlay import PERSON_COLORS
 
 def _y_up_wxyz(motion) -> tuple[float, float, float, float]:
-    """The Motion's world turned y up (`Motion.y_up_rotation`), as a wxyz quaternion."""
+    """The Motion's world turned y up (`Motion.y_up_rotation`), as a wxyz quaternion (the
+    floor's lift, `Motion.y_up_transform`, is the frame's position)."""
     x, y, z, w = roma.rotmat_to_unitquat(torch.as_tensor(motion.y_up_rotation())).tolist()
     return (w, x, y, z)
 
@@ -72,7 +73,8 @@ class MotionScene:
         J = len(motion.joint_names)
         self._bones = [(j, p) for j, p in enumerate(motion.parents) if p >= 0]
         server.scene.set_up_direction("+y")
-        server.scene.add_frame("/motion", wxyz=_y_up_wxyz(motion), show_axes=False)
+        server.scene.add_frame("/motion", wxyz=_y_up_wxyz(motion), position=tuple(motion.y_up_transform()[1]),
+                               show_axes=False)
         self._world_rot = []
         self.meshes, self.joints, self.bones = [], [], []
         for p in range(motion.num_people):
@@ -105,7 +107,8 @@ class MotionScene:
         """Look at the people from where the video's camera stood, a little higher, far enough
         back to keep everyone's whole path in view."""
         m = self.motion
-        pts = m.joints3d[m.valid].reshape(-1, 3) @ m.y_up_rotation().T  # y up, as drawn
+        R, lift = m.y_up_transform()
+        pts = m.joints3d[m.valid].reshape(-1, 3) @ R.T + lift  # y up, as drawn
         lo, hi = pts.min(0), pts.max(0)
         center = 0.5 * (lo + hi)
         half = 0.5 * max(hi[0] - lo[0], hi[1] - lo[1]) + 0.4

@@ -1,12 +1,14 @@
 """Fitting throughput on a 300-frame single-person track (temporal fitting, anny, blazepose33).
 
-    python bench/fitting_speed.py [--frames 300] [--threads N]
+    python bench/fitting_speed.py [--frames 300] [--threads N] [--repeat 3]
 
 Prints, for Gauss-Newton (the default solver) and for Adam, with and without the final
 smoothing and settling: wall time, frames/s, the ratio to Adam's time in this same process,
 and the root-relative joint error against the true bodies; and the ratio of the Gauss-Newton
 fit's frames/s to the body model's full-mesh forward+backward bodies/s at the same batch size (so it
-holds across machines). Issue 16's target: >= 300 frames/s with equal or better accuracy.
+holds across machines). Each fit's time is the best of `--repeat` runs: on a shared 2-core
+machine one run of the same fit varied between 2.0 and 2.7 s. Issue 16's target: >= 300
+frames/s with equal or better accuracy.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per fit; the fastest is reported")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -48,9 +51,11 @@ def main() -> None:
     def timed(options):
         fitter = SingleViewFitter(model, options=options)
         fitter.fit(obs[:8], K)  # warm-up (first-call allocations, layout tables)
-        t0 = time.perf_counter()
-        res = fitter.fit(obs, K, fps=30.0)
-        secs = time.perf_counter() - t0
+        secs = float("inf")
+        for _ in range(max(1, args.repeat)):
+            t0 = time.perf_counter()
+            res = fitter.fit(obs, K, fps=30.0)
+            secs = min(secs, time.perf_counter() - t0)
         err = (rel(res.joints) - rel(out.joints)).norm(dim=-1).mean() * 1000
         return secs, res, float(err)
 

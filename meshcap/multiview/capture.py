@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from meshcap.contacts import floor_height, foot_contacts
 from meshcap.errors import InputError
 from meshcap.fitting.smplify import FitOptions
 from meshcap.keypoints.layouts import get_layout
@@ -17,7 +18,6 @@ from meshcap.multiview.calibration import Camera, check_camera_size, check_camer
 from meshcap.multiview.refine import refine_orientations
 from meshcap.multiview.swaps import apply_swaps, find_swaps
 from meshcap.multiview.triangulate import triangulate
-from meshcap.contacts import floor_height, foot_contacts
 from meshcap.world import calibration_up, place_in_world
 
 KEYPOINT_SUFFIXES = (".npz", ".json")

@@ -378,14 +378,13 @@ class Motion:
         scales = ""
         if self.bone_scale is not None:
             scales = f"; bone scales {self.bone_scale.min():.2f}-{self.bone_scale.max():.2f}"
-        turned = ""
-        if self.floor is not None:
-            turned += f"; the floor {self.floor:.2f} m up the world's {self.world[0]} axis (from the feet)"
-        if self.calibration_turn is not None:
-            turned += "; camera orientations refined by " + ", ".join(f"{a:.2f}" for a in self.calibration_turn) + " deg"
+        floor = (f"; the floor {self.floor:.2f} m up the world's {self.world[0]} axis (from the feet)"
+                 if self.floor is not None else "")
+        turned = ("; camera orientations refined by " + ", ".join(f"{a:.2f}" for a in self.calibration_turn)
+                  + " deg" if self.calibration_turn is not None else "")
         return (f"{self.num_people} people, {self.num_frames} frames at {self.fps:g} fps, "
                 f"body model {self.body_model} ({len(self.joint_names)} joints), world {self.world}; "
-                f"{people}{planted}{swaps}{scales}{turned}")
+                f"{people}{planted}{swaps}{scales}{floor}{turned}")
 
 
 _KIND_NAMES = {"f": "a float array", "i": "an integer array", "b": "a boolean array", "U": "a string"}

@@ -71,9 +71,9 @@ class AnnyModel(BodyModel):
                 c = int(parents[c])
             anc[b] = joint_of[c]
         self.parents = [-1] + [int(anc[parents[b]]) for b in fitted[1:]]
-        # FK plan: per depth level, the joints and their parents' positions in the
-        # concatenation order the FK builds (root first, then level by level).
-        # A joint's parent is one level up, so each level reads only the level before it.
+        # FK plan: per depth level, its joints and their parents' positions within the level
+        # before (a joint's parent is one level up); the FK concatenates the levels (root first)
+        # and `_fk_inverse` puts them back in joint order.
         order, prev = [0], [0]
         self._fk_plan = []
         for idx in _levels(self.parents):

@@ -13,8 +13,9 @@ fast path's keypoints are linear in the joints' world rotations and positions
 (`AnnyModel.keypoint_basis`), and turning joint i by w (world frame) moves any point p carried
 by its subtree by w x (p - x_i). The shape's comes from central differences
 of the shape-only quantities (`TrackSolver.shape_jacobian`). The damped system is solved
-exactly by a block Cholesky along the track, about 0.035 s for 300 frames here; conjugate gradients with block-Jacobi preconditioning, tried first, left the slow
-modes along the track unsolved (114 against 70 mm on a synthetic track).
+exactly by a block Cholesky along the track, about 0.035 s for 300 frames here; conjugate
+gradients with block-Jacobi preconditioning, tried first, left the slow modes along the track
+unsolved (114 against 70 mm on a synthetic track).
 
 Written by hand because no library on PyPI does this: Theseus/pypose solve dense or generic
 sparse systems through autograd Jacobians (`torch.func.jacfwd` of this model: about 0.4 s per
@@ -50,6 +51,15 @@ def _bt(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(-1, -2)
 
 
+def _second_difference_adjoint(d: torch.Tensor, T: int) -> torch.Tensor:
+    """(T, ...) each frame's sum of the second differences d (T-2, ...) it enters, weighted by
+    its coefficient there (1, -2, 1): the transpose of taking second differences."""
+    out = d.new_zeros((T,) + tuple(d.shape[1:]))
+    for i, c in enumerate((1.0, -2.0, 1.0)):
+        out[i:i + len(d)] += c * d
+    return out
+
+
 class BandedSystem:
     """The damped Gauss-Newton system of a track: frame blocks D (T, P, P), the couplings of
     frames one and two apart U1 (T-1, P, P), U2 (T-2, P, P), the gradient g (T, P) (the
@@ -61,7 +71,7 @@ class BandedSystem:
         self.Hss, self.Hps, self.gs = Hss, Hps, gs
 
     def solve(self, lam: torch.Tensor | float, lam_shape: float | None = None, max_shape_step: float | None = None,
-              precision: torch.dtype | None = None):
+              precision: torch.dtype = torch.float32):
         """The step (T, P) [and (S,)] minimising the linearised objective with Marquardt damping
         lam * diag(H), lam () or per frame (T,) (the shape's: `lam_shape`, default the mean):
         an exact block Cholesky along the track (`block_pentadiagonal_solve`, in `precision`),
@@ -77,8 +87,7 @@ class BandedSystem:
         has_s = self.Hss is not None
         if has_s:
             cols.append(self.Hps.double())
-        X = block_pentadiagonal_solve(self.D, self.U1, self.U2, torch.cat(cols, -1), damp,
-                                      precision or SOLVE_PRECISION)
+        X = block_pentadiagonal_solve(self.D, self.U1, self.U2, torch.cat(cols, -1), damp, precision)
         if X is None:
             return None, None
         if not has_s:
@@ -94,7 +103,6 @@ class BandedSystem:
         return Xg - Xs @ ds, ds
 
 
-SOLVE_PRECISION = torch.float32
 _BLAS = ThreadpoolController()
 _BLAS_LOCK = threading.Lock()
 _BLAS_USERS = [0, None]  # solves running, the limiter they share
@@ -332,10 +340,7 @@ class TrackSolver:
             D += wa * c[0][:, None, None] * (_bt(Jx_flat) @ Jx_flat)
             U1 += wa * c[1][:-1, None, None] * (_bt(Jx_flat[:-1]) @ Jx_flat[1:])
             U2 += wa * (_bt(Jx_flat[:-2]) @ Jx_flat[2:])
-            ga = torch.zeros(T, 3 * J, dtype=x.dtype)
-            for i in range(3):
-                ga[i:i + n] += coef[i] * acc
-            g += wa * (_bt(Jx_flat) @ ga[..., None])[..., 0]
+            g += wa * (_bt(Jx_flat) @ _second_difference_adjoint(acc, T)[..., None])[..., 0]
             # rotation velocity: dR_j = R_j [Jr_j dv]x, each joint's 9 entries on its own 3 values,
             # so it fills the 3x3 blocks on the diagonal of the rotations' part
             wr = temporal_scale * o.w_rot_vel * fps ** 2
@@ -401,11 +406,7 @@ class TrackSolver:
                     As = As - acc.double()[..., None] * self.log_size_gradient(shape_p)[None, None]
                 Hss += wa * torch.einsum("tcp,tcq->pq", As, As)
                 gs += wa * torch.einsum("tcp,tc->p", As, acc.double())
-                # each frame's share of the second differences it enters, then one product
-                shares = torch.zeros(T, 3 * J, S, dtype=torch.float64)
-                for i in range(3):
-                    shares[i:i + n] += coef[i] * As
-                Hps += wa * (_bt(Jx_flat.double()) @ shares)
+                Hps += wa * (_bt(Jx_flat.double()) @ _second_difference_adjoint(As, T))
             w_s, off = f._shape_prior(shape_p, shape_center)
             Hss += w_s * torch.eye(S, dtype=torch.float64)
             gs += w_s * off[0].double()

@@ -56,13 +56,12 @@ def _turned(camera: Camera, rotvec: np.ndarray) -> Camera:
     return dataclasses.replace(camera, R=R, t=-R @ c)
 
 
-def _medians(points: np.ndarray, cameras: list[Camera], seen: np.ndarray, scale_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """(X (N, 3), (C,) each view's median reprojection error over its confident points)."""
-    X, _, res = triangulate(points, cameras, scale_px=scale_px)
-    res = np.where(seen, res, np.nan)
+def _medians(res: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """(C,) each view's median reprojection error (`triangulate`'s residual (C, N)) over its
+    confident points seen (C, N)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return X, np.nanmedian(res, axis=1)
+        return np.nanmedian(np.where(seen, res, np.nan), axis=1)
 
 
 def refine_orientations(points: np.ndarray, cameras: list[Camera], rounds: int = 6, scale_px: float = 8.0,
@@ -88,23 +87,25 @@ def refine_orientations(points: np.ndarray, cameras: list[Camera], rounds: int =
     C = len(cameras)
     if points.ndim != 3 or points.shape[0] != C or points.shape[2] != 3:
         raise ValueError(f"points must be (C={C}, N, 3), got {points.shape}")
+    zero = np.zeros(C)
+    if C < 3:
+        return Refinement(list(cameras), zero, np.full(C, np.nan), np.full(C, np.nan),
+                          kept=f"{C} cameras: refining orientations needs three or more")
     seen = (np.nan_to_num(points[..., 2]) >= min_confidence) & np.isfinite(points[..., :2]).all(-1)
     # points two views or more see; at most MAX_POINTS of them, spread evenly
     keep = np.flatnonzero(seen.sum(0) >= 2)
     keep = keep[np.linspace(0, len(keep) - 1, min(len(keep), MAX_POINTS)).round().astype(int)] if len(keep) else keep
     points, seen = points[:, keep], seen[:, keep]
-    zero = np.zeros(C)
-    if C < 3:
-        return Refinement(list(cameras), zero, np.full(C, np.nan), np.full(C, np.nan),
-                          kept=f"{C} cameras: refining orientations needs three or more")
-    X, before = _medians(points, cameras, seen, scale_px)
+    by_three = seen.sum(0) >= 3  # points a camera sees that two other views place
+    X, _, res = triangulate(points, cameras, scale_px=scale_px)
+    before = _medians(res, seen)
     rot = np.zeros((C, 3))
     cams = list(cameras)
+    refined = np.zeros(C, bool)
     for _ in range(rounds):
         moved = 0.0
         for c in range(C):
-            # points this camera sees that two other views place
-            m = seen[c] & (seen.sum(0) >= 3) & np.isfinite(X).all(-1)
+            m = seen[c] & by_three & np.isfinite(X).all(-1)
             if m.sum() < MIN_POINTS:
                 continue
             Xc, uv = torch.as_tensor(X[m]), points[c, m, :2]
@@ -116,12 +117,13 @@ def refine_orientations(points: np.ndarray, cameras: list[Camera], rounds: int =
             moved = max(moved, float(np.abs(sol.x - rot[c]).max()))
             rot[c] = sol.x
             cams[c] = _turned(cameras[c], rot[c])
-        X, _, _ = triangulate(points, cams, scale_px=scale_px)
+            refined[c] = True
+        X, _, res = triangulate(points, cams, scale_px=scale_px)
         if moved < 1e-5:  # radians
             break
     turned = np.degrees(np.linalg.norm(rot, axis=-1))
-    _, after = _medians(points, cams, seen, scale_px)
-    if not (turned > 0).any():
+    after = _medians(res, seen)
+    if not refined.any():
         return Refinement(list(cameras), zero, before, before,
                           kept=f"too few points seen by three views (a camera needs {MIN_POINTS})")
     if turned.max() > max_turn_deg:

@@ -98,6 +98,25 @@ def test_multiview_fit_recovers_the_joints(scene):
     assert res.uncertainty.shape == joints.shape[:2] and (res.uncertainty < 0.05).all()
 
 
+def test_gauss_newton_finishes_the_2d_stage(scene):
+    """Levenberg-Marquardt after Adam's 2D stage, the person's constants held
+    (`MultiViewSolver`), ends lower on the same objective than Adam alone and no farther from
+    the true joints (measured: objective 26.7 -> 25.8, joints 10.4 -> 9.2 mm, median
+    reprojection 2.22 -> 2.19 px)."""
+    from meshcap.fitting.multiview import MultiViewSolver
+
+    model, cams, obs, joints, _ = scene
+    fits, cost, err = {}, {}, {}
+    for n in (0, 10):
+        fitter = MultiViewFitter(model, cams, iters_gn=n)
+        fits[n] = r = fitter.fit(obs, fps=30.0)
+        _, cost[n] = MultiViewSolver(fitter, r.person).costs(r.poses, r.transl, None, (*fitter.observations(obs), 30.0))
+        err[n] = 1000 * float((r.joints - joints.to(r.joints.dtype)).norm(dim=-1).mean())
+    assert cost[10] < 0.99 * cost[0], cost
+    assert err[10] < err[0] + 0.5, err
+    assert np.nanmedian(fits[10].reprojection_px) <= np.nanmedian(fits[0].reprojection_px) + 0.05
+
+
 def test_keypoint_offsets_absorb_a_detectors_systematic_bias(scene):
     """A detector that puts hips, shoulders and knees a few centimetres from the body model's
     keypoints, the same way in every frame (in the bone's frame): the per-keypoint offsets take

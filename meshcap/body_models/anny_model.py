@@ -311,14 +311,15 @@ class AnnyModel(BodyModel):
         C, W, _ = self.keypoint_bases(shape, layout)
         return C[0], W
 
-    def keypoint_bases(self, shapes: torch.Tensor, layout: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def keypoint_bases(self, shapes: torch.Tensor, layout: str,
+                       bone_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`keypoint_basis` for several shapes (B, 6) at once (a Jacobian along the shape
         differences many): C (B, K, J, 3), W (K, J), and the rest skeletons' bone heads q
-        (B, 104, 3) (`_fk`'s input)."""
+        (B, 104, 3) (`_fk`'s input); with `bone_scale` (1, J) (`forward`'s), the scaled body's."""
         shapes = torch.as_tensor(shapes, dtype=self.dtype, device=self.device)
         if shapes.ndim != 2 or shapes.shape[1] != self.shape_dim:
             raise ValueError(f"keypoint_bases takes shapes (B, {self.shape_dim}), got {tuple(shapes.shape)}")
-        rest = self._rest(shapes)
+        rest = self._rest(shapes, None if bone_scale is None else self.check_bone_scale(bone_scale))
         key = ("bases", layout)  # kept with a cached rest pose, as the fold is
         if key not in rest:
             rest[key] = self._compute_bases(rest, layout)

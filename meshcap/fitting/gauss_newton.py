@@ -268,6 +268,74 @@ class TrackSolver:
         Jkp = torch.einsum("tjde,skje->tkds", G, dC) + torch.einsum("kj,stjd->tkds", W, dx)
         return Jkp, dx.permute(1, 2, 3, 0)
 
+    def add_pose_prior(self, D: torch.Tensor, g: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        """Adds the pose prior and the joint limits on the body joints' rotation vectors (the
+        root's first three entries are free) to D (T, P, P) and g (T, P) in place; returns the
+        limits' excess (T, 3(J-1)) for `add_limit_ramp`."""
+        o, T, J = self.fitter.options, pose.shape[0], pose.shape[1]
+        body = pose[:, 1:].reshape(T, -1)
+        excess = limit_excess(pose[:, 1:], self.fitter._ranges).reshape(T, -1)
+        idx = torch.arange(3, 3 * J)
+        D[:, idx, idx] += o.w_pose + o.w_limits * (excess != 0).to(body.dtype)
+        g[:, 3:3 * J] += o.w_pose * body + o.w_limits * excess
+        return excess
+
+    def add_temporal(self, D, U1, U2, g, R, Jr, x, Jx_flat, wa: float, wr: float) -> torch.Tensor:
+        """Adds the temporal terms to the banded system in place: wa times the joints' squared
+        second differences (x (T, J, 3), their Jacobian Jx_flat (T, 3J, P)) and wr times the
+        local rotations' squared first differences (R (T, J, 3, 3), right Jacobians Jr).
+        Returns the second differences (T-2, 3J)."""
+        T, J = x.shape[:2]
+        acc = (x[2:] - 2 * x[1:-1] + x[:-2]).reshape(T - 2, 3 * J)
+        coef = (1.0, -2.0, 1.0)
+        n = T - 2
+        # each frame's share of the second differences it enters: sums of coefficient
+        # products over the (up to three) differences, so each band takes one product
+        c = torch.zeros(3, 3, T, dtype=x.dtype)
+        for i in range(3):
+            for k in range(i, 3):
+                c[k - i, i, i:i + n] += coef[i] * coef[k]
+        c = c.sum(1)
+        D += wa * c[0][:, None, None] * (_bt(Jx_flat) @ Jx_flat)
+        U1 += wa * c[1][:-1, None, None] * (_bt(Jx_flat[:-1]) @ Jx_flat[1:])
+        U2 += wa * (_bt(Jx_flat[:-2]) @ Jx_flat[2:])
+        g += wa * (_bt(Jx_flat) @ _second_difference_adjoint(acc, T)[..., None])[..., 0]
+        # rotation velocity: dR_j = R_j [Jr_j dv]x, each joint's 9 entries on its own 3 values,
+        # so it fills the 3x3 blocks on the diagonal of the rotations' part
+        dR = R[:, :, None] @ skew(_bt(Jr))  # (T, J, m, 3, 3): dR / dv_m
+        JR = dR.reshape(T, J, 3, 9).transpose(-1, -2)  # (T, J, 9, 3)
+        vel = (R[1:] - R[:-1]).reshape(T - 1, J, 9)
+        cnt = torch.full((T, 1, 1, 1), 2.0, dtype=x.dtype)
+        cnt[0] = cnt[-1] = 1.0
+        rows = (3 * torch.arange(J)[:, None, None] + torch.arange(3)[None, :, None]).expand(J, 3, 3).reshape(-1)
+        cols = (3 * torch.arange(J)[:, None, None] + torch.arange(3)[None, None, :]).expand(J, 3, 3).reshape(-1)
+        D[:, rows, cols] += (wr * cnt * (_bt(JR) @ JR)).reshape(T, -1)
+        U1[:, rows, cols] -= (wr * (_bt(JR[:-1]) @ JR[1:])).reshape(T - 1, -1)
+        gr = torch.zeros(T, J, 3, dtype=x.dtype)
+        gr[:-1] -= (_bt(JR[:-1]) @ vel[..., None])[..., 0]
+        gr[1:] += (_bt(JR[1:]) @ vel[..., None])[..., 0]
+        g[:, :3 * J] += wr * gr.reshape(T, 3 * J)
+        return acc
+
+    def add_limit_ramp(self, D: torch.Tensor, g: torch.Tensor, pose: torch.Tensor, excess: torch.Tensor) -> None:
+        """A joint inside its range whose own Newton step (gradient over curvature) would carry
+        it past a limit gets the limit's curvature, ramping in over the first LIMIT_BAND rad
+        of the predicted crossing: without it the step crosses as if the limit were not
+        there, the cost rises a hundredfold past it, and the step is refused for the whole
+        track or undone the next time. Joints driven away from a limit stay free, and the
+        ramp keeps the system continuous in the state (a switch on the gradient's sign made
+        two fits of the same keypoints up to round-off end 6 cm apart). In place, after every
+        other term is in D and g."""
+        f = self.fitter
+        T, J = pose.shape[:2]
+        idx = torch.arange(3, 3 * J)
+        lo, hi = limit_excess_bounds(f._ranges)
+        reach = pose[:, 1:] + (-g[:, 3:3 * J] / D[:, idx, idx]).reshape(T, J - 1, 3)
+        over = torch.maximum(reach - hi, lo - reach)  # how far past a limit it would go
+        inside = (excess.reshape(T, J - 1, 3) == 0).to(D.dtype)
+        ramp = (over / self.LIMIT_BAND).clamp(0.0, 1.0) * inside
+        D[:, idx, idx] += f.options.w_limits * ramp.reshape(T, -1)
+
     def linearise(self, pose, transl, shape_p, obs, init_joints=None, init_w=None,
                   temporal_scale: float = 1.0, with_shape: bool = True, shape_center=None,
                   extra: PointTerm | None = None) -> BandedSystem:
@@ -299,13 +367,7 @@ class TrackSolver:
         D = JdwT @ Jd2
         g = (JdwT @ r.reshape(T, 2 * Kn, 1))[..., 0]
 
-        # priors on the body joints' rotation vectors (the root's first three entries are free)
-        body = pose[:, 1:].reshape(T, -1)
-        excess = limit_excess(pose[:, 1:], f._ranges).reshape(T, -1)
-        prior_diag = o.w_pose + o.w_limits * (excess != 0).to(body.dtype)
-        idx = torch.arange(3, 3 * J)
-        D[:, idx, idx] += prior_diag
-        g[:, 3:3 * J] += o.w_pose * body + o.w_limits * excess
+        excess = self.add_pose_prior(D, g, pose)
 
         Jx_flat = Jx.reshape(T, 3 * J, P)
         if init_joints is not None:
@@ -327,36 +389,8 @@ class TrackSolver:
             # derivative along the shape is (d acc - acc d log s) / s
             rel = f._relative_size(shape)
             wa = temporal_scale * o.w_accel * fps ** 4 / float(rel) ** 2
-            acc = (x[2:] - 2 * x[1:-1] + x[:-2]).reshape(T - 2, 3 * J)
-            coef = (1.0, -2.0, 1.0)
-            n = T - 2
-            # each frame's share of the second differences it enters: sums of coefficient
-            # products over the (up to three) differences, so each band takes one product
-            c = torch.zeros(3, 3, T, dtype=x.dtype)
-            for i in range(3):
-                for k in range(i, 3):
-                    c[k - i, i, i:i + n] += coef[i] * coef[k]
-            c = c.sum(1)
-            D += wa * c[0][:, None, None] * (_bt(Jx_flat) @ Jx_flat)
-            U1 += wa * c[1][:-1, None, None] * (_bt(Jx_flat[:-1]) @ Jx_flat[1:])
-            U2 += wa * (_bt(Jx_flat[:-2]) @ Jx_flat[2:])
-            g += wa * (_bt(Jx_flat) @ _second_difference_adjoint(acc, T)[..., None])[..., 0]
-            # rotation velocity: dR_j = R_j [Jr_j dv]x, each joint's 9 entries on its own 3 values,
-            # so it fills the 3x3 blocks on the diagonal of the rotations' part
             wr = temporal_scale * o.w_rot_vel * fps ** 2
-            dR = R[:, :, None] @ skew(_bt(Jr))  # (T, J, m, 3, 3): dR / dv_m
-            JR = dR.reshape(T, J, 3, 9).transpose(-1, -2)  # (T, J, 9, 3)
-            vel = (R[1:] - R[:-1]).reshape(T - 1, J, 9)
-            cnt = torch.full((T, 1, 1, 1), 2.0, dtype=x.dtype)
-            cnt[0] = cnt[-1] = 1.0
-            rows = (3 * torch.arange(J)[:, None, None] + torch.arange(3)[None, :, None]).expand(J, 3, 3).reshape(-1)
-            cols = (3 * torch.arange(J)[:, None, None] + torch.arange(3)[None, None, :]).expand(J, 3, 3).reshape(-1)
-            D[:, rows, cols] += (wr * cnt * (_bt(JR) @ JR)).reshape(T, -1)
-            U1[:, rows, cols] -= (wr * (_bt(JR[:-1]) @ JR[1:])).reshape(T - 1, -1)
-            gr = torch.zeros(T, J, 3, dtype=x.dtype)
-            gr[:-1] -= (_bt(JR[:-1]) @ vel[..., None])[..., 0]
-            gr[1:] += (_bt(JR[1:]) @ vel[..., None])[..., 0]
-            g[:, :3 * J] += wr * gr.reshape(T, 3 * J)
+            acc = self.add_temporal(D, U1, U2, g, R, Jr, x, Jx_flat, wa, wr)
 
         if extra is not None:
             pts, Jpts = point_jacobians(G, x, G @ Jr, *self._basis(extra, shape_p), self.desc)
@@ -373,19 +407,7 @@ class TrackSolver:
                 g[:-1] += (_bt(A0) @ rp[..., None])[..., 0]
                 g[1:] += (_bt(A1) @ rp[..., None])[..., 0]
 
-        # A joint inside its range whose own Newton step (gradient over curvature) would carry
-        # it past a limit gets the limit's curvature, ramping in over the first LIMIT_BAND rad
-        # of the predicted crossing: without it the step crosses as if the limit were not
-        # there, the cost rises a hundredfold past it, and the step is refused for the whole
-        # track or undone the next time. Joints driven away from a limit stay free, and the
-        # ramp keeps the system continuous in the state (a switch on the gradient's sign made
-        # two fits of the same keypoints up to round-off end 6 cm apart).
-        lo, hi = limit_excess_bounds(f._ranges)
-        reach = pose[:, 1:] + (-g[:, 3:3 * J] / D[:, idx, idx]).reshape(T, J - 1, 3)
-        over = torch.maximum(reach - hi, lo - reach)  # how far past a limit it would go
-        inside = (excess.reshape(T, J - 1, 3) == 0).to(D.dtype)
-        ramp = (over / self.LIMIT_BAND).clamp(0.0, 1.0) * inside
-        D[:, idx, idx] += o.w_limits * ramp.reshape(T, -1)
+        self.add_limit_ramp(D, g, pose, excess)
 
         system = BandedSystem(D, U1, U2, g)
         if with_shape:

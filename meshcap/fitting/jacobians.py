@@ -106,15 +106,21 @@ def point_jacobians(G: torch.Tensor, x: torch.Tensor, B: torch.Tensor, C: torch.
 
 
 def posed_jacobians(model, layout: str, pose: torch.Tensor, transl: torch.Tensor, shape: torch.Tensor,
-                    desc: torch.Tensor | None = None) -> PosedJacobians:
+                    desc: torch.Tensor | None = None, basis: tuple | None = None) -> PosedJacobians:
     """`PosedJacobians` of pose (T, J, 3) rotation vectors, transl (T, 3), shape (1, S), in
-    `layout`; `desc` the model's `descendants` (computed when None)."""
+    `layout`; `desc` the model's `descendants` (computed when None); `basis` (C, W, q) in
+    place of the shape's keypoint basis and rest bone heads (a scaled skeleton's, keypoints
+    moved by offsets)."""
     T, J = pose.shape[:2]
     if desc is None:
         desc = descendants(model.parents, pose.dtype, pose.device)
     R = roma.rotvec_to_rotmat(pose)
-    G, x = model._fk(R, transl, model._rest(shape)["q"])
-    C, W = model.keypoint_basis(shape, layout)
+    if basis is None:
+        C, W = model.keypoint_basis(shape, layout)
+        q = model._rest(shape)["q"]
+    else:
+        C, W, q = basis
+    G, x = model._fk(R, transl, q)
     Jr = rotvec_to_right_jacobian(pose)
     B = G @ Jr  # world turn per unit rotation-vector change
     kp, Jkp = point_jacobians(G, x, B, C, W, desc)

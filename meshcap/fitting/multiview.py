@@ -5,7 +5,9 @@ Stages: (1) triangulate the keypoints robustly (`meshcap.multiview.triangulate`)
 the root per frame by a rigid fit of the rest body's torso and face to the triangulated ones;
 (3) fit pose, shape and translation to the triangulated keypoints in 3D (robust, metres);
 (4) refine on the 2D keypoints of every view (Geman-McClure in hundredths of the person's size
-in that view), with the pose, joint-limit, shape and temporal terms of single-view fitting.
+in that view), with the pose, joint-limit, shape and temporal terms of single-view fitting;
+(5) with anny, minimise that objective over the poses and translations by Levenberg-Marquardt
+(`MultiViewSolver`), the person's constants as stage (4) left them.
 
 Keypoint offsets: a detector's "hip" or "shoulder" is not exactly where the body model puts
 its keypoint, and the difference is systematic for a person. Several calibrated views see it,
@@ -33,6 +35,8 @@ import torch
 from meshcap.body_models.base import BodyModel
 from meshcap.errors import InputError
 from meshcap.fitting.flips import global_rotations
+from meshcap.fitting.gauss_newton import BandedSystem, TrackSolver, _bt, _gmof_weight
+from meshcap.fitting.jacobians import posed_jacobians
 from meshcap.fitting.priors import limit_penalty
 from meshcap.fitting.smplify import _ROOT_STAGE, FitOptions, SingleViewFitter, _person_size, _second_difference, gmof
 from meshcap.multiview.calibration import Camera, distort_project
@@ -126,20 +130,23 @@ def keypoint_bones(model: BodyModel, layout: str) -> torch.Tensor:
 class MultiViewFitter:
     """Fits keypoints (C, T, K, 3) of one person seen by C calibrated cameras.
 
-    `offset_sd` (metres): the prior's scale for the per-keypoint offsets (module docstring);
+    `iters_3d`, `iters_2d`: Adam steps of the 3D and 2D stages; `iters_gn`: at most that many
+    Levenberg-Marquardt steps on the 2D stage's objective after them, the person's constants
+    held (`MultiViewSolver`; body models with a linear keypoint basis, i.e. anny; 0: Adam
+    only). `offset_sd` (metres): the prior's scale for the per-keypoint offsets (module docstring);
     0 turns them off. `scale_sd`: the log-normal prior's scale for the bone scales (0.1: a
     part 10% longer or shorter than the shape makes it costs one standard deviation); 0, or a
     body model without bone scales, turns them off."""
 
     def __init__(self, body_model: BodyModel, cameras: list[Camera], layout: str = "blazepose33",
                  options: FitOptions | None = None, iters_3d: int = 100, iters_2d: int = 200,
-                 offset_sd: float = 0.03, scale_sd: float = 0.1) -> None:
+                 offset_sd: float = 0.03, scale_sd: float = 0.1, iters_gn: int = 10) -> None:
         self.model = body_model
         self.cameras = cameras
         self._single = SingleViewFitter(body_model, layout, options)  # priors and parameterisation
         self.layout = self._single.layout
         self.options = self._single.options
-        self.iters_3d, self.iters_2d = iters_3d, iters_2d
+        self.iters_3d, self.iters_2d, self.iters_gn = iters_3d, iters_2d, iters_gn
         self.offset_sd = offset_sd
         if offset_sd < 0 or scale_sd < 0:
             raise ValueError(f"offset_sd and scale_sd must be >= 0, got {offset_sd} and {scale_sd}")
@@ -226,6 +233,12 @@ class MultiViewFitter:
         conf = torch.as_tensor(np.nan_to_num(kp[..., 2]), dtype=dt)
         return xy, torch.where(conf >= self.options.min_confidence, conf.clamp(max=1.0), torch.zeros_like(conf))
 
+    def observations(self, kp: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The 2D stage's data from keypoints (C, T, K, 3): xy (C, T, K, 2) pixels, conf
+        (C, T, K) (0 below min_confidence) and the person's size in each view (C, T), pixels."""
+        xy, conf = self._observed(kp)
+        return xy, conf, torch.stack([_person_size(xy[c], conf[c]) for c in range(len(self.cameras))])
+
     def _reprojection(self, keypoints3d: torch.Tensor, xy: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
         """(C, T, K) pixels from fitted keypoints (T, K, 3) to the observed xy; NaN where conf is 0."""
         err = (self.project(keypoints3d) - xy).norm(dim=-1)
@@ -298,8 +311,7 @@ class MultiViewFitter:
         use_offsets = self._bones is not None
         use_scales = self.scale_sd > 0
 
-        xy, conf = self._observed(kp)
-        size = torch.stack([_person_size(xy[c], conf[c]) for c in range(C)])  # (C, T)
+        xy, conf, size = self.observations(kp)
         w3 = seen3.to(dt)
 
         def priors(out, rotmats):
@@ -343,9 +355,11 @@ class MultiViewFitter:
             data = (w3 * gmof(r2, 10.0)).sum() / w3.sum().clamp(min=1) * T
             (data + priors(out, rotmats)).backward()
             opt.step()
-        # 2D stage: every view's reprojection
+        # 2D stage: every view's reprojection; with the constants held and Gauss-Newton to
+        # follow, Adam's steps here would only be undone
+        gauss_newton = self.iters_gn > 0 and hasattr(m, "keypoint_basis")
         opt = torch.optim.Adam(groups(3))
-        for _ in range(self.iters_2d):
+        for _ in range(0 if fixed and gauss_newton else self.iters_2d):
             opt.zero_grad()
             out, rotmats = forward()
             uv = self.project(out.keypoints)  # (C, T, K, 2)
@@ -354,12 +368,18 @@ class MultiViewFitter:
             (data + priors(out, rotmats)).backward()
             opt.step()
 
+        person = MultiViewPerson(shape_p.detach(), offsets.detach(), log_scale.detach())
+        pose = torch.cat([root[:, None], body], 1).detach()
+        transl = transl.detach()
+        if gauss_newton:
+            # the same objective with the constants held, minimised properly: Adam's last
+            # steps still left 5% of it (docs/design.md, Multi-view: the solver)
+            pose, transl, _, _ = MultiViewSolver(self, person).solve(
+                pose, transl, person.shape_param, (xy, conf, size, float(fps)), iters=self.iters_gn, fit_shape=False)
         with torch.no_grad():
-            out, _ = forward()
+            out, _ = self._pose(pose, transl, person)
             err = self._reprojection(out.keypoints, xy, conf)
             sigma = self._uncertainty(out.joints, err, conf)
-        pose = torch.cat([root[:, None], body], 1).detach()
-        person = MultiViewPerson(shape_p.detach(), offsets.detach(), log_scale.detach())
         return MultiViewResult(pose, self._single._shape_from_param(person.shape_param), transl.detach(),
                                out.joints, out.keypoints, tri_np, err.numpy(), sigma, self._bone_scale(person), person)
 
@@ -378,6 +398,85 @@ class MultiViewFitter:
             s = rms[:, None] * depth / f
             inv = inv + torch.where(seen[:, None] & torch.isfinite(s), 1.0 / s.square(), torch.zeros_like(s))
         return torch.where(inv > 0, inv.rsqrt(), torch.full_like(inv, 1.0))
+
+
+class MultiViewSolver(TrackSolver):
+    """Levenberg-Marquardt on a `MultiViewFitter`'s 2D stage for one person's track, the
+    person's constants (shape, keypoint offsets, bone scales) held: every view's robust
+    reprojection, the pose and limit priors, joint acceleration and rotation velocity, on the
+    same banded system as single-view fitting (`meshcap.fitting.gauss_newton`), whose step
+    control (`TrackSolver.solve`, per-frame damping) it reuses. Needs a linear keypoint basis
+    (anny). `obs` is (xy (C, T, K, 2), conf (C, T, K), size (C, T), fps)."""
+
+    def __init__(self, fitter: "MultiViewFitter", person: "MultiViewPerson") -> None:
+        super().__init__(fitter._single)
+        self.mv, self.person = fitter, person
+        m = self.model
+        shape = fitter._single._shape_from_param(person.shape_param.detach())
+        scale = fitter._scale_of(person)
+        scale = None if scale is None else scale.detach()
+        C, W, q = m.keypoint_bases(shape, fitter.layout.name, bone_scale=scale)
+        C = C[0].clone()
+        if fitter._bones is not None:  # an offset in its bone's frame is a move of that bone's part
+            C[torch.arange(C.shape[0]), fitter._bones] += person.offsets.detach().to(C)
+        self.basis = (C, W, q)
+
+    def _views(self, kp: torch.Tensor):
+        """(pixels (C, T, K, 2), their derivatives (C, T, K, 2, 3) along the world points
+        kp (T, K, 3)) through every camera's lens."""
+        mv = self.mv
+        uv, jac = [], []
+        for c in range(len(mv.cameras)):
+            R, t, K, d = mv._R[c], mv._t[c], mv._K[c], mv._dist[c]
+            one = lambda X: distort_project(X @ R.T + t, K, d)  # noqa: E731
+            flat = kp.reshape(-1, 3)
+            uv.append(one(flat).reshape(*kp.shape[:-1], 2))
+            jac.append(torch.func.vmap(torch.func.jacrev(one))(flat).reshape(*kp.shape[:-1], 2, 3))
+        return torch.stack(uv), torch.stack(jac)
+
+    def costs(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,
+              shape_center=None, extra=None) -> tuple[torch.Tensor, float]:
+        """(per-frame cost (T,), the whole objective): `MultiViewFitter.fit`'s 2D stage with the
+        person's constants held (their priors are constants then, left out)."""
+        mv, o = self.mv, self.fitter.options
+        xy, conf, size, fps = obs
+        T = pose.shape[0]
+        out, rotmats = mv._pose(pose, transl, self.person)
+        r2 = ((mv.project(out.keypoints) - xy) / (0.01 * size[..., None, None])).square().sum(-1)
+        frame = (conf * gmof(r2, o.sigma)).sum((0, 2)) / (conf.sum() / T).clamp(min=1e-6)
+        body = pose[:, 1:]
+        frame = frame + o.w_pose * body.square().sum((-1, -2)) + o.w_limits * limit_penalty(body, self.fitter._ranges)
+        track = torch.zeros((), dtype=frame.dtype)
+        if o.temporal and T >= 3:
+            track = track + temporal_scale * o.w_accel * (_second_difference(out.joints) * fps * fps).square().sum()
+            track = track + temporal_scale * o.w_rot_vel * ((rotmats[1:] - rotmats[:-1]) * fps).square().sum()
+        return frame, float(frame.sum() + track)
+
+    def linearise(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,
+                  with_shape: bool = False, shape_center=None, extra=None) -> BandedSystem:
+        """The Gauss-Newton system at (pose (T, J, 3), transl (T, 3)), the constants held."""
+        o = self.fitter.options
+        xy, conf, size, fps = obs
+        T, J = pose.shape[:2]
+        P = self.P
+        pj = posed_jacobians(self.model, self.mv.layout.name, pose, transl, None, self.desc, basis=self.basis)
+        uv, Jproj = self._views(pj.kp)  # (C, T, K, 2), (C, T, K, 2, 3)
+        unit = 0.01 * size[..., None, None]  # (C, T, 1, 1)
+        r = (uv - xy) / unit
+        w = conf * _gmof_weight(r.square().sum(-1), o.sigma) / (conf.sum() / T).clamp(min=1e-6)  # (C, T, K)
+        Jd = (Jproj @ pj.Jkp[None]) / unit[..., None]  # (C, T, K, 2, P)
+        Jd2 = Jd.permute(1, 0, 2, 3, 4).reshape(T, -1, P)
+        JdwT = _bt(Jd2 * w.permute(1, 0, 2).repeat_interleave(2, -1).reshape(T, -1)[..., None])
+        D = JdwT @ Jd2
+        g = (JdwT @ r.permute(1, 0, 2, 3).reshape(T, -1, 1))[..., 0]
+        excess = self.add_pose_prior(D, g, pose)
+        U1 = torch.zeros(max(T - 1, 0), P, P, dtype=D.dtype)
+        U2 = torch.zeros(max(T - 2, 0), P, P, dtype=D.dtype)
+        if o.temporal and T >= 3:
+            self.add_temporal(D, U1, U2, g, pj.R, pj.Jr, pj.x, pj.Jx.reshape(T, 3 * J, P),
+                              temporal_scale * o.w_accel * fps ** 4, temporal_scale * o.w_rot_vel * fps ** 2)
+        self.add_limit_ramp(D, g, pose, excess)
+        return BandedSystem(D, U1, U2, g)
 
 
 def bone_length_std(points: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:

@@ -421,18 +421,15 @@ class MultiViewSolver(TrackSolver):
             C[torch.arange(C.shape[0]), fitter._bones] += person.offsets.detach().to(C)
         self.basis = (C, W, q)
 
-    def _views(self, kp: torch.Tensor):
-        """(pixels (C, T, K, 2), their derivatives (C, T, K, 2, 3) along the world points
-        kp (T, K, 3)) through every camera's lens."""
+    def _view(self, c: int, kp: torch.Tensor):
+        """(pixels (T, K, 2), their derivatives (T, K, 2, 3) along the world points kp
+        (T, K, 3)) through camera c's lens."""
         mv = self.mv
-        uv, jac = [], []
-        for c in range(len(mv.cameras)):
-            R, t, K, d = mv._R[c], mv._t[c], mv._K[c], mv._dist[c]
-            one = lambda X: distort_project(X @ R.T + t, K, d)  # noqa: E731
-            flat = kp.reshape(-1, 3)
-            uv.append(one(flat).reshape(*kp.shape[:-1], 2))
-            jac.append(torch.func.vmap(torch.func.jacrev(one))(flat).reshape(*kp.shape[:-1], 2, 3))
-        return torch.stack(uv), torch.stack(jac)
+        R, t, K, d = mv._R[c], mv._t[c], mv._K[c], mv._dist[c]
+        one = lambda X: distort_project(X @ R.T + t, K, d)  # noqa: E731
+        flat = kp.reshape(-1, 3)
+        jac = torch.func.vmap(torch.func.jacrev(one))(flat)
+        return one(flat).reshape(*kp.shape[:-1], 2), jac.reshape(*kp.shape[:-1], 2, 3)
 
     def costs(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,
               shape_center=None, extra=None) -> tuple[torch.Tensor, float]:
@@ -460,15 +457,18 @@ class MultiViewSolver(TrackSolver):
         T, J = pose.shape[:2]
         P = self.P
         pj = posed_jacobians(self.model, self.mv.layout.name, pose, transl, None, self.desc, basis=self.basis)
-        uv, Jproj = self._views(pj.kp)  # (C, T, K, 2), (C, T, K, 2, 3)
-        unit = 0.01 * size[..., None, None]  # (C, T, 1, 1)
-        r = (uv - xy) / unit
-        w = conf * _gmof_weight(r.square().sum(-1), o.sigma) / (conf.sum() / T).clamp(min=1e-6)  # (C, T, K)
-        Jd = (Jproj @ pj.Jkp[None]) / unit[..., None]  # (C, T, K, 2, P)
-        Jd2 = Jd.permute(1, 0, 2, 3, 4).reshape(T, -1, P)
-        JdwT = _bt(Jd2 * w.permute(1, 0, 2).repeat_interleave(2, -1).reshape(T, -1)[..., None])
-        D = JdwT @ Jd2
-        g = (JdwT @ r.permute(1, 0, 2, 3).reshape(T, -1, 1))[..., 0]
+        norm = (conf.sum() / T).clamp(min=1e-6)
+        D = torch.zeros(T, P, P, dtype=pj.kp.dtype)
+        g = torch.zeros(T, P, dtype=pj.kp.dtype)
+        for c in range(len(self.mv.cameras)):  # view by view: all at once held 4x the memory
+            uv, Jproj = self._view(c, pj.kp)  # (T, K, 2), (T, K, 2, 3)
+            unit = 0.01 * size[c, :, None, None]  # (T, 1, 1)
+            r = (uv - xy[c]) / unit
+            w = conf[c] * _gmof_weight(r.square().sum(-1), o.sigma) / norm  # (T, K)
+            Jd2 = ((Jproj @ pj.Jkp) / unit[..., None]).reshape(T, -1, P)  # (T, 2K, P)
+            JdwT = _bt(Jd2 * w.repeat_interleave(2, 1)[..., None])
+            D += JdwT @ Jd2
+            g += (JdwT @ r.reshape(T, -1, 1))[..., 0]
         excess = self.add_pose_prior(D, g, pose)
         U1 = torch.zeros(max(T - 1, 0), P, P, dtype=D.dtype)
         U2 = torch.zeros(max(T - 2, 0), P, P, dtype=D.dtype)

@@ -98,23 +98,24 @@ def test_multiview_fit_recovers_the_joints(scene):
     assert res.uncertainty.shape == joints.shape[:2] and (res.uncertainty < 0.05).all()
 
 
-def test_gauss_newton_finishes_the_2d_stage(scene):
-    """Levenberg-Marquardt after Adam's 2D stage, the person's constants held
-    (`MultiViewSolver`), ends lower on the same objective than Adam alone and no farther from
-    the true joints (measured: objective 26.7 -> 25.8, joints 10.4 -> 9.2 mm, median
-    reprojection 2.22 -> 2.19 px)."""
+def test_gauss_newton_fits_the_2d_stage(scene):
+    """The 2D stage by Levenberg-Marquardt, the person's constants on the system's border
+    (`MultiViewSolver`), ends lower on the same objective than by Adam's 200 steps and no
+    farther from the true joints (measured: objective 27.8 -> 27.0, joints 10.4 -> 9.9 mm,
+    median reprojection 2.22 -> 2.20 px)."""
     from meshcap.fitting.multiview import MultiViewSolver
 
     model, cams, obs, joints, _ = scene
     fits, cost, err = {}, {}, {}
-    for n in (0, 10):
+    for n in (0, 15):
         fitter = MultiViewFitter(model, cams, iters_gn=n)
         fits[n] = r = fitter.fit(obs, fps=30.0)
-        _, cost[n] = MultiViewSolver(fitter, r.person).costs(r.poses, r.transl, None, (*fitter.observations(obs), 30.0))
+        solver = MultiViewSolver(fitter, r.person)
+        _, cost[n] = solver.costs(r.poses, r.transl, solver.pack(r.person), (*fitter.observations(obs), 30.0))
         err[n] = 1000 * float((r.joints - joints.to(r.joints.dtype)).norm(dim=-1).mean())
-    assert cost[10] < 0.99 * cost[0], cost
-    assert err[10] < err[0] + 0.5, err
-    assert np.nanmedian(fits[10].reprojection_px) <= np.nanmedian(fits[0].reprojection_px) + 0.05
+    assert cost[15] < 0.99 * cost[0], cost
+    assert err[15] < err[0] + 0.5, err
+    assert np.nanmedian(fits[15].reprojection_px) <= np.nanmedian(fits[0].reprojection_px) + 0.05
 
 
 def test_keypoint_offsets_absorb_a_detectors_systematic_bias(scene):
@@ -122,7 +123,9 @@ def test_keypoint_offsets_absorb_a_detectors_systematic_bias(scene):
     keypoints, the same way in every frame (in the bone's frame): the per-keypoint offsets take
     that up, so the skeleton is fitted closer to the truth than without them. (Only partly: a
     constant outward shift of both hips is also a wider pelvis, so shape takes some of it;
-    measured 23.5 mm without offsets, 20.9 mm with.)"""
+    measured 26.8 mm without offsets, 22.7 mm with; with Adam's 2D stage before stop 38, 23.5
+    and 20.9: a better minimiser of an objective whose keypoints are biased lands further
+    from the truth.)"""
     import roma
 
     from meshcap.fitting.flips import global_rotations
@@ -163,8 +166,9 @@ def test_keypoint_offsets_absorb_a_detectors_systematic_bias(scene):
 def test_bone_scales_fit_proportions_the_shape_cannot_make():
     """A person whose shins are 8% shorter and forearms 12% longer than any anny shape makes
     them, seen by four cameras: the fitted bone scales shorten the shins and lengthen the
-    forearms, and the skeleton lands closer to the truth than without scales (measured 13.4 mm
-    mean without, 11.0 with; feet 7.3 -> 4.6 mm). The fitted joints are the scaled body's."""
+    forearms, and the skeleton lands closer to the truth than without scales (measured 12.9 mm
+    mean without, 10.8 with; feet 9.6 -> 4.6 mm; with Adam's 2D stage, before stop 38's
+    solver, 13.4 and 11.0, feet 7.3 -> 4.6). The fitted joints are the scaled body's."""
     model = load_body_model("anny")
     g = torch.Generator().manual_seed(2)
     T = 30
@@ -190,7 +194,7 @@ def test_bone_scales_fit_proportions_the_shape_cannot_make():
     s = fits[0.1].bone_scale[0]
     assert torch.equal(fits[0.0].bone_scale, torch.ones_like(fits[0.0].bone_scale))
     # the shape takes a share (its "proportions" phenotype lengthens limbs too), so the scales
-    # point the right way without reaching the truth (measured 0.955 and 1.028)
+    # point the right way without reaching the truth (measured 0.932 and 1.018)
     assert float(s[names.index("lowerleg01.L")]) < 0.97 and float(s[names.index("lowerarm01.L")]) > 1.01, s
     assert s[names.index("lowerleg01.L")] == s[names.index("lowerleg01.R")]  # symmetric
     assert err[0.1] < 0.9 * err[0.0] and feet_err[0.1] < 0.75 * feet_err[0.0], (err, feet_err)
@@ -203,7 +207,7 @@ def test_bone_scales_fit_proportions_the_shape_cannot_make():
 def test_a_long_track_is_fitted_window_by_window():
     """A 4 s track in windows of 50 frames overlapping by 10 (one person's constants from frames
     spread over the track, then windows with them fixed): the same motion as the whole-track fit
-    (measured 8.4 mm median apart; 14.6 mm from the truth windowed, 21.6 whole), one shape and
+    (measured 5.2 mm median apart; 14.1 mm from the truth windowed, 17.4 whole), one shape and
     one set of bone scales, and no jump where windows meet."""
     model = load_body_model("anny")
     g = torch.Generator().manual_seed(2)

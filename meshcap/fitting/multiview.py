@@ -6,8 +6,8 @@ the root per frame by a rigid fit of the rest body's torso and face to the trian
 (3) fit pose, shape and translation to the triangulated keypoints in 3D (robust, metres);
 (4) refine on the 2D keypoints of every view (Geman-McClure in hundredths of the person's size
 in that view), with the pose, joint-limit, shape and temporal terms of single-view fitting;
-(5) with anny, minimise that objective over the poses and translations by Levenberg-Marquardt
-(`MultiViewSolver`), the person's constants as stage (4) left them.
+with anny by Levenberg-Marquardt (`MultiViewSolver`), the person's constants on the border
+of the banded system; other body models by Adam.
 
 Keypoint offsets: a detector's "hip" or "shoulder" is not exactly where the body model puts
 its keypoint, and the difference is systematic for a person. Several calibrated views see it,
@@ -35,7 +35,7 @@ import torch
 from meshcap.body_models.base import BodyModel
 from meshcap.errors import InputError
 from meshcap.fitting.flips import global_rotations
-from meshcap.fitting.gauss_newton import BandedSystem, TrackSolver, _bt, _gmof_weight
+from meshcap.fitting.gauss_newton import BandedSystem, TrackSolver, _bt, _gmof_weight, _second_difference_adjoint
 from meshcap.fitting.jacobians import posed_jacobians
 from meshcap.fitting.priors import limit_penalty
 from meshcap.fitting.smplify import _ROOT_STAGE, FitOptions, SingleViewFitter, _person_size, _second_difference, gmof
@@ -130,17 +130,16 @@ def keypoint_bones(model: BodyModel, layout: str) -> torch.Tensor:
 class MultiViewFitter:
     """Fits keypoints (C, T, K, 3) of one person seen by C calibrated cameras.
 
-    `iters_3d`, `iters_2d`: Adam steps of the 3D and 2D stages; `iters_gn`: at most that many
-    Levenberg-Marquardt steps on the 2D stage's objective after them, the person's constants
-    held (`MultiViewSolver`; body models with a linear keypoint basis, i.e. anny; 0: Adam
-    only). `offset_sd` (metres): the prior's scale for the per-keypoint offsets (module docstring);
+    `iters_3d`: Adam steps of the 3D stage; the 2D stage takes at most `iters_gn`
+    Levenberg-Marquardt steps (`MultiViewSolver`) with a body model that has a linear keypoint
+    basis (anny), else (or with `iters_gn` 0) `iters_2d` Adam steps. `offset_sd` (metres): the prior's scale for the per-keypoint offsets (module docstring);
     0 turns them off. `scale_sd`: the log-normal prior's scale for the bone scales (0.1: a
     part 10% longer or shorter than the shape makes it costs one standard deviation); 0, or a
     body model without bone scales, turns them off."""
 
     def __init__(self, body_model: BodyModel, cameras: list[Camera], layout: str = "blazepose33",
                  options: FitOptions | None = None, iters_3d: int = 100, iters_2d: int = 200,
-                 offset_sd: float = 0.03, scale_sd: float = 0.1, iters_gn: int = 10) -> None:
+                 offset_sd: float = 0.03, scale_sd: float = 0.1, iters_gn: int = 15) -> None:
         self.model = body_model
         self.cameras = cameras
         self._single = SingleViewFitter(body_model, layout, options)  # priors and parameterisation
@@ -216,6 +215,22 @@ class MultiViewFitter:
             R = global_rotations(rotmats, m.parents)[:, self._bones]  # (T, K, 3, 3)
             out.keypoints = out.keypoints + (R @ person.offsets[..., None])[..., 0]
         return out, rotmats
+
+    def _constant_prior(self, person: MultiViewPerson) -> torch.Tensor:
+        """() the priors on a person's constants: the shape's, the offsets' and the scales'."""
+        w_shape, off = self._single._shape_prior(person.shape_param)
+        cost = w_shape * off.square().sum()
+        if self._bones is not None:  # Gaussian prior, sd offset_sd per axis
+            o = person.offsets
+            if self._along is None:
+                cost = cost + (o / self.offset_sd).square().sum()
+            else:  # along the bone a third of it: a bone's length is its scale's to fit
+                along = (o * self._along).sum(-1)
+                across = o - along[:, None] * self._along
+                cost = cost + (across / self.offset_sd).square().sum() + (3 * along / self.offset_sd).square().sum()
+        if self.scale_sd > 0:  # log-normal toward the shape's own proportions, each group once
+            cost = cost + (person.log_scale / self.scale_sd).square().sum()
+        return cost
 
     def _scale_of(self, person: MultiViewPerson) -> torch.Tensor | None:
         """(1, J) the body model's bone_scale from the person's group scales; None when not fitted."""
@@ -308,8 +323,6 @@ class MultiViewFitter:
         body = torch.zeros(T, m.num_joints - 1, 3, dtype=dt)
         for p in (root, transl, body):
             p.requires_grad_(True)
-        use_offsets = self._bones is not None
-        use_scales = self.scale_sd > 0
 
         xy, conf, size = self.observations(kp)
         w3 = seen3.to(dt)
@@ -323,18 +336,7 @@ class MultiViewFitter:
                 track = track + o.w_rot_vel * ((rotmats[1:] - rotmats[:-1]) * fps).square().sum()
             if fixed:  # the person's own priors were paid where they were fitted
                 return frame.sum() + track
-            w_shape, off = self._single._shape_prior(shape_p)
-            track = track + w_shape * off.square().sum()
-            if use_offsets:  # Gaussian prior, sd offset_sd per axis
-                if self._along is None:
-                    track = track + (offsets / self.offset_sd).square().sum()
-                else:  # along the bone a third of it: a bone's length is its scale's to fit
-                    along = (offsets * self._along).sum(-1)
-                    across = offsets - along[:, None] * self._along
-                    track = track + (across / self.offset_sd).square().sum() + (3 * along / self.offset_sd).square().sum()
-            if use_scales:  # log-normal toward the shape's own proportions, each group once
-                track = track + (log_scale / self.scale_sd).square().sum()
-            return frame.sum() + track
+            return frame.sum() + track + self._constant_prior(person)
 
         def forward():
             return self._pose(torch.cat([root[:, None], body], 1), transl, person)
@@ -355,11 +357,11 @@ class MultiViewFitter:
             data = (w3 * gmof(r2, 10.0)).sum() / w3.sum().clamp(min=1) * T
             (data + priors(out, rotmats)).backward()
             opt.step()
-        # 2D stage: every view's reprojection; with the constants held and Gauss-Newton to
-        # follow, Adam's steps here would only be undone
+        # 2D stage: every view's reprojection, by Levenberg-Marquardt where the body model
+        # allows (below), else by Adam
         gauss_newton = self.iters_gn > 0 and hasattr(m, "keypoint_basis")
         opt = torch.optim.Adam(groups(3))
-        for _ in range(0 if fixed and gauss_newton else self.iters_2d):
+        for _ in range(0 if gauss_newton else self.iters_2d):
             opt.zero_grad()
             out, rotmats = forward()
             uv = self.project(out.keypoints)  # (C, T, K, 2)
@@ -372,10 +374,15 @@ class MultiViewFitter:
         pose = torch.cat([root[:, None], body], 1).detach()
         transl = transl.detach()
         if gauss_newton:
-            # the same objective with the constants held, minimised properly: Adam's last
-            # steps still left 5% of it (docs/design.md, Multi-view: the solver)
-            pose, transl, _, _ = MultiViewSolver(self, person).solve(
-                pose, transl, person.shape_param, (xy, conf, size, float(fps)), iters=self.iters_gn, fit_shape=False)
+            # the poses and translations with the offsets and bone scales (unless held fixed)
+            # on the banded system's border: Adam's 200 steps left 5% of this objective. The
+            # shape stays as the 3D stage fitted it: with it free, the phenotypes wandered to
+            # their extremes, trading off one another (docs/design.md, Multi-view: the solver)
+            solver = MultiViewSolver(self, person, shape=False)
+            theta = solver.pack(person)
+            pose, transl, theta, _ = solver.solve(pose, transl, theta, (xy, conf, size, float(fps)),
+                                                  iters=self.iters_gn, fit_shape=not fixed and theta.shape[-1] > 0)
+            person = solver.unpack(theta)
         with torch.no_grad():
             out, _ = self._pose(pose, transl, person)
             err = self._reprojection(out.keypoints, xy, conf)
@@ -401,25 +408,128 @@ class MultiViewFitter:
 
 
 class MultiViewSolver(TrackSolver):
-    """Levenberg-Marquardt on a `MultiViewFitter`'s 2D stage for one person's track, the
-    person's constants (shape, keypoint offsets, bone scales) held: every view's robust
-    reprojection, the pose and limit priors, joint acceleration and rotation velocity, on the
-    same banded system as single-view fitting (`meshcap.fitting.gauss_newton`), whose step
-    control (`TrackSolver.solve`, per-frame damping) it reuses. Needs a linear keypoint basis
-    (anny). `obs` is (xy (C, T, K, 2), conf (C, T, K), size (C, T), fps)."""
+    """Levenberg-Marquardt on a `MultiViewFitter`'s 2D stage for one person's track: every
+    view's robust reprojection, the pose and limit priors, joint acceleration and rotation
+    velocity, and the priors on the person's constants, on the same banded system as
+    single-view fitting (`meshcap.fitting.gauss_newton`), whose step control
+    (`TrackSolver.solve`, per-frame damping) it reuses. The constants (shape, keypoint
+    offsets, bone scales) are `solve`'s "shape": one vector (`pack`, `unpack`) on the system's
+    border, solved with the frames (`fit_shape`) or held. Needs a linear keypoint basis
+    (anny). `obs` is (xy (C, T, K, 2), conf (C, T, K), size (C, T), fps).
 
-    def __init__(self, fitter: "MultiViewFitter", person: "MultiViewPerson") -> None:
+        solver = MultiViewSolver(fitter, person)
+        pose, transl, theta, history = solver.solve(pose, transl, solver.pack(person), obs)
+        person = solver.unpack(theta)
+    """
+
+    def __init__(self, fitter: "MultiViewFitter", person: "MultiViewPerson", shape: bool = True) -> None:
         super().__init__(fitter._single)
         self.mv, self.person = fitter, person
-        m = self.model
+        K = len(fitter.layout)
+        # the constants as one vector (`pack`): shape parameters (unless `shape` is False: held),
+        # offsets and group scales (when the fitter fits them)
+        self._sizes = (person.shape_param.shape[-1] if shape else 0, 3 * K if fitter._bones is not None else 0,
+                       person.log_scale.shape[0] if fitter.scale_sd > 0 else 0)
+
+    def _basis(self, person: "MultiViewPerson"):
+        """(C, W, q): the keypoint basis of the person's scaled body, offsets folded in."""
+        fitter = self.mv
         shape = fitter._single._shape_from_param(person.shape_param.detach())
         scale = fitter._scale_of(person)
         scale = None if scale is None else scale.detach()
-        C, W, q = m.keypoint_bases(shape, fitter.layout.name, bone_scale=scale)
+        C, W, q = self.model.keypoint_bases(shape, fitter.layout.name, bone_scale=scale)
         C = C[0].clone()
         if fitter._bones is not None:  # an offset in its bone's frame is a move of that bone's part
             C[torch.arange(C.shape[0]), fitter._bones] += person.offsets.detach().to(C)
-        self.basis = (C, W, q)
+        return C, W, q
+
+    def pack(self, person: "MultiViewPerson") -> torch.Tensor:
+        """(1, N) the person's constants as `solve`'s "shape" vector."""
+        S, O, G = self._sizes
+        parts = [person.shape_param.reshape(-1)[:S]]
+        if O:
+            parts.append(person.offsets.reshape(-1))
+        if G:
+            parts.append(person.log_scale.reshape(-1))
+        return torch.cat(parts)[None].detach()
+
+    def unpack(self, theta: torch.Tensor) -> "MultiViewPerson":
+        S, O, G = self._sizes
+        t = theta.reshape(-1)
+        return MultiViewPerson(t[None, :S] if S else self.person.shape_param,
+                               t[S:S + O].reshape(-1, 3) if O else self.person.offsets,
+                               t[S + O:] if G else self.person.log_scale)
+
+    def _constants_jacobian(self, R, G, W, person: "MultiViewPerson", step: float = 3e-3):
+        """The keypoints' (T, K, 3, N) and joints' (T, J, 3, N) derivatives along the packed
+        constants: shape parameters and group scales by central differences of the shape-only
+        quantities (as `TrackSolver.shape_jacobian`), offsets exactly (the bone's rotation)."""
+        fitter, m = self.mv, self.model
+        S, O, Gn = self._sizes
+        T, J = R.shape[:2]
+        sp, ls = person.shape_param, person.log_scale
+        shapes, scales = [], []
+        for i in range(S):
+            for sign in (1.0, -1.0):
+                e = torch.zeros_like(sp)
+                e[0, i] = sign * step
+                shapes.append(sp + e)
+                scales.append(ls)
+        for i in range(Gn):
+            for sign in (1.0, -1.0):
+                e = torch.zeros_like(ls)
+                e[i] = sign * step
+                shapes.append(sp)
+                scales.append(ls + e)
+        K = W.shape[0]
+        n = S + Gn
+        if n:
+            shape_b = fitter._single._shape_from_param(torch.cat(shapes))
+            scale_b = torch.exp(torch.stack(scales))[:, fitter._groups] if fitter.scale_sd > 0 else None
+            C, _, q = m.keypoint_bases(shape_b, fitter.layout.name, bone_scale=scale_b)
+            dC = (C[0::2] - C[1::2]) / (2 * step)  # (S + Gn, K, J, 3)
+            dq = (q[0::2] - q[1::2]) / (2 * step)
+            zero = torch.zeros(T, 3, dtype=R.dtype)
+            _, dx = m._fk(R.repeat(n, 1, 1, 1), zero.repeat(n, 1), dq.repeat_interleave(T, 0))
+            dx = dx.reshape(n, T, J, 3)
+            Jkp_sg = torch.einsum("tjde,skje->tkds", G, dC) + torch.einsum("kj,stjd->tkds", W, dx)
+            Jx_sg = dx.permute(1, 2, 3, 0)
+        else:
+            Jkp_sg, Jx_sg = R.new_zeros(T, K, 3, 0), R.new_zeros(T, J, 3, 0)
+        parts_kp, parts_x = [Jkp_sg[..., :S]], [Jx_sg[..., :S]]
+        if O:  # keypoint k moves by its bone's rotation times its offset
+            Jo = torch.zeros(T, K, 3, K, 3, dtype=R.dtype)
+            Jo[:, torch.arange(K), :, torch.arange(K), :] = G[:, fitter._bones].transpose(0, 1)
+            parts_kp.append(Jo.reshape(T, K, 3, 3 * K))
+            parts_x.append(torch.zeros(T, J, 3, 3 * K, dtype=R.dtype))
+        parts_kp.append(Jkp_sg[..., S:])
+        parts_x.append(Jx_sg[..., S:])
+        return torch.cat(parts_kp, -1), torch.cat(parts_x, -1)
+
+    def _prior_system(self, person: "MultiViewPerson"):
+        """(H (N, N), g (N,)) float64 of the constants' priors (`MultiViewFitter._constant_prior`)."""
+        fitter = self.mv
+        S, O, G = self._sizes
+        H = torch.zeros(S + O + G, S + O + G, dtype=torch.float64)
+        g = torch.zeros(S + O + G, dtype=torch.float64)
+        if S:
+            w_s, off = fitter._single._shape_prior(person.shape_param)
+            H[:S, :S] += w_s * torch.eye(S, dtype=torch.float64)
+            g[:S] += w_s * off[0].double()
+        if O:
+            K = O // 3
+            eye = torch.eye(3, dtype=torch.float64)
+            if fitter._along is None:
+                M = eye.expand(K, 3, 3) / fitter.offset_sd ** 2
+            else:  # |across|^2 + 9 along^2 = |o|^2 + 8 (a.o)^2
+                a = fitter._along.double()
+                M = (eye + 8 * a[:, :, None] * a[:, None, :]) / fitter.offset_sd ** 2
+            H[S:S + O, S:S + O] += torch.block_diag(*M)
+            g[S:S + O] += (M @ person.offsets.double()[..., None]).reshape(-1)
+        if G:
+            H[S + O:, S + O:] += torch.eye(G, dtype=torch.float64) / fitter.scale_sd ** 2
+            g[S + O:] += person.log_scale.double() / fitter.scale_sd ** 2
+        return H, g
 
     def _view(self, c: int, kp: torch.Tensor):
         """(pixels (T, K, 2), their derivatives (T, K, 2, 3) along the world points kp
@@ -433,12 +543,13 @@ class MultiViewSolver(TrackSolver):
 
     def costs(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,
               shape_center=None, extra=None) -> tuple[torch.Tensor, float]:
-        """(per-frame cost (T,), the whole objective): `MultiViewFitter.fit`'s 2D stage with the
-        person's constants held (their priors are constants then, left out)."""
+        """(per-frame cost (T,), the whole objective): `MultiViewFitter.fit`'s 2D stage at
+        (pose (T, J, 3), transl (T, 3), the constants packed in shape_p (1, N), `pack`)."""
         mv, o = self.mv, self.fitter.options
         xy, conf, size, fps = obs
         T = pose.shape[0]
-        out, rotmats = mv._pose(pose, transl, self.person)
+        person = self.unpack(shape_p)
+        out, rotmats = mv._pose(pose, transl, person)
         r2 = ((mv.project(out.keypoints) - xy) / (0.01 * size[..., None, None])).square().sum(-1)
         frame = (conf * gmof(r2, o.sigma)).sum((0, 2)) / (conf.sum() / T).clamp(min=1e-6)
         body = pose[:, 1:]
@@ -447,16 +558,24 @@ class MultiViewSolver(TrackSolver):
         if o.temporal and T >= 3:
             track = track + temporal_scale * o.w_accel * (_second_difference(out.joints) * fps * fps).square().sum()
             track = track + temporal_scale * o.w_rot_vel * ((rotmats[1:] - rotmats[:-1]) * fps).square().sum()
-        return frame, float(frame.sum() + track)
+        return frame, float(frame.sum() + track + mv._constant_prior(person))
 
     def linearise(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,
                   with_shape: bool = False, shape_center=None, extra=None) -> BandedSystem:
-        """The Gauss-Newton system at (pose (T, J, 3), transl (T, 3)), the constants held."""
+        """The Gauss-Newton system at (pose (T, J, 3), transl (T, 3), the constants packed in
+        shape_p (1, N)); with `with_shape`, the constants' border too."""
         o = self.fitter.options
         xy, conf, size, fps = obs
         T, J = pose.shape[:2]
         P = self.P
-        pj = posed_jacobians(self.model, self.mv.layout.name, pose, transl, None, self.desc, basis=self.basis)
+        person = self.unpack(shape_p)
+        basis = self._basis(person)
+        pj = posed_jacobians(self.model, self.mv.layout.name, pose, transl, None, self.desc, basis=basis)
+        if with_shape:
+            Jkp_c, Jx_c = self._constants_jacobian(pj.R, pj.G, basis[1], person)
+            N = Jkp_c.shape[-1]
+            Hss, gs = self._prior_system(person)
+            Hps = torch.zeros(T, P, N, dtype=torch.float64)
         norm = (conf.sum() / T).clamp(min=1e-6)
         D = torch.zeros(T, P, P, dtype=pj.kp.dtype)
         g = torch.zeros(T, P, dtype=pj.kp.dtype)
@@ -469,14 +588,28 @@ class MultiViewSolver(TrackSolver):
             JdwT = _bt(Jd2 * w.repeat_interleave(2, 1)[..., None])
             D += JdwT @ Jd2
             g += (JdwT @ r.reshape(T, -1, 1))[..., 0]
+            if with_shape:
+                Jd_c = (Jproj @ Jkp_c) / unit[..., None]  # (T, K, 2, N)
+                Hss += torch.einsum("tkcp,tk,tkcq->pq", Jd_c, w, Jd_c).double()
+                Hps += (JdwT @ Jd_c.reshape(T, -1, N)).double()
+                gs += torch.einsum("tkcp,tk,tkc->p", Jd_c, w, r).double()
         excess = self.add_pose_prior(D, g, pose)
         U1 = torch.zeros(max(T - 1, 0), P, P, dtype=D.dtype)
         U2 = torch.zeros(max(T - 2, 0), P, P, dtype=D.dtype)
         if o.temporal and T >= 3:
-            self.add_temporal(D, U1, U2, g, pj.R, pj.Jr, pj.x, pj.Jx.reshape(T, 3 * J, P),
-                              temporal_scale * o.w_accel * fps ** 4, temporal_scale * o.w_rot_vel * fps ** 2)
+            wa = temporal_scale * o.w_accel * fps ** 4
+            Jx_flat = pj.Jx.reshape(T, 3 * J, P)
+            acc = self.add_temporal(D, U1, U2, g, pj.R, pj.Jr, pj.x, Jx_flat, wa, temporal_scale * o.w_rot_vel * fps ** 2)
+            if with_shape:
+                As = (Jx_c[2:] - 2 * Jx_c[1:-1] + Jx_c[:-2]).reshape(T - 2, 3 * J, N).double()
+                Hss += wa * torch.einsum("tcp,tcq->pq", As, As)
+                gs += wa * torch.einsum("tcp,tc->p", As, acc.double())
+                Hps += wa * (_bt(Jx_flat.double()) @ _second_difference_adjoint(As, T))
         self.add_limit_ramp(D, g, pose, excess)
-        return BandedSystem(D, U1, U2, g)
+        system = BandedSystem(D, U1, U2, g)
+        if with_shape:
+            system.Hss, system.Hps, system.gs = Hss, Hps, gs
+        return system
 
 
 def bone_length_std(points: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:

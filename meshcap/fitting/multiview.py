@@ -132,8 +132,8 @@ class MultiViewFitter:
 
     `iters_3d`: Adam steps of the 3D stage; the 2D stage takes at most `iters_gn`
     Levenberg-Marquardt steps (`MultiViewSolver`) with a body model that has a linear keypoint
-    basis (anny), else (or with `iters_gn` 0) `iters_2d` Adam steps. `offset_sd` (metres): the prior's scale for the per-keypoint offsets (module docstring);
-    0 turns them off. `scale_sd`: the log-normal prior's scale for the bone scales (0.1: a
+    basis (anny), else (or with `iters_gn` 0) `iters_2d` Adam steps. `offset_sd` (metres):
+    the prior's scale for the per-keypoint offsets (module docstring); 0 turns them off. `scale_sd`: the log-normal prior's scale for the bone scales (0.1: a
     part 10% longer or shorter than the shape makes it costs one standard deviation); 0, or a
     body model without bone scales, turns them off."""
 
@@ -412,10 +412,11 @@ class MultiViewSolver(TrackSolver):
     view's robust reprojection, the pose and limit priors, joint acceleration and rotation
     velocity, and the priors on the person's constants, on the same banded system as
     single-view fitting (`meshcap.fitting.gauss_newton`), whose step control
-    (`TrackSolver.solve`, per-frame damping) it reuses. The constants (shape, keypoint
-    offsets, bone scales) are `solve`'s "shape": one vector (`pack`, `unpack`) on the system's
-    border, solved with the frames (`fit_shape`) or held. Needs a linear keypoint basis
-    (anny). `obs` is (xy (C, T, K, 2), conf (C, T, K), size (C, T), fps).
+    (`TrackSolver.solve`, per-frame damping) it reuses. The constants (shape unless `shape`
+    is False, keypoint offsets and bone scales where the fitter fits them) are `solve`'s
+    "shape": one vector (`pack`, `unpack`) on the system's border, solved with the frames
+    (`fit_shape`) or held. Needs a linear keypoint basis (anny). `obs` is (xy (C, T, K, 2),
+    conf (C, T, K), size (C, T), fps).
 
         solver = MultiViewSolver(fitter, person)
         pose, transl, theta, history = solver.solve(pose, transl, solver.pack(person), obs)

@@ -462,50 +462,41 @@ class MultiViewSolver(TrackSolver):
                                t[S + O:] if G else self.person.log_scale)
 
     def _constants_jacobian(self, R, G, W, person: "MultiViewPerson", step: float = 3e-3):
-        """The keypoints' (T, K, 3, N) and joints' (T, J, 3, N) derivatives along the packed
-        constants: shape parameters and group scales by central differences of the shape-only
-        quantities (as `TrackSolver.shape_jacobian`), offsets exactly (the bone's rotation)."""
+        """The keypoints' (T, K, 3, S+G) and joints' (T, J, 3, S+G) derivatives along the
+        packed shape parameters and group scales, by central differences of the shape-only
+        quantities (as `TrackSolver.shape_jacobian`). The offsets' are their bones' rotations,
+        one keypoint each: `linearise` takes them as such, never as a dense matrix."""
         fitter, m = self.mv, self.model
-        S, O, Gn = self._sizes
+        S, _, Gn = self._sizes
         T, J = R.shape[:2]
+        K = W.shape[0]
         sp, ls = person.shape_param, person.log_scale
         shapes, scales = [], []
-        for i in range(S):
+        for i in range(S + Gn):
             for sign in (1.0, -1.0):
-                e = torch.zeros_like(sp)
-                e[0, i] = sign * step
-                shapes.append(sp + e)
-                scales.append(ls)
-        for i in range(Gn):
-            for sign in (1.0, -1.0):
-                e = torch.zeros_like(ls)
-                e[i] = sign * step
-                shapes.append(sp)
-                scales.append(ls + e)
-        K = W.shape[0]
+                if i < S:
+                    e = torch.zeros_like(sp)
+                    e[0, i] = sign * step
+                    shapes.append(sp + e)
+                    scales.append(ls)
+                else:
+                    e = torch.zeros_like(ls)
+                    e[i - S] = sign * step
+                    shapes.append(sp)
+                    scales.append(ls + e)
         n = S + Gn
-        if n:
-            shape_b = fitter._single._shape_from_param(torch.cat(shapes))
-            scale_b = torch.exp(torch.stack(scales))[:, fitter._groups] if fitter.scale_sd > 0 else None
-            C, _, q = m.keypoint_bases(shape_b, fitter.layout.name, bone_scale=scale_b)
-            dC = (C[0::2] - C[1::2]) / (2 * step)  # (S + Gn, K, J, 3)
-            dq = (q[0::2] - q[1::2]) / (2 * step)
-            zero = torch.zeros(T, 3, dtype=R.dtype)
-            _, dx = m._fk(R.repeat(n, 1, 1, 1), zero.repeat(n, 1), dq.repeat_interleave(T, 0))
-            dx = dx.reshape(n, T, J, 3)
-            Jkp_sg = torch.einsum("tjde,skje->tkds", G, dC) + torch.einsum("kj,stjd->tkds", W, dx)
-            Jx_sg = dx.permute(1, 2, 3, 0)
-        else:
-            Jkp_sg, Jx_sg = R.new_zeros(T, K, 3, 0), R.new_zeros(T, J, 3, 0)
-        parts_kp, parts_x = [Jkp_sg[..., :S]], [Jx_sg[..., :S]]
-        if O:  # keypoint k moves by its bone's rotation times its offset
-            Jo = torch.zeros(T, K, 3, K, 3, dtype=R.dtype)
-            Jo[:, torch.arange(K), :, torch.arange(K), :] = G[:, fitter._bones].transpose(0, 1)
-            parts_kp.append(Jo.reshape(T, K, 3, 3 * K))
-            parts_x.append(torch.zeros(T, J, 3, 3 * K, dtype=R.dtype))
-        parts_kp.append(Jkp_sg[..., S:])
-        parts_x.append(Jx_sg[..., S:])
-        return torch.cat(parts_kp, -1), torch.cat(parts_x, -1)
+        if not n:
+            return R.new_zeros(T, K, 3, 0), R.new_zeros(T, J, 3, 0)
+        shape_b = fitter._single._shape_from_param(torch.cat(shapes))
+        scale_b = torch.exp(torch.stack(scales))[:, fitter._groups] if fitter.scale_sd > 0 else None
+        C, _, q = m.keypoint_bases(shape_b, fitter.layout.name, bone_scale=scale_b)
+        dC = (C[0::2] - C[1::2]) / (2 * step)  # (S + Gn, K, J, 3)
+        dq = (q[0::2] - q[1::2]) / (2 * step)
+        zero = torch.zeros(T, 3, dtype=R.dtype)
+        _, dx = m._fk(R.repeat(n, 1, 1, 1), zero.repeat(n, 1), dq.repeat_interleave(T, 0))
+        dx = dx.reshape(n, T, J, 3)
+        Jkp = torch.einsum("tjde,skje->tkds", G, dC) + torch.einsum("kj,stjd->tkds", W, dx)
+        return Jkp, dx.permute(1, 2, 3, 0)
 
     def _prior_system(self, person: "MultiViewPerson"):
         """(H (N, N), g (N,)) float64 of the constants' priors (`MultiViewFitter._constant_prior`)."""
@@ -573,10 +564,19 @@ class MultiViewSolver(TrackSolver):
         basis = self._basis(person)
         pj = posed_jacobians(self.model, self.mv.layout.name, pose, transl, None, self.desc, basis=basis)
         if with_shape:
+            S, O, Gn = self._sizes
+            K = pj.kp.shape[1]
+            # dense columns (shape, scales) and the offsets' (one keypoint each) apart
             Jkp_c, Jx_c = self._constants_jacobian(pj.R, pj.G, basis[1], person)
-            N = Jkp_c.shape[-1]
-            Hss, gs = self._prior_system(person)
-            Hps = torch.zeros(T, P, N, dtype=torch.float64)
+            nd = Jkp_c.shape[-1]
+            H_dd = torch.zeros(nd, nd, dtype=torch.float64)
+            H_oo = torch.zeros(K, 3, 3, dtype=torch.float64)
+            H_od = torch.zeros(K, 3, nd, dtype=torch.float64)
+            Hps_d = torch.zeros(T, P, nd, dtype=torch.float64)
+            Hps_o = torch.zeros(T, P, K, 3, dtype=torch.float64)
+            g_d = torch.zeros(nd, dtype=torch.float64)
+            g_o = torch.zeros(K, 3, dtype=torch.float64)
+            G_off = pj.G[:, self.mv._bones] if O else None  # (T, K, 3, 3)
         norm = (conf.sum() / T).clamp(min=1e-6)
         D = torch.zeros(T, P, P, dtype=pj.kp.dtype)
         g = torch.zeros(T, P, dtype=pj.kp.dtype)
@@ -590,10 +590,18 @@ class MultiViewSolver(TrackSolver):
             D += JdwT @ Jd2
             g += (JdwT @ r.reshape(T, -1, 1))[..., 0]
             if with_shape:
-                Jd_c = (Jproj @ Jkp_c) / unit[..., None]  # (T, K, 2, N)
-                Hss += torch.einsum("tkcp,tk,tkcq->pq", Jd_c, w, Jd_c).double()
-                Hps += (JdwT @ Jd_c.reshape(T, -1, N)).double()
-                gs += torch.einsum("tkcp,tk,tkc->p", Jd_c, w, r).double()
+                Jd_d = (Jproj @ Jkp_c) / unit[..., None]  # (T, K, 2, nd)
+                if nd:
+                    H_dd += torch.einsum("tkcp,tk,tkcq->pq", Jd_d, w, Jd_d).double()
+                    Hps_d += (JdwT @ Jd_d.reshape(T, 2 * K, nd)).double()
+                    g_d += torch.einsum("tkcp,tk,tkc->p", Jd_d, w, r).double()
+                if O:
+                    Jd_o = (Jproj @ G_off) / unit[..., None]  # (T, K, 2, 3): keypoint k's own offset
+                    wJd_o = w[..., None, None] * Jd_o
+                    H_oo += torch.einsum("tkci,tkcj->kij", wJd_o, Jd_o).double()
+                    H_od += torch.einsum("tkci,tkcq->kiq", wJd_o, Jd_d).double()
+                    Hps_o += torch.einsum("tkcp,tkci->tpki", Jd2.reshape(T, K, 2, P), wJd_o).double()
+                    g_o += torch.einsum("tkci,tkc->ki", wJd_o, r).double()
         excess = self.add_pose_prior(D, g, pose)
         U1 = torch.zeros(max(T - 1, 0), P, P, dtype=D.dtype)
         U2 = torch.zeros(max(T - 2, 0), P, P, dtype=D.dtype)
@@ -601,14 +609,27 @@ class MultiViewSolver(TrackSolver):
             wa = temporal_scale * o.w_accel * fps ** 4
             Jx_flat = pj.Jx.reshape(T, 3 * J, P)
             acc = self.add_temporal(D, U1, U2, g, pj.R, pj.Jr, pj.x, Jx_flat, wa, temporal_scale * o.w_rot_vel * fps ** 2)
-            if with_shape:
-                As = (Jx_c[2:] - 2 * Jx_c[1:-1] + Jx_c[:-2]).reshape(T - 2, 3 * J, N).double()
-                Hss += wa * torch.einsum("tcp,tcq->pq", As, As)
-                gs += wa * torch.einsum("tcp,tc->p", As, acc.double())
-                Hps += wa * (_bt(Jx_flat.double()) @ _second_difference_adjoint(As, T))
+            if with_shape and nd:  # the offsets move no joint
+                As = (Jx_c[2:] - 2 * Jx_c[1:-1] + Jx_c[:-2]).reshape(T - 2, 3 * J, nd).double()
+                H_dd += wa * torch.einsum("tcp,tcq->pq", As, As)
+                g_d += wa * torch.einsum("tcp,tc->p", As, acc.double())
+                Hps_d += wa * (_bt(Jx_flat.double()) @ _second_difference_adjoint(As, T))
         self.add_limit_ramp(D, g, pose, excess)
         system = BandedSystem(D, U1, U2, g)
-        if with_shape:
+        if with_shape:  # assembled in the packed order: shape, offsets, scales
+            Hss, gs = self._prior_system(person)
+            dense = torch.cat([torch.arange(S), torch.arange(S + O, S + O + Gn)])
+            offs = torch.arange(S, S + O)
+            Hss[dense[:, None], dense[None]] += H_dd
+            gs[dense] += g_d
+            Hps = torch.zeros(T, P, S + O + Gn, dtype=torch.float64)
+            Hps[..., dense] = Hps_d
+            if O:
+                Hss[offs[:, None], offs[None]] += torch.block_diag(*H_oo)
+                Hss[offs[:, None], dense[None]] += H_od.reshape(O, nd)
+                Hss[dense[:, None], offs[None]] += H_od.reshape(O, nd).T
+                gs[offs] += g_o.reshape(O)
+                Hps[..., offs] = Hps_o.reshape(T, P, O)
             system.Hss, system.Hps, system.gs = Hss, Hps, gs
         return system
 

@@ -253,18 +253,27 @@ class TrackSolver:
         track. Not forward-mode autodiff: its levels are process-global and `fit_tracks` fits
         several tracks in threads at once."""
         f = self.fitter
-        T = R.shape[0]
         S = shape_p.shape[-1]
-        zero = torch.zeros(T, 3, dtype=R.dtype, device=R.device)
         e = step * torch.eye(S, dtype=shape_p.dtype, device=shape_p.device)
         # every +-step shape in one batch: (2S, 6), the plus steps first
-        shapes = f._shape_from_param(torch.cat([shape_p + e, shape_p - e]))
-        C, _, q = self.model.keypoint_bases(shapes, f.layout.name)
-        dC = (C[:S] - C[S:]) / (2 * step)  # (S, K, J, 3)
-        dq = (q[:S] - q[S:]) / (2 * step)  # (S, 104, 3)
-        # the joints are linear in the rest joints: every parameter's in one batch (S T frames)
-        _, dx = self.model._fk(R.repeat(S, 1, 1, 1), zero.repeat(S, 1), dq.repeat_interleave(T, 0))
-        dx = dx.reshape(S, T, *dx.shape[1:])  # (S, T, J, 3)
+        return self.basis_jacobian(R, G, W, f._shape_from_param(torch.cat([shape_p + e, shape_p - e])), step)
+
+    def basis_jacobian(self, R, G, W, shapes, step: float, bone_scale=None):
+        """The keypoints' (T, K, 3, n) and joints' (T, J, 3, n) central differences along n
+        parameters of the shape-only quantities, posed by rotations R (T, J, 3, 3) local and
+        G world (W (K, J) the keypoint basis's joint weights): shapes (2n, S) (and
+        `bone_scale` (2n, J) or None) are the bodies one `step` up along each parameter, then
+        the n one step down. The posed points are linear in the keypoints' local offsets and
+        the rest joints, so those are differenced, not the posed track."""
+        T = R.shape[0]
+        n = shapes.shape[0] // 2
+        C, _, q = self.model.keypoint_bases(shapes, self.fitter.layout.name, bone_scale=bone_scale)
+        dC = (C[:n] - C[n:]) / (2 * step)  # (n, K, J, 3)
+        dq = (q[:n] - q[n:]) / (2 * step)  # (n, 104, 3)
+        # the joints are linear in the rest joints: every parameter's in one batch (n T frames)
+        zero = torch.zeros(T, 3, dtype=R.dtype, device=R.device)
+        _, dx = self.model._fk(R.repeat(n, 1, 1, 1), zero.repeat(n, 1), dq.repeat_interleave(T, 0))
+        dx = dx.reshape(n, T, *dx.shape[1:])  # (n, T, J, 3)
         Jkp = torch.einsum("tjde,skje->tkds", G, dC) + torch.einsum("kj,stjd->tkds", W, dx)
         return Jkp, dx.permute(1, 2, 3, 0)
 

@@ -248,6 +248,31 @@ class MultiViewFitter:
         conf = torch.as_tensor(np.nan_to_num(kp[..., 2]), dtype=dt)
         return xy, torch.where(conf >= self.options.min_confidence, conf.clamp(max=1.0), torch.zeros_like(conf))
 
+    def _priors(self, body: torch.Tensor, out, rotmats: torch.Tensor, fps: float,
+                person: MultiViewPerson | None = None, temporal_scale: float = 1.0):
+        """(per frame (T,), the track's ()) priors of the fit: pose and joint limits on the body
+        joints' rotation vectors body (T, J-1, 3), joint acceleration and rotation velocity of
+        the posed `out` (rotmats (T, J, 3, 3)), and, given a person, their constants'."""
+        o = self.options
+        T = body.shape[0]
+        frame = o.w_pose * body.square().sum((-1, -2)) + o.w_limits * limit_penalty(body, self._single._ranges)
+        track = torch.zeros((), dtype=frame.dtype)
+        if o.temporal and T >= 3:
+            track = track + temporal_scale * o.w_accel * (_second_difference(out.joints) * fps * fps).square().sum()
+            track = track + temporal_scale * o.w_rot_vel * ((rotmats[1:] - rotmats[:-1]) * fps).square().sum()
+        if person is not None:
+            track = track + self._constant_prior(person)
+        return frame, track
+
+    def _reprojection_cost(self, keypoints3d: torch.Tensor, xy: torch.Tensor, conf: torch.Tensor,
+                           size: torch.Tensor) -> torch.Tensor:
+        """(T,) the 2D stage's data term per frame: every view's Geman-McClure reprojection
+        error of keypoints (T, K, 3), in hundredths of the person's size in that view,
+        normalised so that a frame's term is its seen keypoints' mean cost."""
+        T = keypoints3d.shape[0]
+        r2 = ((self.project(keypoints3d) - xy) / (0.01 * size[..., None, None])).square().sum(-1)
+        return (conf * gmof(r2, self.options.sigma)).sum((0, 2)) / (conf.sum() / T).clamp(min=1e-6)
+
     def observations(self, kp: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The 2D stage's data from keypoints (C, T, K, 3): xy (C, T, K, 2) pixels, conf
         (C, T, K) (0 below min_confidence) and the person's size in each view (C, T), pixels."""
@@ -328,15 +353,9 @@ class MultiViewFitter:
         w3 = seen3.to(dt)
 
         def priors(out, rotmats):
-            frame = o.w_pose * body.square().sum((-1, -2)) + o.w_limits * limit_penalty(body, self._single._ranges)
-            track = torch.zeros((), dtype=dt)
-            if o.temporal and T >= 3:
-                acc = _second_difference(out.joints) * fps * fps
-                track = track + o.w_accel * acc.square().sum()
-                track = track + o.w_rot_vel * ((rotmats[1:] - rotmats[:-1]) * fps).square().sum()
-            if fixed:  # the person's own priors were paid where they were fitted
-                return frame.sum() + track
-            return frame.sum() + track + self._constant_prior(person)
+            # the person's own priors were paid where they were fitted when held fixed
+            frame, track = self._priors(body, out, rotmats, fps, None if fixed else person)
+            return frame.sum() + track
 
         def forward():
             return self._pose(torch.cat([root[:, None], body], 1), transl, person)
@@ -364,10 +383,7 @@ class MultiViewFitter:
         for _ in range(0 if gauss_newton else self.iters_2d):
             opt.zero_grad()
             out, rotmats = forward()
-            uv = self.project(out.keypoints)  # (C, T, K, 2)
-            r2 = ((uv - xy) / (0.01 * size[..., None, None])).square().sum(-1)
-            data = (conf * gmof(r2, o.sigma)).sum() / conf.sum().clamp(min=1e-6) * T
-            (data + priors(out, rotmats)).backward()
+            (self._reprojection_cost(out.keypoints, xy, conf, size).sum() + priors(out, rotmats)).backward()
             opt.step()
 
         person = MultiViewPerson(shape_p.detach(), offsets.detach(), log_scale.detach())
@@ -387,7 +403,7 @@ class MultiViewFitter:
             out, _ = self._pose(pose, transl, person)
             err = self._reprojection(out.keypoints, xy, conf)
             sigma = self._uncertainty(out.joints, err, conf)
-        return MultiViewResult(pose, self._single._shape_from_param(person.shape_param), transl.detach(),
+        return MultiViewResult(pose, self._single._shape_from_param(person.shape_param), transl,
                                out.joints, out.keypoints, tri_np, err.numpy(), sigma, self._bone_scale(person), person)
 
     def _uncertainty(self, joints: torch.Tensor, err: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -466,37 +482,27 @@ class MultiViewSolver(TrackSolver):
         packed shape parameters and group scales, by central differences of the shape-only
         quantities (as `TrackSolver.shape_jacobian`). The offsets' are their bones' rotations,
         one keypoint each: `linearise` takes them as such, never as a dense matrix."""
-        fitter, m = self.mv, self.model
+        fitter = self.mv
         S, _, Gn = self._sizes
         T, J = R.shape[:2]
-        K = W.shape[0]
+        if not S + Gn:
+            return R.new_zeros(T, W.shape[0], 3, 0), R.new_zeros(T, J, 3, 0)
         sp, ls = person.shape_param, person.log_scale
+        # the bodies one step up along each parameter, then one step down
         shapes, scales = [], []
-        for i in range(S + Gn):
-            for sign in (1.0, -1.0):
-                if i < S:
-                    e = torch.zeros_like(sp)
-                    e[0, i] = sign * step
-                    shapes.append(sp + e)
-                    scales.append(ls)
-                else:
-                    e = torch.zeros_like(ls)
-                    e[i - S] = sign * step
-                    shapes.append(sp)
-                    scales.append(ls + e)
-        n = S + Gn
-        if not n:
-            return R.new_zeros(T, K, 3, 0), R.new_zeros(T, J, 3, 0)
-        shape_b = fitter._single._shape_from_param(torch.cat(shapes))
+        for sign in (1.0, -1.0):
+            for i in range(S):
+                e = torch.zeros_like(sp)
+                e[0, i] = sign * step
+                shapes.append(sp + e)
+                scales.append(ls)
+            for i in range(Gn):
+                e = torch.zeros_like(ls)
+                e[i] = sign * step
+                shapes.append(sp)
+                scales.append(ls + e)
         scale_b = torch.exp(torch.stack(scales))[:, fitter._groups] if fitter.scale_sd > 0 else None
-        C, _, q = m.keypoint_bases(shape_b, fitter.layout.name, bone_scale=scale_b)
-        dC = (C[0::2] - C[1::2]) / (2 * step)  # (S + Gn, K, J, 3)
-        dq = (q[0::2] - q[1::2]) / (2 * step)
-        zero = torch.zeros(T, 3, dtype=R.dtype)
-        _, dx = m._fk(R.repeat(n, 1, 1, 1), zero.repeat(n, 1), dq.repeat_interleave(T, 0))
-        dx = dx.reshape(n, T, J, 3)
-        Jkp = torch.einsum("tjde,skje->tkds", G, dC) + torch.einsum("kj,stjd->tkds", W, dx)
-        return Jkp, dx.permute(1, 2, 3, 0)
+        return self.basis_jacobian(R, G, W, fitter._single._shape_from_param(torch.cat(shapes)), step, scale_b)
 
     def _prior_system(self, person: "MultiViewPerson"):
         """(H (N, N), g (N,)) float64 of the constants' priors (`MultiViewFitter._constant_prior`)."""
@@ -537,20 +543,13 @@ class MultiViewSolver(TrackSolver):
               shape_center=None, extra=None) -> tuple[torch.Tensor, float]:
         """(per-frame cost (T,), the whole objective): `MultiViewFitter.fit`'s 2D stage at
         (pose (T, J, 3), transl (T, 3), the constants packed in shape_p (1, N), `pack`)."""
-        mv, o = self.mv, self.fitter.options
+        mv = self.mv
         xy, conf, size, fps = obs
-        T = pose.shape[0]
         person = self.unpack(shape_p)
         out, rotmats = mv._pose(pose, transl, person)
-        r2 = ((mv.project(out.keypoints) - xy) / (0.01 * size[..., None, None])).square().sum(-1)
-        frame = (conf * gmof(r2, o.sigma)).sum((0, 2)) / (conf.sum() / T).clamp(min=1e-6)
-        body = pose[:, 1:]
-        frame = frame + o.w_pose * body.square().sum((-1, -2)) + o.w_limits * limit_penalty(body, self.fitter._ranges)
-        track = torch.zeros((), dtype=frame.dtype)
-        if o.temporal and T >= 3:
-            track = track + temporal_scale * o.w_accel * (_second_difference(out.joints) * fps * fps).square().sum()
-            track = track + temporal_scale * o.w_rot_vel * ((rotmats[1:] - rotmats[:-1]) * fps).square().sum()
-        return frame, float(frame.sum() + track + mv._constant_prior(person))
+        frame, track = mv._priors(pose[:, 1:], out, rotmats, fps, person, temporal_scale)
+        frame = frame + mv._reprojection_cost(out.keypoints, xy, conf, size)
+        return frame, float(frame.sum() + track)
 
     def linearise(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, temporal_scale: float = 1.0,
                   with_shape: bool = False, shape_center=None, extra=None) -> BandedSystem:

@@ -6,9 +6,9 @@ against plain confidence-weighted DLT triangulation of the same 2D keypoints.
 Prints, for the subject (the person seen longest; the demo's background people are matched
 too but left out here): the left/right swaps found and undone in each view
 (`meshcap.multiview.swaps`);
-0. how far each camera's orientation is turned from the calibration by the refinement that
-   `capture_multiview` runs (`meshcap.multiview.refine`); then sections 1-3 twice, with the
-   calibration as given and with the refined orientations (the default), each with the fitted
+0. how far each camera's orientation is turned, and its focal length scaled, from the
+   calibration by the refinement that `capture_multiview` runs (`meshcap.multiview.refine`);
+   then sections 1-3 twice, with the calibration as given and refined (the default), each with the fitted
    bone scales (one per body part, left and right alike);
 1. per-view reprojection error of the fit and of plain DLT into the views they were made
    from, pixels (median and 90th percentile);
@@ -16,7 +16,7 @@ too but left out here): the left/right swaps found and undone in each view
    error in the fourth, for each camera in turn: fit vs DLT;
 3. bone lengths over time (shoulder-elbow, elbow-wrist, hip-knee, knee-ankle, per side): the
    standard deviation for the fitted body vs the DLT points, mm;
-2b. leave-one-camera-out again over the take's second half, with orientations refined on its
+2b. leave-one-camera-out again over the take's second half, with cameras refined on its
    first half only (the refinement in 2 also saw the left-out camera's detections);
 4. Pose2Sim's Demo_MultiPerson through `capture_multiview`: the people found, their frames,
    the largest frame-to-frame step of each root (an id swap would jump a metre or more) and
@@ -127,20 +127,22 @@ def main() -> None:
 
     # 0. the cameras' orientations refined from the subject, as capture_multiview does
     refined = refine_orientations(kp.reshape(C, -1, 3), cams)
-    print("0. camera orientations refined (`meshcap.multiview.refine`): turned "
-          + ", ".join(f"{c.name} {a:.2f}" for c, a in zip(cams, refined.turned_deg)) + " deg; robust triangulation's "
+    print("0. cameras refined (`meshcap.multiview.refine`): turned "
+          + ", ".join(f"{c.name} {a:.2f}" for c, a in zip(cams, refined.turned_deg)) + " deg, focal lengths x "
+          + ", ".join(f"{f:.4f}" for f in refined.focal_scale) + "; robust triangulation's "
           "median reprojection " + " ".join(f"{b:.1f}" for b in refined.before_px) + " -> "
           + " ".join(f"{a:.1f}" for a in refined.after_px) + " px")
     for title, cc in (("the calibration as given (--keep-calibration)", cams),
-                      ("orientations refined (the default)", refined.cameras)):
+                      ("orientations and focal lengths refined (the default)", refined.cameras)):
         print(f"\n== {title}")
         evaluate(model, kp, cc, seen, fps)
     # the refinement above saw the left-out camera's own detections; here the cameras are
     # refined on the first half of the take and the second half is left out camera by camera
     n = kp.shape[1] // 2
     half = refine_orientations(kp[:, :n].reshape(C, -1, 3), cams)
-    print(f"\n2b. leave-one-camera-out over frames {n}-{kp.shape[1] - 1}, orientations refined on frames 0-{n - 1} "
-          f"(turned " + ", ".join(f"{a:.2f}" for a in half.turned_deg) + " deg):")
+    print(f"\n2b. leave-one-camera-out over frames {n}-{kp.shape[1] - 1}, cameras refined on frames 0-{n - 1} "
+          f"(turned " + ", ".join(f"{a:.2f}" for a in half.turned_deg) + " deg, focal lengths x "
+          + ", ".join(f"{f:.4f}" for f in half.focal_scale) + "):")
     for title, cc in (("as given", cams), ("refined", half.cameras)):
         f_all, d_all = leave_one_out(model, kp, cc, seen, fps, slice(n, None), verbose=False)
         print(f"   {title:9s} fit {stats(f_all)} | DLT {stats(d_all)}; per camera, fit medians "

@@ -81,9 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="keep the body model's own proportions (by default each body part's length is fitted "
                          "to the person, and exports use the scaled skeleton)")
     mv.add_argument("--keep-calibration", action="store_true",
-                    help="use the calibration's camera orientations as they are (by default, with three cameras "
-                         "or more, each is turned to agree with what the rig sees: a calibration a degree off "
-                         "puts a view 15-30 px off)")
+                    help="use the calibration's camera orientations and focal lengths as they are (by default, "
+                         "with three cameras or more, each camera is turned and its focal length scaled to agree "
+                         "with what the rig sees: a calibration a degree off puts a view 15-30 px off)")
     mv.add_argument("--no-cache", action="store_true", help="do not reuse or write the per-view keypoint caches")
     mv.add_argument("--quiet", action="store_true", help="no progress bars")
     mv.add_argument("--bvh", default=None, help="also write BVH")

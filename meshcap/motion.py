@@ -32,6 +32,7 @@ was not seen are `valid == False` and hold zeros (their numbers carry no meaning
 | contact_prob         | (P, T, 2) f32, opt  | probability of that contact, in [0, 1]                   |
 | view_swaps           | (P, T, C) bool, opt | camera c's detection relabelled left <-> right (multi-view) |
 | calibration_turn     | (C,) f32, opt       | degrees each camera's orientation was turned from its calibration (multi-view) |
+| calibration_focal    | (C,) f32, opt       | each camera's refined focal length over its calibration's (multi-view) |
 | floor                | f32, opt            | height of the floor under the feet along a calibrated world's up, metres (absent: 0) |
 | frame_R              | (T, 3, 3) f32, opt  | a panning camera 0: its turn, reference view -> frame t  |
 | frame_K              | (T, 3, 3) f32, opt  | a panning camera 0: its intrinsics at frame t (zoom)     |
@@ -103,6 +104,7 @@ _SCHEMA: dict[str, tuple[str, int]] = {
 _OPTIONAL: dict[str, tuple[str, int]] = {"world": ("U", 0), "contact": ("b", 3), "contact_prob": ("f", 3),
                                          "view_swaps": ("b", 3), "frame_R": ("f", 3), "frame_K": ("f", 3),
                                          "bone_scale": ("f", 2), "calibration_turn": ("f", 1),
+                                         "calibration_focal": ("f", 1),
                                          "floor": ("f", 0)}
 
 
@@ -140,6 +142,7 @@ class Motion:
     frame_K: np.ndarray | None = None
     bone_scale: np.ndarray | None = None
     calibration_turn: np.ndarray | None = None
+    calibration_focal: np.ndarray | None = None
     floor: float | None = None
 
     def __post_init__(self) -> None:
@@ -184,6 +187,8 @@ class Motion:
             self.bone_scale = f32(self.bone_scale)
         if self.calibration_turn is not None:
             self.calibration_turn = f32(self.calibration_turn)
+        if self.calibration_focal is not None:
+            self.calibration_focal = f32(self.calibration_focal)
         if self.floor is not None:
             self.floor = float(self.floor)
             if not np.isfinite(self.floor):
@@ -382,6 +387,8 @@ class Motion:
                  if self.floor is not None else "")
         turned = ("; camera orientations refined by " + ", ".join(f"{a:.2f}" for a in self.calibration_turn)
                   + " deg" if self.calibration_turn is not None else "")
+        if self.calibration_focal is not None:
+            turned += ", focal lengths scaled by " + ", ".join(f"{f:.3f}" for f in self.calibration_focal)
         return (f"{self.num_people} people, {self.num_frames} frames at {self.fps:g} fps, "
                 f"body model {self.body_model} ({len(self.joint_names)} joints), world {self.world}; "
                 f"{people}{planted}{swaps}{scales}{floor}{turned}")
@@ -429,8 +436,9 @@ def _check_consistency(d: dict[str, np.ndarray]) -> list[str]:
             out.append(f"'bone_scale' has shape {bs.shape}, expected ({P}, {J})")
         elif not (np.isfinite(bs).all() and (bs > 0).all()):
             out.append("'bone_scale' must be finite and positive")
-    if "calibration_turn" in d and np.asarray(d["calibration_turn"]).shape != (C,):
-        out.append(f"'calibration_turn' has shape {np.asarray(d['calibration_turn']).shape}, expected ({C},)")
+    for k in ("calibration_turn", "calibration_focal"):
+        if k in d and np.asarray(d[k]).shape != (C,):
+            out.append(f"'{k}' has shape {np.asarray(d[k]).shape}, expected ({C},)")
     if "view_swaps" in d and np.asarray(d["view_swaps"]).shape != (P, T, C):
         out.append(f"'view_swaps' has shape {np.asarray(d['view_swaps']).shape}, expected ({P}, {T}, {C})")
     for k in ("frame_R", "frame_K"):

@@ -255,8 +255,9 @@ def _knocked(camera: Camera, degrees: float, axis=(0.3, 1.0, 0.2)) -> Camera:
 def test_a_camera_knocked_off_its_calibration_is_turned_back(scene):
     """The calibration says camera 3 points 1.5 degrees away from where it does: refining the
     orientations from the person's keypoints turns it back to its true orientation, leaves
-    the others where they are, keeps every camera's position, and brings camera 3's
-    reprojection from about 25 px down to the noise (2 px)."""
+    the others where they are, keeps every camera's position and principal point (and the
+    focal lengths, which were right, within 0.5%), and brings camera 3's reprojection from
+    about 25 px down to the noise (2 px)."""
     import warnings
 
     from meshcap.multiview.refine import refine_orientations
@@ -269,8 +270,21 @@ def test_a_camera_knocked_off_its_calibration_is_turned_back(scene):
     off = [np.degrees(np.arccos(np.clip((np.trace(a.R.T @ b.R) - 1) / 2, -1, 1))) for a, b in zip(r.cameras, cams)]
     assert max(off) < 0.1, off
     assert abs(r.turned_deg[2] - 1.5) < 0.1 and np.delete(r.turned_deg, 2).max() < 0.1
-    assert all(np.allclose(a.center, b.center) and np.allclose(a.K, b.K) for a, b in zip(r.cameras, cams))
+    assert all(np.allclose(a.center, b.center) and np.allclose(a.K[:2, 2], b.K[:2, 2]) for a, b in zip(r.cameras, cams))
+    assert np.abs(r.focal_scale - 1).max() < 0.005, r.focal_scale
+    assert all(np.isclose(a.K[0, 0], b.K[0, 0] * f) for a, b, f in zip(r.cameras, cams, r.focal_scale))
     assert r.before_px[2] > 10 and r.after_px.max() < 4, (r.before_px, r.after_px)
+    # a calibration whose focal length is 3% off (and another camera's orientation knocked) is
+    # put right; turning the cameras alone leaves that view further off
+    zoomed = list(wrong)
+    K = cams[1].K.copy()
+    K[:2, :2] *= 1.03
+    zoomed[1] = Camera(cams[1].name, K, cams[1].R, cams[1].t, cams[1].size, cams[1].dist)
+    z = refine_orientations(obs.reshape(4, -1, 3), zoomed)
+    assert z.kept is None and abs(z.focal_scale[1] * 1.03 - 1) < 0.005, z.focal_scale
+    assert np.delete(np.abs(z.focal_scale - 1), 1).max() < 0.005, z.focal_scale
+    assert z.after_px.max() < 4, z.after_px
+    assert refine_orientations(obs.reshape(4, -1, 3), zoomed, focal=False).after_px[1] > 1.2 * z.after_px[1]
     # what cannot be refined keeps the calibration, and says why
     two = refine_orientations(obs[:2].reshape(2, -1, 3), wrong[:2])
     assert two.kept and "three" in two.kept and two.cameras[1] is wrong[1]
@@ -387,12 +401,14 @@ def test_pose2sim_demo_four_cameras(tmp_path, smpl_file):
     head, feet = j[:, m.joint_names.index("head"), 2], j[:, [m.joint_names.index("foot.L"),
                                                                m.joint_names.index("foot.R")], 2]
     assert 1.2 < np.median(head) < 1.9 and -0.2 < np.median(feet.min(1)) < 0.3  # metres, z up
-    # the cameras' orientations were refined from the subject: each turned a little (measured
-    # 0.1-0.6 degrees) about its own centre
+    # the cameras' orientations and focal lengths were refined from the subject: each turned a
+    # little about its own centre (measured 0.1-1.0 degrees), focal lengths 0.98-1.03x
     from meshcap.multiview.calibration import read_calibration
 
     cams = read_calibration(demo / "calibration" / "Calib.qca.txt")
     assert m.calibration_turn.shape == (4,) and 0 < m.calibration_turn.max() < 2.0
+    assert m.calibration_focal.shape == (4,) and np.abs(m.calibration_focal - 1).max() < 0.05
+    assert np.allclose(m.cam_K[:, 0, 0], [c.K[0, 0] for c in cams] * m.calibration_focal, rtol=1e-4)
     assert "camera orientations refined" in r.stdout
     assert np.allclose(-m.cam_R[0].T @ m.cam_t[0], cams[0].center, atol=1e-4)
 
@@ -425,7 +441,8 @@ def test_pose2sim_demo_four_cameras(tmp_path, smpl_file):
                         "--max-people", "1", "--keep-calibration", "--quiet"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     kept = Motion.load(tmp_path / "kept.npz")
-    assert kept.calibration_turn is None and np.allclose(kept.cam_R[2], cams[2].R, atol=1e-6)
+    assert kept.calibration_turn is None and kept.calibration_focal is None
+    assert np.allclose(kept.cam_R[2], cams[2].R, atol=1e-6) and np.allclose(kept.cam_K[2], cams[2].K, rtol=1e-6)
     assert camera0_error(m) < camera0_error(kept) - 1.0
     # an SMPL-family model from the command (the tests' made-up SMPL file)
     r = subprocess.run([sys.executable, "-m", "meshcap.cli", "multiview", *videos, "--calib",

@@ -126,12 +126,12 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
             is, without a known up; "ground": the estimated ground in any case.
         bone_scales: fit each person's proportions beyond the body model's shape space (one
             scale per body part, `meshcap.fitting.multiview`); False keeps the shape's own.
-        refine_cameras: turn each camera's orientation to agree with what the rig sees
-            (`meshcap.multiview.refine`; three cameras or more), before fitting; False keeps
-            the calibration as it is.
+        refine_cameras: turn each camera's orientation and scale its focal length to agree
+            with what the rig sees (`meshcap.multiview.refine`; three cameras or more), before
+            fitting; False keeps the calibration as it is.
         progress: called as progress(stage, done, total).
-    Returns a Motion with every camera's K, R, t (refined orientations, with how far each was
-    turned in `calibration_turn`).
+    Returns a Motion with every camera's K, R, t (refined, with how far each was turned in
+    `calibration_turn` and its focal length's factor in `calibration_focal`).
     """
     from meshcap.body_models import load_body_model
     from meshcap.fitting.multiview import MultiViewFitter
@@ -153,11 +153,12 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
     fps = float(views[0].fps)
 
     people = gather_people(views, cams, offsets, T, max_people, min_length, progress)
-    turn = None
+    turn = focal = None
     if refine_cameras:
         refined = refine_orientations(np.concatenate([kp.reshape(len(cams), -1, 3) for _, kp, _ in people], 1), cams)
         if refined.kept is None:
             cams, turn = refined.cameras, refined.turned_deg.astype(np.float32)
+            focal = refined.focal_scale.astype(np.float32)
         if progress:
             progress("refining camera orientations", 1, 1)
 
@@ -194,7 +195,7 @@ def capture_multiview(sources: list[str | Path], calibration: str | Path | list[
                   cam_K=np.stack([c.K for c in cams]), cam_R=np.stack([c.R for c in cams]),
                   cam_t=np.stack([c.t for c in cams]), image_size=np.array([c.size for c in cams]),
                   person_ids=np.arange(P), frame_times=times - times[0], view_swaps=view_swaps,
-                  calibration_turn=turn, **out,
+                  calibration_turn=turn, calibration_focal=focal, **out,
                   body_model_settings={} if model.name == "anny" else {"model_path": str(model_path)})
     motion = place_in_world(motion, model, world, None if world == "ground" else cams)
     if world is None and calibration_up(cams) is not None:

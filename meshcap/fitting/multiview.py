@@ -9,10 +9,17 @@ in that view), with the pose, joint-limit, shape and temporal terms of single-vi
 with anny by Levenberg-Marquardt (`MultiViewSolver`), the person's constants on the border
 of the banded system; other body models by Adam.
 
+Limb points at the joints (`limb_points="joints"`, the default): a detector's shoulders,
+elbows, wrists, hips, knees and ankles are joint centres (that is how they are annotated), so
+the fit compares them with the skeleton's joints, not with the body model's skin keypoints
+(which slide against both bones as a joint bends: 2.5-7 mm of bone-length spread on the
+model's own motion). Face, hand and foot points stay the body model's.
+
 Keypoint offsets: a detector's "hip" or "shoulder" is not exactly where the body model puts
 its keypoint, and the difference is systematic for a person. Several calibrated views see it,
 so stages (3) and (4) also fit one small offset per keypoint, constant over the track, in the
-frame of the bone that carries the keypoint (what marker registration does in OpenSim). The
+frame of the bone that carries the keypoint (what marker registration does in OpenSim; a limb
+point at a joint rides that joint's parent, with a tighter prior, `limb_offset_sd`). The
 skeleton is unchanged by them; they only move the keypoints the views are compared with.
 
 Bone scales: a body model's shape space ties a person's proportions together (anny's six
@@ -39,6 +46,7 @@ from meshcap.fitting.gauss_newton import BandedSystem, TrackSolver, _bt, _gmof_w
 from meshcap.fitting.jacobians import posed_jacobians
 from meshcap.fitting.priors import limit_penalty
 from meshcap.fitting.smplify import _ROOT_STAGE, FitOptions, SingleViewFitter, _person_size, _second_difference, gmof
+from meshcap.keypoints.layouts import get_layout
 from meshcap.multiview.calibration import Camera, distort_project
 from meshcap.multiview.triangulate import triangulate
 
@@ -97,11 +105,39 @@ def symmetric_groups(model: BodyModel) -> torch.Tensor:
     return group
 
 
-def keypoint_bones(model: BodyModel, layout: str) -> torch.Tensor:
+LIMB_POINTS = tuple(f"{side}_{part}" for side in ("left", "right")
+                    for part in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle"))
+
+
+def limb_joints(model: BodyModel, layout: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layout's limb keypoints (`LIMB_POINTS`: shoulders to ankles) and, for each, the
+    skeleton joint nearest to it at the rest pose of the default shape (anny: upperarm01,
+    lowerarm01, wrist, upperleg01, lowerleg01, foot). Returns (keypoint indices (L,), joint
+    indices (L,)); empty where the layout has none of them."""
+    names = get_layout(layout).names
+    idx = [names.index(n) for n in LIMB_POINTS if n in names]
+    if not idx:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty
+    J, dt = model.num_joints, model.dtype
+    rest = model(torch.zeros(1, J, 3, dtype=dt, device=model.device), model.default_shape(1), layout=layout,
+                 vertices=False)
+    near = torch.cdist(rest.keypoints[0, idx], rest.joints[0]).argmin(-1).cpu()
+    return torch.tensor(idx), near
+
+
+def keypoint_bones(model: BodyModel, layout: str, limb_points: str = "skin") -> torch.Tensor:
     """(K,) for each keypoint of `layout`, the joint whose rotation carries it rigidly: the
     deepest joint in the tree that moves it at least half as much as a point fixed to that
     joint's bone would move (found by turning each joint a little at the rest pose; a keypoint
-    skinned to two bones, like a knee, goes with the deeper one when it follows it that much)."""
+    skinned to two bones, like a knee, goes with the deeper one when it follows it that much).
+    With `limb_points` "joints" (`MultiViewFitter`'s), a limb keypoint placed at its joint
+    (`limb_joints`) is carried by that joint's parent, on whose bone the joint sits."""
+    if limb_points == "joints":
+        bones = keypoint_bones(model, layout)
+        limb, joint = limb_joints(model, layout)
+        bones[limb] = torch.as_tensor(model.parents)[joint]
+        return bones
     J, dt, eps = model.num_joints, model.dtype, 1e-3
     shape = model.default_shape(1)
     rest = model(torch.zeros(1, J, 3, dtype=dt, device=model.device), shape, layout=layout, vertices=False)
@@ -135,11 +171,15 @@ class MultiViewFitter:
     basis (anny), else (or with `iters_gn` 0) `iters_2d` Adam steps. `offset_sd` (metres):
     the prior's scale for the per-keypoint offsets (module docstring); 0 turns them off. `scale_sd`: the log-normal prior's scale for the bone scales (0.1: a
     part 10% longer or shorter than the shape makes it costs one standard deviation); 0, or a
-    body model without bone scales, turns them off."""
+    body model without bone scales, turns them off. `limb_points`: "joints" compares the
+    detector's limb points with the skeleton's joints (module docstring), "skin" with the body
+    model's keypoints; `limb_offset_sd` (metres): the offsets' prior scale on limb points at
+    joints."""
 
     def __init__(self, body_model: BodyModel, cameras: list[Camera], layout: str = "blazepose33",
                  options: FitOptions | None = None, iters_3d: int = 100, iters_2d: int = 200,
-                 offset_sd: float = 0.03, scale_sd: float = 0.1, iters_gn: int = 15) -> None:
+                 offset_sd: float = 0.03, scale_sd: float = 0.1, iters_gn: int = 15,
+                 limb_points: str = "joints", limb_offset_sd: float = 0.015) -> None:
         self.model = body_model
         self.cameras = cameras
         self._single = SingleViewFitter(body_model, layout, options)  # priors and parameterisation
@@ -151,10 +191,24 @@ class MultiViewFitter:
             raise ValueError(f"offset_sd and scale_sd must be >= 0, got {offset_sd} and {scale_sd}")
         self.scale_sd = scale_sd if body_model.supports_bone_scale else 0.0
         self._groups = symmetric_groups(body_model)
-        self._bones = keypoint_bones(body_model, self.layout.name) if offset_sd > 0 else None
+        if limb_points not in ("joints", "skin"):
+            raise ValueError(f"limb_points must be 'joints' or 'skin', got {limb_points!r}")
+        if limb_offset_sd < 0:
+            raise ValueError(f"limb_offset_sd must be >= 0, got {limb_offset_sd}")
+        # limb keypoints at the skeleton's joints (`limb_points` "joints"): their keypoint index
+        # (L,) and joint (L,); empty for the body model's own (skin) keypoints
+        self._limb, self._limb_joint = (limb_joints(body_model, self.layout.name) if limb_points == "joints"
+                                        else (torch.zeros(0, dtype=torch.long),) * 2)
+        # a joint's position rides its parent's bone rigidly, so a limb keypoint's offset is
+        # carried there (a marker on the parent segment, as OpenSim registers one)
+        self._bones = keypoint_bones(body_model, self.layout.name, limb_points) if offset_sd > 0 else None
+        self._offset_sd = None
         self._along = None
-        if self._bones is not None and self.scale_sd > 0:
-            self._along = bone_axes(body_model)[self._bones]  # (K, 3)
+        if self._bones is not None:
+            self._offset_sd = torch.full((len(self.layout),), offset_sd, dtype=body_model.dtype)
+            self._offset_sd[self._limb] = limb_offset_sd
+            if self.scale_sd > 0:
+                self._along = bone_axes(body_model)[self._bones]  # (K, 3)
         dt = body_model.dtype
         self._R = torch.as_tensor(np.stack([c.R for c in cameras]), dtype=dt)
         self._t = torch.as_tensor(np.stack([c.t for c in cameras]), dtype=dt)
@@ -211,6 +265,10 @@ class MultiViewFitter:
         rotmats = roma.rotvec_to_rotmat(pose)
         out = m(rotmats=rotmats, shape=self._single._shape_from_param(person.shape_param), transl=transl,
                 layout=self.layout.name, vertices=False, bone_scale=self._scale_of(person))
+        if len(self._limb):
+            kp = out.keypoints.clone()
+            kp[:, self._limb] = out.joints[:, self._limb_joint]
+            out.keypoints = kp
         if self._bones is not None:
             R = global_rotations(rotmats, m.parents)[:, self._bones]  # (T, K, 3, 3)
             out.keypoints = out.keypoints + (R @ person.offsets[..., None])[..., 0]
@@ -220,14 +278,14 @@ class MultiViewFitter:
         """() the priors on a person's constants: the shape's, the offsets' and the scales'."""
         w_shape, off = self._single._shape_prior(person.shape_param)
         cost = w_shape * off.square().sum()
-        if self._bones is not None:  # Gaussian prior, sd offset_sd per axis
-            o = person.offsets
+        if self._bones is not None:  # Gaussian prior, sd offset_sd (limb_offset_sd) per axis
+            o = person.offsets / self._offset_sd.clamp(min=1e-9)[:, None]
             if self._along is None:
-                cost = cost + (o / self.offset_sd).square().sum()
+                cost = cost + o.square().sum()
             else:  # along the bone a third of it: a bone's length is its scale's to fit
                 along = (o * self._along).sum(-1)
                 across = o - along[:, None] * self._along
-                cost = cost + (across / self.offset_sd).square().sum() + (3 * along / self.offset_sd).square().sum()
+                cost = cost + across.square().sum() + (3 * along).square().sum()
         if self.scale_sd > 0:  # log-normal toward the shape's own proportions, each group once
             cost = cost + (person.log_scale / self.scale_sd).square().sum()
         return cost
@@ -456,6 +514,11 @@ class MultiViewSolver(TrackSolver):
         scale = None if scale is None else scale.detach()
         C, W, q = self.model.keypoint_bases(shape, fitter.layout.name, bone_scale=scale)
         C = C[0].clone()
+        if len(fitter._limb):  # limb keypoints at their joints: the joint's position alone
+            C[fitter._limb] = 0
+            W = W.clone()
+            W[fitter._limb] = 0
+            W[fitter._limb, fitter._limb_joint] = 1
         if fitter._bones is not None:  # an offset in its bone's frame is a move of that bone's part
             C[torch.arange(C.shape[0]), fitter._bones] += person.offsets.detach().to(C)
         return C, W, q
@@ -517,11 +580,12 @@ class MultiViewSolver(TrackSolver):
         if O:
             K = O // 3
             eye = torch.eye(3, dtype=torch.float64)
+            inv_var = fitter._offset_sd.double().clamp(min=1e-9)[:, None, None] ** -2
             if fitter._along is None:
-                M = eye.expand(K, 3, 3) / fitter.offset_sd ** 2
+                M = eye.expand(K, 3, 3) * inv_var
             else:  # |across|^2 + 9 along^2 = |o|^2 + 8 (a.o)^2
                 a = fitter._along.double()
-                M = (eye + 8 * a[:, :, None] * a[:, None, :]) / fitter.offset_sd ** 2
+                M = (eye + 8 * a[:, :, None] * a[:, None, :]) * inv_var
             H[S:S + O, S:S + O] += torch.block_diag(*M)
             g[S:S + O] += (M @ person.offsets.double()[..., None]).reshape(-1)
         if G:

@@ -120,6 +120,11 @@ def test_multiview_fit_recovers_the_joints(scene):
     pairs = [(names.index(f"{s}_{a}"), names.index(f"{s}_{b}")) for s in ("left", "right")
              for a, b in (("shoulder", "elbow"), ("elbow", "wrist"), ("hip", "knee"), ("knee", "ankle"))]
     assert bone_length_std(res.keypoints3d.numpy(), pairs).mean() < 2e-3
+    # limb_offset_sd 0 holds the limb points at the joints
+    from meshcap.fitting.multiview import limb_joints
+
+    held = MultiViewFitter(model, cams, limb_offset_sd=0.0).fit(obs, fps=30.0)
+    assert float(held.person.offsets[limb_joints(model, "blazepose33")[0]].abs().max()) < 1e-6
     with pytest.raises(ValueError, match="limb_points"):
         MultiViewFitter(model, cams, limb_points="bones")
 

@@ -174,7 +174,7 @@ class MultiViewFitter:
     body model without bone scales, turns them off. `limb_points`: "joints" compares the
     detector's limb points with the skeleton's joints (module docstring), "skin" with the body
     model's keypoints; `limb_offset_sd` (metres): the offsets' prior scale on limb points at
-    joints."""
+    joints (0 holds them at zero)."""
 
     def __init__(self, body_model: BodyModel, cameras: list[Camera], layout: str = "blazepose33",
                  options: FitOptions | None = None, iters_3d: int = 100, iters_2d: int = 200,

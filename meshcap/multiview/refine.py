@@ -118,7 +118,7 @@ def refine_orientations(points: np.ndarray, cameras: list[Camera], rounds: int =
     by_three = seen.sum(0) >= 3  # points a camera sees that two other views place
     X, _, res = triangulate(points, cameras, scale_px=scale_px)
     before = _medians(res, seen)
-    rot = np.zeros((C, 4 if focal else 3))  # rotation vector [, log focal scale] per camera
+    params = np.zeros((C, 4 if focal else 3))  # rotation vector [, log focal scale] per camera
     cams = list(cameras)
     refined = np.zeros(C, bool)
     for _ in range(rounds):
@@ -132,18 +132,16 @@ def refine_orientations(points: np.ndarray, cameras: list[Camera], rounds: int =
             def residual(v, c=c, Xc=Xc, uv=uv):
                 return (_turned(cameras[c], v).project(Xc).numpy() - uv).ravel()
 
-            sol = least_squares(residual, rot[c], loss="cauchy", f_scale=scale_px, x_scale=1e-3)
-            if not np.isfinite(sol.x).all():
-                continue
-            moved = max(moved, float(np.abs(sol.x - rot[c]).max()))
-            rot[c] = sol.x
-            cams[c] = _turned(cameras[c], rot[c])
+            sol = least_squares(residual, params[c], loss="cauchy", f_scale=scale_px, x_scale=1e-3)
+            moved = max(moved, float(np.abs(sol.x - params[c]).max()))
+            params[c] = sol.x
+            cams[c] = _turned(cameras[c], params[c])
             refined[c] = True
         X, _, res = triangulate(points, cams, scale_px=scale_px)
-        if moved < 1e-5:  # radians
+        if moved < 1e-5:  # radians (and log focal scale)
             break
-    turned = np.degrees(np.linalg.norm(rot[:, :3], axis=-1))
-    zoom = np.exp(rot[:, 3]) if focal else np.ones(C)
+    turned = np.degrees(np.linalg.norm(params[:, :3], axis=-1))
+    zoom = np.exp(params[:, 3]) if focal else np.ones(C)
     after = _medians(res, seen)
     if not refined.any():
         return Refinement(list(cameras), zero, before, before,

@@ -14,12 +14,12 @@ import torch
 
 from meshcap.body_models.base import BodyModel
 from meshcap.regression.model import KeypointRegressor, RegressorConfig, prepare_input, translation
-from meshcap.regression.temporal import SHIPPED_TEMPORAL, TemporalLifter, lift_track, load_temporal
+from meshcap.regression.temporal import SHIPPED_TEMPORAL, TemporalLifter, lift_track, load_temporal, mirror_keypoints
 from meshcap.regression.weights import SHIPPED, load_regressor, save_weights
 
 __all__ = ["KeypointRegressor", "RegressorConfig", "load_regressor", "save_weights", "regress",
            "regress_track", "SHIPPED", "RegressionStage", "load_stage", "TemporalLifter", "load_temporal",
-           "lift_track", "SHIPPED_TEMPORAL"]
+           "lift_track", "mirror_keypoints", "SHIPPED_TEMPORAL"]
 
 UNSEEN_SIGMA = 1.0  # metres: what a frame with too few keypoints says about its joints
 
@@ -74,7 +74,8 @@ def regress_track(net: KeypointRegressor, model: BodyModel, keypoints: torch.Ten
     # 3.2 px from there, 8.4 px from the regressor's weak-perspective depth; see MODEL_CARD.md).
     poses, sigma, joints = r["poses"][nearest], r["sigma"], None
     if temporal is not None:
-        lifted = lift_track(temporal, keypoints, layout, K, fps)
+        lifted = lift_track(temporal, keypoints, layout, K, fps,
+                            mirror=model.mirror_permutation() if LIFT_MIRRORED else None)
         # frames with too few keypoints: the lifter fills them from their neighbours, but the
         # fit should not be held to that (its temporal terms fill gaps too)
         joints = lifted["joints"]
@@ -98,6 +99,9 @@ def regress_track(net: KeypointRegressor, model: BodyModel, keypoints: torch.Ten
             poses[tilted] = reached
     return FitInit(poses=poses.to(dt), shape=shape.to(dt), transl=None, sigma=sigma.to(dt), joints=joints)
 
+
+# Read each track's mirror image too and average (`lift_track`'s `mirror`).
+LIFT_MIRRORED = True
 
 # Torso lean (degrees from the camera's up) beyond which the fit starts from the lifted joints.
 UPRIGHT_DEG = 60.0

@@ -8,7 +8,8 @@ the skeleton joint that carries it (`mocap.sigma_columns`: upper arm, forearm, w
 shin, foot), after a similarity alignment per frame, so the figures include the offsets
 between the two joint definitions. Printed per weights file: PA-MPJPE on the held-out takes and
 on the training takes (the gap says how much the lifter has learnt the takes themselves rather
-than motion in general), and the frames/s of the lifting. No fitting: what `bench/real_motion.py`
+than motion in general), and the frames/s of the lifting; each as one reading and as the fit's
+regression stage reads a track (with its mirror image, averaged). No fitting: what `bench/real_motion.py`
 measures is the fit that this pulls on.
 """
 from __future__ import annotations
@@ -25,8 +26,9 @@ from meshcap.regression import mocap
 from meshcap.regression.temporal import lift_track, load_temporal
 
 
-def lifter_errors(net, model, clips, noise: float, seed: int = 0) -> tuple[np.ndarray, float]:
-    """(per-frame PA-MPJPE (N,) mm over every clip, seconds spent lifting)."""
+def lifter_errors(net, model, clips, noise: float, seed: int = 0, mirror: bool = False) -> tuple[np.ndarray, float]:
+    """(per-frame PA-MPJPE (N,) mm over every clip, seconds spent lifting); `mirror`: each
+    track read as seen and as its mirror image, averaged (as the fit's regression stage reads it)."""
     cols = mocap.sigma_columns(model)
     errs, secs = [], 0.0
     for i, (take, _, sl) in enumerate(clips):
@@ -34,7 +36,8 @@ def lifter_errors(net, model, clips, noise: float, seed: int = 0) -> tuple[np.nd
         t0 = time.perf_counter()
         with torch.no_grad():
             r = lift_track(net, torch.as_tensor(v.keypoints, dtype=torch.float32), "coco17",
-                           torch.as_tensor(v.K, dtype=torch.float32))
+                           torch.as_tensor(v.K, dtype=torch.float32),
+                           mirror=model.mirror_permutation() if mirror else None)
         secs += time.perf_counter() - t0
         errs.append(pa_mpjpe(r["joints"][:, cols], torch.as_tensor(v.truth, dtype=torch.float32)).numpy() * 1000)
     return np.concatenate(errs), secs
@@ -53,13 +56,14 @@ def main() -> None:
               for name, takes in (("held-out", held_out), ("train", train))}
     for w in args.weights:
         net = load_temporal(w).eval()
-        figures = {}
-        for name, clips in splits.items():
-            err, secs = lifter_errors(net, model, clips, args.noise, args.seed)
-            figures[name] = (err.mean(), len(err) / secs)
-        print(f"{w or 'shipped'}: body-only, noise {args.noise:g} px: PA-MPJPE held-out {figures['held-out'][0]:.1f} mm, "
-              f"training takes {figures['train'][0]:.1f} mm ({figures['held-out'][1]:.0f} frames/s)")
-
+        for mirror in (False, True):
+            figures = {}
+            for name, clips in splits.items():
+                err, secs = lifter_errors(net, model, clips, args.noise, args.seed, mirror)
+                figures[name] = (err.mean(), len(err) / secs)
+            print(f"{w or 'shipped'}{', with its mirror image (as the fit reads it)' if mirror else ', one reading'}: "
+                  f"body-only, noise {args.noise:g} px: PA-MPJPE held-out {figures['held-out'][0]:.1f} mm, "
+                  f"training takes {figures['train'][0]:.1f} mm ({figures['held-out'][1]:.0f} frames/s)")
 
 if __name__ == "__main__":
     main()

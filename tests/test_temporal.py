@@ -24,6 +24,16 @@ def model():
     return load_body_model("anny")
 
 
+def held_out_views(max_clips: int):
+    """(keypoints, K, truth) tensors of each held-out clip of the real-motion benchmark through
+    its camera: body-only keypoints with 3 px noise."""
+    takes = mocap.split(mocap.load_takes())[1]
+    clips = [(t, sl) for t in takes for _, sl in mocap.clips(t, max_clips=max_clips)]
+    for i, (take, sl) in enumerate(clips):
+        v = mocap.view(take, sl, np.random.default_rng([0, i]), face=False, noise_px=3.0)
+        yield torch.as_tensor(v.keypoints), torch.as_tensor(v.K), torch.as_tensor(v.truth)
+
+
 @needs_weights
 def test_lifter_beats_the_per_frame_regressor_on_held_out_real_motion(model):
     """Every held-out clip of the real-motion benchmark (its cameras), body-only keypoints with
@@ -31,12 +41,8 @@ def test_lifter_beats_the_per_frame_regressor_on_held_out_real_motion(model):
     taken at its body-model joint, PA-aligned per frame)."""
     lifter, net = load_temporal(), load_regressor()
     cols = mocap.sigma_columns(model)
-    takes = mocap.split(mocap.load_takes())[1]
-    clips = [(t, sl) for t in takes for _, sl in mocap.clips(t, max_clips=2)]
     lifted, frame = [], []
-    for i, (take, sl) in enumerate(clips):
-        v = mocap.view(take, sl, np.random.default_rng([0, i]), face=False, noise_px=3.0)
-        kp, K, truth = torch.as_tensor(v.keypoints), torch.as_tensor(v.K), torch.as_tensor(v.truth)
+    for kp, K, truth in held_out_views(max_clips=2):
         lift = lift_track(lifter, kp, "coco17", K, mocap.FPS)
         assert torch.isfinite(lift["joints"]).all() and (lift["sigma"] > 0).all()
         lifted.append(pa_mpjpe(lift["joints"][:, cols], truth))
@@ -56,12 +62,8 @@ def test_reading_the_mirror_image_too_is_exactly_mirror_symmetric_and_no_worse(m
     real motion the average is no further from the truth than the plain reading."""
     lifter, perm = load_temporal(), model.mirror_permutation()
     cols = mocap.sigma_columns(model)
-    takes = mocap.split(mocap.load_takes())[1]
-    clips = [(t, sl) for t in takes for _, sl in mocap.clips(t, max_clips=1)]
     plain, both = [], []
-    for i, (take, sl) in enumerate(clips):
-        v = mocap.view(take, sl, np.random.default_rng([0, i]), face=False, noise_px=3.0)
-        kp, K, truth = torch.as_tensor(v.keypoints), torch.as_tensor(v.K), torch.as_tensor(v.truth)
+    for i, (kp, K, truth) in enumerate(held_out_views(max_clips=1)):
         lift = lift_track(lifter, kp, "coco17", K, mocap.FPS, mirror=perm)
         if i == 0:
             seen_in_mirror = lift_track(lifter, mirror_keypoints(kp, "coco17", K), "coco17", K, mocap.FPS, mirror=perm)

@@ -2,7 +2,7 @@
 planted foot where it is (no skating), on the plane the person stands on.
 
 A foot is planted when its sole (the lower of its heel and toe points) is low on the person's
-own support plane and slow. Each person has their own plane: the ground, or a box they walk on,
+own support plane and slow, and its ankle is slow too (not rolling over a planted heel or toe). Each person has their own plane: the ground, or a box they walk on,
 and in a monocular fit people on one floor come out on parallel planes at the depths their
 sizes imply (see `meshcap.world`). The probability is a smooth version of the two thresholds,
 so that a sole a centimetre over either counts as half sure, not as a swing.
@@ -34,6 +34,16 @@ from meshcap.world import PLANTED_HEIGHT, PLANTED_SPEED, SOLE_POINTS, body_up, c
 # demo the share of frames with a foot labelled fell to 14% / 36% for its two walkers (0.15:
 # 25% / 53%; 0.3: 43% / 71%, over-labelling as on the bench).
 CONTACT_SPEED = 0.15
+# m/s across the line of sight: a planted foot's ankle is still too. The sole's lower point
+# stays put through a heel strike and a toe-off while the ankle rolls over it; the truth of
+# bench/world.py (the ankle under 0.1 m/s) calls those swings. Labels on the same fits (the
+# held-out and training takes of `bench/world.py --max-clips 3`) against that truth, and the
+# Sports2D demo's two walkers' share of frames with a foot labelled, by this limit:
+#   none 83.5 / 84.2%, 24.6 / 48.0%;  0.6: 83.7 / 84.5%, 23.7 / 48.0%;  0.3: 84.7 / 85.5%,
+#   21.5 / 44.5%;  0.2: 85.8 / 86.1%, 17.5 / 35.3%;  0.15: 86.6 / 85.6%, 15.4 / 22.5%.
+# Stricter limits please the bench (its errors were mostly shuffles labelled planted) but
+# leave a real walker, whose fitted ankles jitter more, with few labels: 0.3 keeps them.
+ANKLE_SPEED = 0.3
 PLANT_SPEED = 0.5
 # The refit should move the body only where the contacts demand: its joints pull toward the
 # fit's at this fraction of their reported sigma, which also counts the fit's distance from
@@ -78,30 +88,49 @@ def support_heights(soles: np.ndarray, speed: np.ndarray, valid: np.ndarray, up:
 
 
 def contact_probability(soles: np.ndarray, speed: np.ndarray, valid: np.ndarray, up: np.ndarray,
-                        heights: np.ndarray, speed_limit: float = CONTACT_SPEED) -> np.ndarray:
+                        heights: np.ndarray, speed_limit: float = CONTACT_SPEED,
+                        ankle_speed: np.ndarray | None = None) -> np.ndarray:
     """(P, T, 2) probability that each (left, right) foot is planted: its lower sole within
     CONTACT_HEIGHT of the person's plane `heights` (P,) and slower than `speed_limit` (speed
-    (P, T, 2) m/s, `sole_speeds`), each softened by a logistic (a quarter of the limit, and
+    (P, T, 2) m/s, `sole_speeds`), and, given `ankle_speed` (P, T, 2) m/s, its ankle slower
+    than ANKLE_SPEED; each softened by a logistic (a quarter of the limit, and
     HEIGHT_SOFTNESS). soles (P, T, 2, 2, 3) heel and toe per foot; 0 where not valid or the
     speed is unknown."""
     low = _lowest(soles, up)
-    speed = np.where(np.isfinite(speed), speed, 10.0)
     h = low - np.asarray(heights, dtype=np.float64)[:, None, None]
     with np.errstate(over="ignore", invalid="ignore"):
-        p = 1.0 / (1.0 + np.exp((speed - speed_limit) / (speed_limit / 4)))
-        p = p / (1.0 + np.exp((h - CONTACT_HEIGHT) / HEIGHT_SOFTNESS))
+        p = _slower(speed, speed_limit) / (1.0 + np.exp((h - CONTACT_HEIGHT) / HEIGHT_SOFTNESS))
+        if ankle_speed is not None:
+            p = p * _slower(ankle_speed, ANKLE_SPEED)
     return np.where(valid[..., None] & np.isfinite(p), p, 0.0).astype(np.float32)
 
 
-def _planted(motion, model, speed_limit: float = CONTACT_SPEED) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(up (3,), support heights (P,), contact probability (P, T, 2)) of `motion` as it stands."""
+def _slower(speed: np.ndarray, limit: float) -> np.ndarray:
+    """The logistic 'slower than limit' (a quarter of the limit wide); unknown speeds are fast."""
+    speed = np.where(np.isfinite(speed), speed, 10.0)
+    return 1.0 / (1.0 + np.exp((speed - limit) / (limit / 4)))
+
+
+def _planted(motion, model, speed_limit: float = CONTACT_SPEED,
+             ankles: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(up (3,), support heights (P,), contact probability (P, T, 2)) of `motion` as it stands;
+    `ankles`: the ankle must be still too (the labels; not the planting pass's candidates)."""
+    from meshcap.keypoints.layouts import get_layout
+
     kp = motion.keypoints3d("blazepose33", model)
     soles = sole_points(motion, keypoints=kp)
     up = world_up(motion, kp)
-    speed = sole_speeds(soles, motion.valid, motion.fps, camera_centre(motion))
+    eye = camera_centre(motion)
+    speed = sole_speeds(soles, motion.valid, motion.fps, eye)
     heights = support_heights(soles, speed, motion.valid, up)
+    ankle_speed = None
+    if ankles:
+        names = get_layout("blazepose33").names
+        ank = kp[:, :, [names.index("left_ankle"), names.index("right_ankle")]]  # (P, T, 2, 3)
+        ankle_speed = sole_speeds(ank[:, :, :, None], motion.valid, motion.fps, eye)
     # a person who never plants a foot has no plane and no contacts
-    prob = contact_probability(soles, speed, motion.valid, up, np.nan_to_num(heights, nan=-np.inf), speed_limit)
+    prob = contact_probability(soles, speed, motion.valid, up, np.nan_to_num(heights, nan=-np.inf), speed_limit,
+                               ankle_speed)
     return up, heights, prob
 
 
@@ -119,7 +148,7 @@ def floor_height(motion, body_model=None) -> float | None:
     stands higher); None when nobody's feet are seen planted."""
     if motion.world not in ("z-up", "y-up"):
         raise ValueError(f"floor_height needs a world that knows its up, not {motion.world!r}")
-    heights = _planted(motion, body_model if body_model is not None else motion.load_body_model())[1]
+    heights = _planted(motion, body_model if body_model is not None else motion.load_body_model(), ankles=False)[1]
     ok = np.isfinite(heights)
     return float(heights[ok].min()) if ok.any() else None
 
@@ -209,7 +238,7 @@ def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, opt
     if motion.cam_K.shape[0] != 1:
         raise ValueError("plant_feet refits single-camera motions only")
     model = body_model if body_model is not None else motion.load_body_model()
-    up, heights, prob = _planted(motion, model, PLANT_SPEED)
+    up, heights, prob = _planted(motion, model, PLANT_SPEED, ankles=False)
     # refit in the camera's frame, where the fitter projects; the world's plane goes with it
     R, t = motion.cam_R[0].astype(np.float64), motion.cam_t[0].astype(np.float64)
     cam = move_motion(motion, R, t, "camera", model) if motion.world != "camera" else copy.deepcopy(motion)

@@ -5,12 +5,13 @@ A monocular fit lives in its camera's frame, tilted by the camera's pitch and ro
 away from the origin; an animation tool wants the character standing on its floor grid. The
 ground is estimated from the soles (heel and toe points of the fitted body) in the frames where
 a foot is planted: low, and slow. Walking alone leaves the plane's tilt about the walking line
-open (the soles lie along a line), so a prior on the normal enters: the mean of the bodies' own
-up direction (hips to shoulders, over every frame) and of their stances (planted sole to hip,
-`stance_up`). Each alone fails on some real motion (the torso leans through a get-up or a
-boxer's crouch, a stance leans on one short clip); their mean is the best of the three on
-bench/world.py. People standing, turning, or several people on one floor pin it down from the
-data. The fit is robust (reweighted) so that a minority of
+open (the soles lie along a line), and someone who stays on one spot leaves nearly all of it
+open, so a prior on the normal enters: gravity's up as the people's posture tells it
+(`meshcap.posture`, a small network trained on real motion capture). The torso's mean
+direction (hips to shoulders) leans with the motion (a get-up, a boxer's crouch) and the
+stance (planted sole to hip) with the footwork; the prior was their mean until the posture
+network replaced it. People standing, turning, or several people on one floor pin the plane
+down from the data. The fit is robust (reweighted) so that a minority of
 soles off the floor (someone on a box, a mis-fitted frame) does not tilt it.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from meshcap.errors import InputError
+from meshcap.posture import posture_up
 
 SOLE_POINTS = ("left_heel", "left_foot_index", "right_heel", "right_foot_index")
 # the soles that may tell where a person stands (also `meshcap.contacts.support_heights`)
@@ -176,22 +178,10 @@ def _fit_plane(points: np.ndarray, group: np.ndarray, prior: np.ndarray) -> tupl
     return n, d, w
 
 
-def stance_up(hips: np.ndarray, soles: np.ndarray, contacts: np.ndarray) -> np.ndarray:
-    """(3,) unit: the mean direction from each planted sole to its person's mid-hip, hips
-    (P, T, 3), soles (P, T, 2, 3), contacts (P, T, 2). Averaged over a motion's stances the
-    push of the ground is vertical (it carries the body's weight), and it runs from the foot
-    toward the body's centre: on held-out mocap this direction is 2-7 degrees from gravity for
-    walking, kicking, boxing and dancing, where the torso's mean direction is 2-32."""
-    d = (hips[:, :, None] - soles)[contacts]
-    d = d / np.linalg.norm(d, axis=-1, keepdims=True)
-    m = d.mean(0)
-    return m / np.linalg.norm(m)
-
-
 def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) -> Ground:
     """The ground under the people of `motion` (indices `people`, default all), in its frame:
-    their planted feet, with the mean of their stances' (`stance_up`) and torsos' (`body_up`)
-    up directions as the prior on its tilt. Raises
+    their planted feet, with the up direction their posture says (`posture_up`) as the prior
+    on its tilt. Raises
     WorldError when too few planted feet are seen."""
     model = body_model if body_model is not None else motion.load_body_model()
     kp = motion.keypoints3d("blazepose33", model)  # one pass over the frames for soles and torsos
@@ -204,6 +194,7 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
     if not valid.any():
         raise WorldError("cannot estimate the ground: nobody was fitted")
     up = body_up(motion, keypoints=kp)  # every fitted person's torso: which feet are low
+    kp17 = motion.keypoints3d("coco17", model)
     seen = feet_seen(motion)
     # each foot's mid-sole, full speed: the slower, across-the-sight speed of `sole_speeds`
     # finds more planted feet (the ground in 6 of 7 bench/world.py clips instead of 4) but
@@ -211,11 +202,7 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
     with np.errstate(invalid="ignore"):
         speed = np.linalg.norm(velocities(soles.mean(3), valid, motion.fps), axis=-1)  # (P, T, 2)
     speed = np.where(np.isfinite(speed), speed, np.inf)
-    from meshcap.keypoints.layouts import get_layout
-
     heights = None
-    names = get_layout("blazepose33").names
-    hips = kp[:, :, [names.index("left_hip"), names.index("right_hip")]].mean(2)  # (P, T, 3)
     for it in range(2):  # contacts from the bodies' up, then from the ground found with them
         contacts, low = _contacts(soles, valid, seen, speed, up, heights)
         pts = low[contacts]
@@ -224,10 +211,10 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
             raise WorldError(f"cannot estimate the ground: feet planted and seen in only {len(pts)} "
                              f"foot-frames (need {min_points}); are the feet in view?")
         if it == 0:
-            # on bench/world.py's real motion (11 clips) the torso alone is 7.8 deg median and
-            # 28.5 p90 off gravity, the stance alone 8.0 and 21.8, their mean 7.5 and 20.3
-            prior = stance_up(hips, low, contacts) + up
-            prior /= np.linalg.norm(prior)
+            # the people's posture (`meshcap.posture`); on cached fits of bench/world.py's
+            # held-out clips the ground with it is 5.9 deg median and 12.0 p90 off gravity,
+            # with the mean of the torso's and the stance's directions 6.9 and 30.3
+            prior = posture_up(motion, valid=valid, keypoints=kp17)
         up, d, w = _fit_plane(pts, group, prior)
         heights = np.full(len(valid), np.nan)
         heights[:len(d)] = d

@@ -15,7 +15,7 @@ mean over its frames. Trained by `python -m meshcap.regression.train_posture` (w
 figures in POSTURE_WEIGHTS).
 
 A plain multilayer perceptron in NumPy: 36 inputs (the joints about the mid-hip, over their
-mean distance from it), two hidden layers of 128 (GELU), 3 outputs, about 21,000 weights.
+mean distance from it), two hidden layers of 128 (GELU), 3 outputs, 21,635 weights.
 """
 from __future__ import annotations
 

@@ -328,6 +328,18 @@ def view(take: Take, frames: slice, rng: np.random.Generator, *, face: bool = Fa
     return _observe(pts, R, aim + offset, f, (w, h), rng, face, noise_px, dropout)
 
 
+def camera_rotation(azimuth: float, pitch: float, roll: float) -> np.ndarray:
+    """(3, 3) world (y up) -> camera (x right, y down, z forward) rotation, radians: looking
+    level toward `azimuth`, then tipped down by `pitch`, the image's x and y turned by `roll`."""
+    level = np.array([-math.sin(azimuth), 0.0, -math.cos(azimuth)])
+    z = math.cos(pitch) * level + np.array([0.0, -math.sin(pitch), 0.0])
+    x = np.cross(np.array([0.0, -1.0, 0.0]), z)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    x, y = math.cos(roll) * x + math.sin(roll) * y, -math.sin(roll) * x + math.cos(roll) * y
+    return np.stack([x, y, z])
+
+
 def static_view(take: Take, frames: slice, rng: np.random.Generator, *, pitch: float, roll: float,
                 face: bool = True, noise_px: float = 0.0, dropout: float = 0.05) -> View:
     """Project a clip through a camera that stays put, turned by `pitch` (radians, positive
@@ -341,16 +353,8 @@ def static_view(take: Take, frames: slice, rng: np.random.Generator, *, pitch: f
     centre = 0.5 * (pts.reshape(-1, 3).min(0) + pts.reshape(-1, 3).max(0))
     radius = np.linalg.norm(pts - centre, axis=-1).max()
     dist = max(3.0, 1.15 * f * radius / (0.45 * min(w, h)))
-    az = rng.uniform(0, 2 * math.pi)
-    # forward: level at azimuth `az`, then tipped down by `pitch`; the image's x and y turn by `roll`
-    level = np.array([-math.sin(az), 0.0, -math.cos(az)])
-    z = math.cos(pitch) * level + np.array([0.0, -math.sin(pitch), 0.0])
-    x = np.cross(np.array([0.0, -1.0, 0.0]), z)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    x, y = math.cos(roll) * x + math.sin(roll) * y, -math.sin(roll) * x + math.cos(roll) * y
-    R = np.stack([x, y, z])
-    eye = centre - dist * z
+    R = camera_rotation(rng.uniform(0, 2 * math.pi), pitch, roll)
+    eye = centre - dist * R[2]
     if eye[1] < 0.3:  # under the floor: raise the camera, keeping its orientation
         eye[1] = 0.3
     return _observe(pts, R, np.broadcast_to(eye, (len(pts), 3)), f, (w, h), rng, face, noise_px, dropout)

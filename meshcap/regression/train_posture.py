@@ -32,17 +32,11 @@ MIRROR = [1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10]
 
 
 def camera_turn(rng: np.random.Generator) -> np.ndarray:
-    """(3, 3) a world (y up) -> camera (x right, y down, z forward) rotation: any azimuth,
-    pitch and roll in +-MAX_TILT_DEG."""
-    az = rng.uniform(0, 2 * math.pi)
+    """(3, 3) a world (y up) -> camera (x right, y down, z forward) rotation
+    (`mocap.camera_rotation`): any azimuth, pitch and roll in +-MAX_TILT_DEG."""
+    azimuth = rng.uniform(0, 2 * math.pi)
     pitch, roll = np.radians(rng.uniform(-MAX_TILT_DEG, MAX_TILT_DEG, 2))
-    level = np.array([-math.sin(az), 0.0, -math.cos(az)])
-    z = math.cos(pitch) * level + np.array([0.0, -math.sin(pitch), 0.0])
-    x = np.cross(np.array([0.0, -1.0, 0.0]), z)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    x, y = math.cos(roll) * x + math.sin(roll) * y, -math.sin(roll) * x + math.cos(roll) * y
-    return np.stack([x, y, z])
+    return mocap.camera_rotation(azimuth, pitch, roll)
 
 
 def samples(takes: list[mocap.Take], repeats: int, rng: np.random.Generator,

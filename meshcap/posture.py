@@ -74,15 +74,16 @@ def load_posture(path: str | Path | None = None) -> PostureUp:
 
 
 def posture_up(motion, body_model=None, valid: np.ndarray | None = None,
-               keypoints: np.ndarray | None = None) -> np.ndarray:
+               keypoints: np.ndarray | None = None, layout: str = "coco17") -> np.ndarray:
     """(3,) unit: gravity's up in `motion`'s frame as the people's posture says it, the mean of
     the network's per-frame reading over the frames `valid` (P, T) (default: every fitted
     frame). The network reads each body in camera 0's frame, as it was trained. `keypoints`:
-    the Motion's coco17 keypoints (P, T, 17, 3) if already evaluated."""
+    the Motion's keypoints (P, T, K, 3) in `layout` if already evaluated (any layout with the
+    POSTURE_JOINTS: a body model places a keypoint by its name, whatever the layout)."""
     from meshcap.keypoints.layouts import get_layout
 
-    kp = motion.keypoints3d("coco17", body_model) if keypoints is None else keypoints
-    names = get_layout("coco17").names
+    kp = motion.keypoints3d(layout, body_model) if keypoints is None else keypoints
+    names = get_layout(layout).names
     pts = kp[:, :, [names.index(n) for n in POSTURE_JOINTS]][motion.valid if valid is None else valid]
     pts = pts[np.isfinite(pts).all((-1, -2))]
     if not len(pts):

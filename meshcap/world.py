@@ -188,7 +188,7 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
     on its tilt. Raises
     WorldError when too few planted feet are seen."""
     model = body_model if body_model is not None else motion.load_body_model()
-    kp = motion.keypoints3d("blazepose33", model)  # one pass over the frames for soles and torsos
+    kp = motion.keypoints3d("blazepose33", model)  # one pass over the frames for soles, torsos and posture
     soles = sole_points(motion, keypoints=kp)
     valid = motion.valid.copy()
     if people is not None:
@@ -198,7 +198,6 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
     if not valid.any():
         raise WorldError("cannot estimate the ground: nobody was fitted")
     up = body_up(motion, keypoints=kp)  # every fitted person's torso: which feet are low
-    kp17 = motion.keypoints3d("coco17", model)
     seen = feet_seen(motion)
     # each foot's mid-sole, full speed: the slower, across-the-sight speed of `sole_speeds`
     # finds more planted feet (the ground in 6 of 7 bench/world.py clips instead of 4) but
@@ -218,7 +217,7 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
             # the people's posture (`meshcap.posture`); on bench/world.py's held-out clips the
             # ground with it is 5.0 deg median and 13.2 p90 off gravity, with the mean of the
             # torso's and the stance's directions 7.1 and 30.7
-            prior = posture_up(motion, valid=valid, keypoints=kp17)
+            prior = posture_up(motion, valid=valid, keypoints=kp, layout="blazepose33")
         up, d, w = _fit_plane(pts, group, prior)
         heights = np.full(len(valid), np.nan)
         heights[:len(d)] = d

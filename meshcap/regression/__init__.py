@@ -74,8 +74,8 @@ def regress_track(net: KeypointRegressor, model: BodyModel, keypoints: torch.Ten
     # 3.2 px from there, 8.4 px from the regressor's weak-perspective depth; see MODEL_CARD.md).
     poses, sigma, joints = r["poses"][nearest], r["sigma"], None
     if temporal is not None:
-        lifted = lift_track(temporal, keypoints, layout, K, fps,
-                            mirror=model.mirror_permutation() if LIFT_MIRRORED else None)
+        # read as seen and as its mirror image, averaged (`lift_track`'s `mirror`)
+        lifted = lift_track(temporal, keypoints, layout, K, fps, mirror=model.mirror_permutation())
         # frames with too few keypoints: the lifter fills them from their neighbours, but the
         # fit should not be held to that (its temporal terms fill gaps too)
         joints = lifted["joints"]
@@ -99,9 +99,6 @@ def regress_track(net: KeypointRegressor, model: BodyModel, keypoints: torch.Ten
             poses[tilted] = reached
     return FitInit(poses=poses.to(dt), shape=shape.to(dt), transl=None, sigma=sigma.to(dt), joints=joints)
 
-
-# Read each track's mirror image too and average (`lift_track`'s `mirror`).
-LIFT_MIRRORED = True
 
 # Torso lean (degrees from the camera's up) beyond which the fit starts from the lifted joints.
 UPRIGHT_DEG = 60.0

@@ -1,7 +1,6 @@
 """From per-person 2D tracks seen by one camera to a `Motion`."""
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 
@@ -39,10 +38,12 @@ class TrackFitter:
         self.K = intrinsics(w, h) if K is None else torch.as_tensor(K, dtype=torch.float32)
         self.fitter = SingleViewFitter(body_model, layout, options)
         self.regressor, self.window, self.overlap = regressor, window, overlap
-        # Tracks are fitted two at a time: a fit is thousands of small tensor operations, each
-        # mostly dispatch overhead, and PyTorch releases the GIL inside them, so two threads keep
-        # two cores busy (measured: 1.35-1.5x on the Sports2D demo's two people).
-        self._workers = workers or max(1, min(2, os.cpu_count() or 1))
+        # One track at a time by default (in a background thread, so streaming still overlaps
+        # detection). Two at a time kept two cores busy (1.35-1.5x on the Sports2D demo's two
+        # people) but made the result differ from run to run: a one-second Sports2D clip came
+        # out up to 7 mm (stop 39's code) to 30 mm apart between identical runs, and exactly
+        # the same with one worker; the shared state the two threads race on is not found yet.
+        self._workers = workers or 1
         self._pool = ThreadPoolExecutor(max_workers=self._workers)
         self._jobs: dict[int, tuple[Future, np.ndarray, np.ndarray, float]] = {}
 
@@ -172,7 +173,7 @@ def fit_tracks(body_model: BodyModel, tracks: Mapping[int, tuple[np.ndarray, np.
         raise InputError(f"num_frames must be positive, got {num_frames}")
     ids = sorted(tracks)
     with TrackFitter(body_model, layout, image_size, K, options, regressor, window, overlap,
-                     workers=max(1, min(2, len(ids), os.cpu_count() or 1))) as fitter:
+                     workers=1) as fitter:
         checked = {tid: fitter.check(tid, *tracks[tid], num_frames) for tid in ids}  # all, before any fit
         for tid in ids:
             fitter.submit(tid, *checked[tid], fps=fps, init=(inits or {}).get(tid))

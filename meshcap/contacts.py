@@ -234,6 +234,7 @@ def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, opt
     without anybody fitted."""
     from meshcap.fitting.smplify import FitInit, SingleViewFitter
     from meshcap.fitting.windows import refine_windowed
+    from meshcap.fitting.gauss_newton import one_blas_thread
 
     if motion.cam_K.shape[0] != 1:
         raise ValueError("plant_feet refits single-camera motions only")
@@ -271,10 +272,10 @@ def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, opt
         out.transl[p, sl] = res.transl.numpy()
         out.joints3d[p, sl] = res.joints.numpy()
 
-    # people two at a time (PyTorch releases the GIL in its ops); unlike two track fits at
-    # once, this agrees with itself from run to run (0.02 mm on the clip where those differed)
+    # people two at a time (PyTorch releases the GIL in its ops), NumPy's BLAS on one thread
+    # throughout, so that the result does not depend on how the two interleave
     workers = max(1, min(2, motion.num_people, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=workers) as pool:
         for fut in [pool.submit(refit, p) for p in range(motion.num_people)]:
             fut.result()
     if motion.world != "camera":

@@ -109,8 +109,7 @@ def test_people_who_leave_are_fitted_while_the_video_is_still_detected(monkeypat
     monkeypatch.undo()
     after = capture(video, start=14.0, end=24.0, world="camera", stream=False)
     assert (after.valid == m.valid).all() and list(after.person_ids) == list(m.person_ids)
-    d = np.linalg.norm(after.joints3d - m.joints3d, axis=-1)[m.valid]
-    assert np.median(d) < 1e-3 and d.max() < 0.01  # metres; threads' round-off apart, the same fit
+    np.testing.assert_array_equal(after.joints3d, m.joints3d)  # the same fit, to the bit
 
 
 def test_bad_input_exits_2_and_writes_nothing(tmp_path):
@@ -128,3 +127,30 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path):
     assert not out.exists()
     with pytest.raises(InputError, match="max_people"):
         capture(blank, max_people=0)
+
+
+def test_tracks_fitted_side_by_side_match_tracks_fitted_one_by_one(sports2d_tracks, anny_model):
+    """Two tracks fitted on two threads give exactly what one thread gives: each fit holds
+    NumPy's BLAS on one thread, which it used to share with the other fit's solves (the result
+    then changed from run to run by up to 30 mm)."""
+    from meshcap.fitting.tracks import TrackFitter
+    from meshcap.regression import load_stage
+
+    tracks, _ = sports2d_tracks
+    stage = load_stage()
+    span = range(60, 100)
+    cut = {}
+    for tid in (0, 1):
+        frames, kp = tracks.tracks[tid]
+        keep = np.isin(frames, span)
+        cut[tid] = (frames[keep] - span[0], kp[keep])
+    motions = []
+    for workers in (2, 1):
+        with TrackFitter(anny_model, tracks.layout, tracks.image_size, regressor=stage, workers=workers) as fitter:
+            for tid in (0, 1):
+                fitter.submit(tid, *cut[tid], fps=tracks.fps)
+            motions.append(fitter.motion([0, 1], len(span), tracks.fps))
+    both, one = motions
+    assert both.valid.sum() > 60
+    np.testing.assert_array_equal(both.joints3d, one.joints3d)
+    np.testing.assert_array_equal(both.poses, one.poses)

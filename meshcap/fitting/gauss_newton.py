@@ -109,10 +109,15 @@ _BLAS_USERS = [0, None]  # solves running, the limiter they share
 
 
 @contextmanager
-def _one_blas_thread():
-    """BLAS/LAPACK on one thread while any solve runs: the blocks are small (63 x 63), and
-    OpenBLAS's threads on them made a solve three to six times slower on two cores. Counted,
-    because `fit_tracks` solves tracks in threads and the limit is process-wide."""
+def one_blas_thread():
+    """NumPy's BLAS/LAPACK (OpenBLAS) on one thread while any solve or fit runs: the blocks
+    are small (63 x 63), and OpenBLAS's threads on them made a solve three to six times slower
+    on two cores. Counted, because the limit is process-wide and tracks are fitted in threads.
+
+    Whole fits on threads hold it too (`TrackFitter`, `contacts.plant_feet`): OpenBLAS sums in a
+    different order on one thread than on two, so a fit whose NumPy products ran on one or two
+    threads depending on whether another thread was inside a solve came out differently from
+    run to run (up to 30 mm on a one-second Sports2D clip)."""
     with _BLAS_LOCK:
         if _BLAS_USERS[0] == 0:
             _BLAS_USERS[1] = _BLAS.limit(limits=1, user_api="blas")
@@ -159,7 +164,7 @@ def block_pentadiagonal_solve(D: torch.Tensor, U1: torch.Tensor, U2: torch.Tenso
     B[:T, :, 2 * P:] = rhs.detach().cpu().numpy()
     Ls: list[np.ndarray] = []
     Zs: list[np.ndarray] = []
-    with _one_blas_thread():
+    with one_blas_thread():
         for t in range(T):
             L, info = potrf(S[t], lower=1, clean=1)
             if info != 0:

@@ -1,6 +1,7 @@
 """From per-person 2D tracks seen by one camera to a `Motion`."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 
@@ -10,6 +11,7 @@ import torch
 from meshcap.body_models.base import BodyModel
 from meshcap.errors import InputError
 from meshcap.fitting.camera import intrinsics
+from meshcap.fitting.gauss_newton import one_blas_thread
 from meshcap.fitting.smplify import FitInit, FitOptions, SingleViewFitter
 from meshcap.fitting.windows import fit_windowed, init_slicer, regressor_init
 from meshcap.keypoints.layouts import get_layout
@@ -38,12 +40,9 @@ class TrackFitter:
         self.K = intrinsics(w, h) if K is None else torch.as_tensor(K, dtype=torch.float32)
         self.fitter = SingleViewFitter(body_model, layout, options)
         self.regressor, self.window, self.overlap = regressor, window, overlap
-        # One track at a time by default (in a background thread, so streaming still overlaps
-        # detection). Two at a time kept two cores busy (1.35-1.5x on the Sports2D demo's two
-        # people) but made the result differ from run to run: a one-second Sports2D clip came
-        # out up to 7 mm (stop 39's code) to 30 mm apart between identical runs, and exactly
-        # the same with one worker; the shared state the two threads race on is not found yet.
-        self._workers = workers or 1
+        # two tracks at a time keep two cores busy; each fit holds NumPy's BLAS on one thread
+        # (`one_blas_thread`), or the two came out differently from run to run
+        self._workers = workers or max(1, min(2, os.cpu_count() or 1))
         self._pool = ThreadPoolExecutor(max_workers=self._workers)
         self._jobs: dict[int, tuple[Future, np.ndarray, np.ndarray, float]] = {}
 
@@ -74,6 +73,10 @@ class TrackFitter:
         return self._jobs[tid][3]
 
     def _fit(self, frames: np.ndarray, kp: np.ndarray, fps: float, init: FitInit | None):
+        with one_blas_thread():
+            return self._fit_track(frames, kp, fps, init)
+
+    def _fit_track(self, frames: np.ndarray, kp: np.ndarray, fps: float, init: FitInit | None):
         first, last = int(frames.min()), int(frames.max())
         span = np.zeros((last - first + 1, len(self.layout), 3), np.float32)
         span[frames - first] = kp
@@ -172,8 +175,7 @@ def fit_tracks(body_model: BodyModel, tracks: Mapping[int, tuple[np.ndarray, np.
     if num_frames <= 0:
         raise InputError(f"num_frames must be positive, got {num_frames}")
     ids = sorted(tracks)
-    with TrackFitter(body_model, layout, image_size, K, options, regressor, window, overlap,
-                     workers=1) as fitter:
+    with TrackFitter(body_model, layout, image_size, K, options, regressor, window, overlap) as fitter:
         checked = {tid: fitter.check(tid, *tracks[tid], num_frames) for tid in ids}  # all, before any fit
         for tid in ids:
             fitter.submit(tid, *checked[tid], fps=fps, init=(inits or {}).get(tid))

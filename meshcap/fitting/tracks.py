@@ -23,7 +23,9 @@ class TrackFitter:
     gathers them into one Motion (camera 0 = the world).
 
     Tracks can come while a video is still being read (`meshcap.streaming`): `submit` starts a
-    track's fit at once and returns; `motion` waits for every fit. Options as `fit_tracks`.
+    track's fit at once and returns; `motion` waits for every fit. Options as `fit_tracks`;
+    `workers`: how many tracks are fitted at once (default two, one on a one-core machine),
+    which changes nothing in the result.
 
         fitter = TrackFitter(model, "blazepose33", (1920, 1080), K=K, regressor=stage)
         fitter.submit(0, frames, keypoints, fps=30.0)

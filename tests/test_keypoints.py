@@ -396,3 +396,15 @@ def test_detect_command_exit_codes(tmp_path):
     r = run("detect", str(opencv_sample("messi5.jpg")), "--out", str(tmp_path / "kp.json"), "--min-track-length", "1")
     assert r.returncode == 0, r.stderr
     assert len(json.loads((tmp_path / "kp.json").read_text())) == 1
+
+
+def test_the_detector_keeps_mediapipes_native_log_off_the_terminal(tmp_path):
+    """MediaPipe's C++ core writes to file descriptor 2 past Python: start-up chatter, and a
+    warning at the process's first find. vtest.avi's first seconds are empty, so that find came
+    on a warm landmarker and printed `W0000 ... landmark_projection_calculator.cc ...`."""
+    r = subprocess.run([sys.executable, "-m", "meshcap.cli", "detect", str(opencv_sample("vtest.avi")),
+                        "--out", str(tmp_path / "kp.npz"), "--end", "20"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "track(s)" in r.stdout + r.stderr and " 0 track(s)" not in r.stdout + r.stderr
+    native = [line for line in r.stderr.splitlines() if line[:1] in "IWEF" and line[1:5].isdigit()]
+    assert not native, native

@@ -96,6 +96,9 @@ def _native_stderr_silenced():
             os.close(saved)
 
 
+# whether a landmarker of this process has found someone yet (see `_run_jobs`)
+_FOUND_ONCE = [False]
+
 _REGISTRY: dict[str, type] = {}
 
 
@@ -358,16 +361,18 @@ class BlazePoseDetector(Detector):
 
     def _run_jobs(self, jobs: list, image: np.ndarray, ms: int) -> list:
         """Each (landmarker, region) job's finds, in order. A landmarker's first
-        run logs MediaPipe's start-up chatter to file descriptor 2: those run one at a time
-        with it silenced (redirecting a descriptor from several threads at once is a race),
-        the rest at once."""
+        run logs MediaPipe's start-up chatter to file descriptor 2, and so does the process's
+        first find (a warning about the crop's projection, once per process): those run one at
+        a time with it silenced (redirecting a descriptor from several threads at once is a
+        race), the rest at once."""
         out: list = [None] * len(jobs)
-        cold = [i for i, (lm, _) in enumerate(jobs) if lm not in self._warm]
+        cold = [i for i, (lm, _) in enumerate(jobs) if lm not in self._warm or not _FOUND_ONCE[0]]
         if cold:
             with _native_stderr_silenced():
                 for i in cold:
                     out[i] = self._run(*jobs[i], image, ms)
             self._warm.update(jobs[i][0] for i in cold)
+            _FOUND_ONCE[0] = _FOUND_ONCE[0] or any(out[i] for i in cold)
         rest = [i for i in range(len(jobs)) if out[i] is None]
         for i, r in zip(rest, self._map(lambda i: self._run(*jobs[i], image, ms), rest)):
             out[i] = r

@@ -210,21 +210,19 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
     heights = None
     for it in range(2):  # contacts from the bodies' up, then from the ground found with them
         contacts, low = _contacts(soles, valid, seen, speed, up, heights)
-        pts = low[contacts]
-        group = np.nonzero(contacts)[0]
-        if len(pts) < min_points and it == 0 and motion.cam_K.shape[0] == 1:
+        if contacts.sum() < min_points and it == 0 and motion.cam_K.shape[0] == 1:
             # nobody's foot is still in the fit: running, skipping. A runner's stance is a
             # quarter of a second, and depth jitter moves it faster than PLANTED_SPEED: judge
             # the feet by their speed across the line of sight only, which the image pins
-            planted = len(pts)
+            planted = int(contacts.sum())
             speed = sole_speeds(soles, valid, motion.fps, camera_centre(motion))
             contacts, low = _contacts(soles, valid, seen, speed, up, heights)
-            pts = low[contacts]
-            group = np.nonzero(contacts)[0]
-            if len(pts) >= min_points:
+            if contacts.sum() >= min_points:
                 warnings.warn(f"a foot is planted in only {planted} frames (running?); the ground rests "
-                              f"on the {len(pts)} foot-frames whose feet hold still across the camera's "
-                              f"line of sight, and is less certain", stacklevel=2)
+                              f"on the {int(contacts.sum())} foot-frames whose feet hold still across the "
+                              f"camera's line of sight, and is less certain", stacklevel=2)
+        pts = low[contacts]
+        group = np.nonzero(contacts)[0]
         if len(pts) < min_points:
             raise WorldError(f"cannot estimate the ground: feet planted and seen in only {len(pts)} "
                              f"foot-frames (need {min_points}); are the feet in view?")

@@ -20,7 +20,10 @@ per-frame regressor with the temporal lifter (`temporal`, `--temporal FILE` for 
 skeleton are compared with the body model's COCO-17 body keypoints (3D, camera frame):
 PA-MPJPE (similarity Procrustes per frame), MPJPE after aligning the mid-hips, acceleration
 error (mm/frame^2 at 30 fps), facing>90: share of frames whose torso normal is more than 90
-degrees from the truth's, sigma: Spearman correlation of each keypoint's fitted joint sigma
+degrees from the truth's, limbs mirrored: the share of limb segments deep in the view (one end
+over 8 cm nearer than the other) that the fit points the other way in depth (`mocap.limb_depth_wrong`;
+a single view sees both alike), with the PA-MPJPE of the frames that have one and of the rest,
+sigma: Spearman correlation of each keypoint's fitted joint sigma
 with its PA-aligned error, and its calibration (RMS error / (sqrt(3) RMS sigma): 1 when sigma
 is the error's per-axis spread). The floor is the body model fitted straight to the true 3D joints
 (joint definitions differ between a mocap skeleton and the body model's keypoints).
@@ -136,6 +139,13 @@ def main() -> None:
             mp = np.concatenate([r["mpjpe"] for r in rows])
             acc = np.mean([r["accel"] for r in rows])
             facing = np.concatenate([r["facing"] for r in rows]).mean() * 100
+            wrong = np.concatenate([r["depth_wrong"] for r in rows])
+            deep = np.concatenate([r["deep"] for r in rows])
+            # limb segments mirrored in depth, and the error of the frames with at least one
+            flipped = wrong.any(1)
+            limbs = (f"limbs mirrored {wrong.sum() / max(deep.sum(), 1) * 100:.1f}% of deep segments, "
+                     f"in {flipped.mean() * 100:.0f}% of frames (PA {pa[flipped].mean() if flipped.any() else 0:.0f} "
+                     f"mm there, {pa[~flipped].mean() if (~flipped).any() else 0:.0f} elsewhere)")
             sig = np.concatenate([r["sigma"].ravel() for r in rows])
             err = np.concatenate([r["jerr"].ravel() for r in rows])
             rho = spearman(sig, err)
@@ -147,7 +157,7 @@ def main() -> None:
                       f"accel {r['accel']:5.1f}  facing>90 {r['facing'].mean() * 100:5.1f}%")
             summary.append(f"{'' if path == 'default' else f'[{path}] '}{cond}, noise {noise:g} px: "
                            f"PA-MPJPE {pa.mean():.1f} mm, MPJPE {mp.mean():.1f} mm, accel {acc:.1f} mm/frame^2, "
-                           f"facing>90 {facing:.1f}%, sigma rho {rho:.2f} (calibration {calib:.2f})")
+                           f"facing>90 {facing:.1f}%, sigma rho {rho:.2f} (calibration {calib:.2f}), {limbs}")
     print()
     if not args.no_floor:
         print(f"floor: PA-MPJPE {floor_pa:.1f} mm")

@@ -51,6 +51,26 @@ def test_takes_are_human_sized_and_upright(held_out):
     assert 1.4 < np.median(walk.head[:, 1]) < 1.8  # a standing adult's head
 
 
+def test_a_forearm_mirrored_in_depth_is_counted_and_nothing_else(held_out):
+    """The benchmark's limb-depth figure: a wrist moved to its depth mirror about the elbow
+    (the other point on its viewing ray at the forearm's length, which the image cannot tell
+    apart) is flagged where the forearm is deep in the view, and only there."""
+    v = _clip(held_out, "boxing", 0, noise=0.0)
+    g = v.truth
+    e, w = mocap.BODY.index("left_elbow"), mocap.BODY.index("left_wrist")
+    ray = g[:, w] / np.linalg.norm(g[:, w], axis=-1, keepdims=True)
+    along = ((g[:, w] - g[:, e]) * ray).sum(-1, keepdims=True)
+    pred = g.copy()
+    pred[:, w] = g[:, w] - 2 * along * ray  # the ray's other crossing of the sphere about the elbow
+    assert np.allclose(np.linalg.norm(pred[:, w] - g[:, e], axis=-1), np.linalg.norm(g[:, w] - g[:, e], axis=-1))
+    wrong, deep = mocap.limb_depth_wrong(pred, g)
+    k = mocap.SEGMENTS.index(("left_elbow", "left_wrist"))
+    assert deep[:, k].sum() > 20  # the clip has frames with the forearm deep in the view
+    assert (wrong[:, k] == deep[:, k]).all()
+    assert not np.delete(wrong, k, axis=1).any()
+    assert not mocap.limb_depth_wrong(g, g)[0].any()
+
+
 def test_the_body_model_reaches_the_true_joints(held_out, model):
     """The floor: the body model fitted straight to a take's joints is close to them."""
     v = _clip(held_out, "cmu_01_03", 0, noise=0.0)

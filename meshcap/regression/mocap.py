@@ -275,6 +275,30 @@ def torso_forward(points: np.ndarray | torch.Tensor, names=BODY):
     return f / (n + 1e-9)
 
 
+# (from, to) keypoints of each limb segment whose depth a single view cannot see (`BODY` names)
+SEGMENTS = tuple((f"{side}_{a}", f"{side}_{b}") for side in ("left", "right")
+                 for a, b in (("shoulder", "elbow"), ("elbow", "wrist"), ("hip", "knee"), ("knee", "ankle")))
+
+
+def limb_depth_wrong(pred: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor,
+                     min_depth: float = 0.08, names=BODY) -> tuple[np.ndarray, np.ndarray]:
+    """Which limb segments point the wrong way in depth: (wrong (T, 8), deep (T, 8)) bool per
+    frame and `SEGMENTS` entry, for predicted and true points (T, N, 3) in one camera frame.
+    A segment is `deep` where the truth's end lies more than `min_depth` metres nearer or
+    further than its start along the line of sight to the end (a mirror of the limb then
+    projects alike but sits 2x that far off), and `wrong` where the prediction's depth
+    difference there has the other sign: the error a better choice among the kinematic flips
+    (`meshcap.fitting.flips`) would remove."""
+    p, g = (np.asarray(x, dtype=np.float64) for x in (pred, truth))
+    a = [names.index(s) for s, _ in SEGMENTS]
+    b = [names.index(e) for _, e in SEGMENTS]
+    ray = g[:, b] / np.linalg.norm(g[:, b], axis=-1, keepdims=True)
+    dz_true = ((g[:, b] - g[:, a]) * ray).sum(-1)
+    dz_pred = ((p[:, b] - p[:, a]) * ray).sum(-1)
+    deep = np.abs(dz_true) > min_depth
+    return deep & (np.sign(dz_pred) != np.sign(dz_true)), deep
+
+
 @dataclass
 class View:
     """A clip seen by one camera: keypoints (T, 17, 3) coco17 pixels + confidence, K (3, 3),
@@ -405,7 +429,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def score_motion(model, motion, truth: np.ndarray) -> dict[str, np.ndarray]:
     """Errors of a one-person Motion against truth (T, 12, 3) (camera frame, `BODY` order),
     on the body model's COCO-17 body keypoints: per frame pa (PA-MPJPE) and mpjpe (mid-hips
-    aligned), mm; accel (mm/frame^2); facing (T,) torso normal over 90 degrees off; jerr
+    aligned), mm; accel (mm/frame^2); facing (T,) torso normal over 90 degrees off; depth_wrong
+    and deep (T, 8) `limb_depth_wrong`'s (limb segments mirrored in depth); jerr
     (T, 12) PA-aligned error per joint, m; sigma (T, 12) the fit's sigma of the joint
     carrying each keypoint, m."""
     from meshcap.fitting.metrics import accel_error, pa_joint_errors, pa_mpjpe
@@ -426,7 +451,9 @@ def score_motion(model, motion, truth: np.ndarray) -> dict[str, np.ndarray]:
     # per-joint PA-aligned error, for the sigma's ranking
     jerr = pa_joint_errors(pred, gt).numpy()
     sig = motion.uncertainty[0][:, sigma_columns(model)]
-    return dict(pa=pa.numpy(), mpjpe=mp.numpy(), accel=float(acc), facing=facing.numpy(), jerr=jerr, sigma=sig)
+    wrong, deep = limb_depth_wrong(pred.numpy(), truth)
+    return dict(pa=pa.numpy(), mpjpe=mp.numpy(), accel=float(acc), facing=facing.numpy(), jerr=jerr, sigma=sig,
+                depth_wrong=wrong, deep=deep)
 
 
 

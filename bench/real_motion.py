@@ -1,6 +1,6 @@
 """Monocular accuracy on real human motion: held-out mocap takes seen by random cameras.
 
-    python bench/real_motion.py [--paths default,rest,regressor,temporal] [--max-clips 2] [--seed 0]
+    python bench/real_motion.py [--paths default,rest,regressor,temporal] [--max-clips 2] [--seed 0 | --seeds 0,1,2]
         [--body-model smpl --model-path FILE]
 
 Real takes (`meshcap.regression.mocap`: CMU and boxing BVH from Debian's assimp-testmodels,
@@ -93,6 +93,9 @@ def main() -> None:
     ap.add_argument("--paths", default="default", help="comma-separated: default, rest, regressor, temporal")
     ap.add_argument("--max-clips", type=int, default=2, help="clips per held-out take")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated camera draws, pooled (e.g. 0,1,2): a few clips' limb mirrors move one "
+                         "draw's PA-MPJPE by 1-3 mm either way, so compare changes over several")
     ap.add_argument("--no-floor", action="store_true")
     ap.add_argument("--weights", default=None, help="per-frame regressor weights (default: the shipped ones)")
     ap.add_argument("--temporal", default=None, help="temporal lifter weights for --paths temporal (default: the shipped ones)")
@@ -105,7 +108,8 @@ def main() -> None:
     args = ap.parse_args()
     overrides = fit_overrides(args.fit)
     conditions = [c for c in CONDITIONS if not args.conditions or f"{c[0]}:{c[2]:g}" in args.conditions.split(",")]
-    torch.manual_seed(args.seed)
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    torch.manual_seed(seeds[0])
     model = load_body_model(args.body_model, args.model_path)
     takes = {t.name: t for t in mocap.split(mocap.load_takes())[args.split == "held-out"]}
     clips = [(take, name, sl) for take in takes.values() for name, sl in mocap.clips(take, max_clips=args.max_clips)]
@@ -115,7 +119,7 @@ def main() -> None:
         floor = []
         t0 = time.time()
         for i, (take, name, sl) in enumerate(clips):
-            v = mocap.view(take, sl, np.random.default_rng([args.seed, i]))
+            v = mocap.view(take, sl, np.random.default_rng([seeds[0], i]))
             fit = mocap.fit_points3d(model, torch.as_tensor(v.truth, dtype=torch.float32))
             floor.append(pa_mpjpe(fit["keypoints"].float(), torch.as_tensor(v.truth)).numpy() * 1000)
         floor_pa = float(np.concatenate(floor).mean())
@@ -132,7 +136,7 @@ def main() -> None:
             fit = dataclasses.replace(fit or FitOptions(), **overrides)
         for cond, face, noise in conditions:
             t0 = time.time()
-            rows = fit_clips(model, net, fit, clips, face, noise, args.seed)
+            rows = [r for seed in seeds for r in fit_clips(model, net, fit, clips, face, noise, seed)]
             nframes = sum(len(r["pa"]) for r in rows)
             secs = time.time() - t0
             pa = np.concatenate([r["pa"] for r in rows])
@@ -152,6 +156,10 @@ def main() -> None:
             # 1.0 when sigma is the per-axis spread of the error; below 1: sigma too large
             calib = np.sqrt(np.mean(err ** 2)) / (np.sqrt(3) * np.sqrt(np.mean(sig ** 2)))
             print(f"\n[{path}] {cond}, noise {noise:g} px ({nframes / secs:.0f} frames/s)")
+            if len(seeds) > 1:
+                per = np.array([np.concatenate([r["pa"] for r in rows[k * len(clips):(k + 1) * len(clips)]]).mean()
+                                for k in range(len(seeds))])
+                print(f"  PA-MPJPE per camera draw: " + " / ".join(f"{x:.1f}" for x in per) + " mm")
             for r in rows:
                 print(f"  {r['name']:28s} PA {r['pa'].mean():6.1f}  MPJPE {r['mpjpe'].mean():6.1f}  "
                       f"accel {r['accel']:5.1f}  facing>90 {r['facing'].mean() * 100:5.1f}%")

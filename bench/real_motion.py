@@ -159,7 +159,7 @@ def main() -> None:
             if len(seeds) > 1:
                 per = np.array([np.concatenate([r["pa"] for r in rows[k * len(clips):(k + 1) * len(clips)]]).mean()
                                 for k in range(len(seeds))])
-                print(f"  PA-MPJPE per camera draw: " + " / ".join(f"{x:.1f}" for x in per) + " mm")
+                print("  PA-MPJPE per camera draw: " + " / ".join(f"{x:.1f}" for x in per) + " mm")
             for r in rows:
                 print(f"  {r['name']:28s} PA {r['pa'].mean():6.1f}  MPJPE {r['mpjpe'].mean():6.1f}  "
                       f"accel {r['accel']:5.1f}  facing>90 {r['facing'].mean() * 100:5.1f}%")

@@ -1,6 +1,6 @@
 """The world from real motion: up direction, ground, foot contacts and skating, on held-out mocap.
 
-    python bench/world.py [--max-clips 2] [--seed 0] [--noise 3] [--split held-out|train]
+    python bench/world.py [--max-clips 2] [--seed 0 | --seeds 0,1] [--noise 3] [--split held-out|train]
 
 Held-out takes of `meshcap.regression.mocap` whose feet are on a floor (climbing left out),
 clips of 150 frames at 30 fps, each seen by a static camera (`mocap.static_view`) at any
@@ -69,11 +69,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--max-clips", type=int, default=2, help="clips per held-out take")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated camera draws, pooled (e.g. 0,1): one draw's up and contact "
+                         "figures move with a few clips' cameras, so compare changes over several")
     ap.add_argument("--noise", type=float, default=3.0, help="2D noise, px")
     ap.add_argument("--split", choices=("held-out", "train"), default="held-out",
                     help="train: tune on the training takes, keeping the held-out ones for the figures")
     args = ap.parse_args()
-    torch.manual_seed(args.seed)
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    torch.manual_seed(seeds[0])
     warnings.simplefilter("ignore")
     model = load_body_model("anny")
     takes = [t for t in mocap.split(mocap.load_takes())[args.split == "held-out"] if not t.name.startswith("climb")]
@@ -83,8 +87,8 @@ def main() -> None:
     rows = []
     failed = 0
     t_fit = t_plant = 0.0
-    for i, (take, name, sl) in enumerate(clips):
-        rng = np.random.default_rng([args.seed, 1000 + i])
+    for seed, i, (take, name, sl) in ((s, i, c) for s in seeds for i, c in enumerate(clips)):
+        rng = np.random.default_rng([seed, 1000 + i])
         pitch, roll = np.radians(rng.uniform(-30, 30, 2))
         v = mocap.static_view(take, sl, rng, pitch=pitch, roll=roll, face=True, noise_px=args.noise)
         T = len(v.keypoints)
@@ -137,10 +141,15 @@ def main() -> None:
     before = np.concatenate([r["slide_before"] for r in rows])
     after = np.concatenate([r["slide_after"] for r in rows])
     own = np.concatenate([r["slide_own"] for r in rows])
-    frames = sum(sl.stop - sl.start for _, _, sl in clips)
+    frames = sum(sl.stop - sl.start for _, _, sl in clips) * len(seeds)
     print(f"\nfit {frames / t_fit:.0f} frames/s; plant_feet {frames / t_plant:.0f} frames/s "
           f"({t_plant / t_fit * 100:.0f}% of the fit's time)")
-    print(f"no ground found in {failed} of {len(clips)} clips")
+    print(f"no ground found in {failed} of {len(clips) * len(seeds)} clips")
+    if len(seeds) > 1:
+        n = len(rows) // len(seeds) if not failed else None
+        if n:
+            print("up median per camera draw: " + " / ".join(
+                f"{np.median([r['up'] for r in rows[k * n:(k + 1) * n]]):.2f}" for k in range(len(seeds))) + " deg")
     print(f"up: median {np.median([r['up'] for r in rows]):.2f} deg, p90 {np.percentile([r['up'] for r in rows], 90):.2f} deg")
     print(f"ground height (fit's scale): median {np.median([r['height'] for r in rows]) * 100:.1f} cm "
           f"(unscaled {np.median([r['height_raw'] for r in rows]) * 100:.1f} cm)")

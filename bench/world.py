@@ -130,7 +130,7 @@ def main() -> None:
             slide_before=slide_speeds(grounded, model, planted.contact), slide_after=slide_speeds(planted, model, planted.contact),
             slide_own=slide_speeds(grounded, model, before_labels),
             pa=(sb["pa"].mean(), sa["pa"].mean()), mpjpe=(sb["mpjpe"].mean(), sa["mpjpe"].mean()),
-            accel=(sb["accel"], sa["accel"]), pitch=math.degrees(pitch), roll=math.degrees(roll)))
+            accel=(sb["accel"], sa["accel"]), pitch=math.degrees(pitch), roll=math.degrees(roll), seed=seed))
         r = rows[-1]
         print(f"  {name:28s} pitch {r['pitch']:6.1f} roll {r['roll']:6.1f}  up {r['up']:5.2f} deg  "
               f"height {r['height'] * 100:5.1f} cm (raw {r['height_raw'] * 100:5.1f})  contacts agree "
@@ -146,10 +146,8 @@ def main() -> None:
           f"({t_plant / t_fit * 100:.0f}% of the fit's time)")
     print(f"no ground found in {failed} of {len(clips) * len(seeds)} clips")
     if len(seeds) > 1:
-        n = len(rows) // len(seeds) if not failed else None
-        if n:
-            print("up median per camera draw: " + " / ".join(
-                f"{np.median([r['up'] for r in rows[k * n:(k + 1) * n]]):.2f}" for k in range(len(seeds))) + " deg")
+        print("up median per camera draw: " + " / ".join(
+            f"{np.median([r['up'] for r in rows if r['seed'] == s]):.2f}" for s in seeds) + " deg")
     print(f"up: median {np.median([r['up'] for r in rows]):.2f} deg, p90 {np.percentile([r['up'] for r in rows], 90):.2f} deg")
     print(f"ground height (fit's scale): median {np.median([r['height'] for r in rows]) * 100:.1f} cm "
           f"(unscaled {np.median([r['height_raw'] for r in rows]) * 100:.1f} cm)")

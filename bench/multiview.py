@@ -35,10 +35,9 @@ from meshcap.multiview.calibration import read_calibration
 from meshcap.multiview.capture import gather_people, load_views
 from meshcap.multiview.refine import refine_orientations
 from meshcap.multiview.triangulate import dlt, reprojection_errors, undistort
+from meshcap.regression.mocap import SEGMENTS
 from meshcap.samples import pose2sim_multi_person, pose2sim_single_person
 
-SEGMENTS = [(f"{s}_{a}", f"{s}_{b}") for s in ("left", "right")
-            for a, b in (("shoulder", "elbow"), ("elbow", "wrist"), ("hip", "knee"), ("knee", "ankle"))]
 
 
 def plain_dlt(kp: np.ndarray, cams) -> np.ndarray:

@@ -136,7 +136,8 @@ def main() -> None:
             fit = dataclasses.replace(fit or FitOptions(), **overrides)
         for cond, face, noise in conditions:
             t0 = time.time()
-            rows = [r for seed in seeds for r in fit_clips(model, net, fit, clips, face, noise, seed)]
+            per_draw = [fit_clips(model, net, fit, clips, face, noise, seed) for seed in seeds]
+            rows = [r for draw in per_draw for r in draw]
             nframes = sum(len(r["pa"]) for r in rows)
             secs = time.time() - t0
             pa = np.concatenate([r["pa"] for r in rows])
@@ -157,8 +158,7 @@ def main() -> None:
             calib = np.sqrt(np.mean(err ** 2)) / (np.sqrt(3) * np.sqrt(np.mean(sig ** 2)))
             print(f"\n[{path}] {cond}, noise {noise:g} px ({nframes / secs:.0f} frames/s)")
             if len(seeds) > 1:
-                per = np.array([np.concatenate([r["pa"] for r in rows[k * len(clips):(k + 1) * len(clips)]]).mean()
-                                for k in range(len(seeds))])
+                per = [np.concatenate([r["pa"] for r in draw]).mean() for draw in per_draw]
                 print("  PA-MPJPE per camera draw: " + " / ".join(f"{x:.1f}" for x in per) + " mm")
             for r in rows:
                 print(f"  {r['name']:28s} PA {r['pa'].mean():6.1f}  MPJPE {r['mpjpe'].mean():6.1f}  "

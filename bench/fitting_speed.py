@@ -83,8 +83,9 @@ def main() -> None:
     full_bps = n * T / (time.perf_counter() - t0)
     o = FitOptions()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {T} frames, 3 px noise. "
-          f"gauss-newton: root stage <= {o.iters_gn_root} LM steps per frame x 4 headings, body <= {o.iters_gn}, "
-          f"settling <= {o.iters_gn_settle}; adam: {o.iters_camera} x 4 headings, {o.iters_body}, {o.iters_settle}")
+          f"gauss-newton: root stage <= {o.iters_gn_root} LM steps per frame x 4 headings, heading stage "
+          f"{o.iters_gn_heading or o.iters_heading} x 2, body <= {o.iters_gn}, settling <= {o.iters_gn_settle}; adam: {o.iters_camera} x 4 "
+          f"headings, {o.iters_heading} x 2, {o.iters_body}, {o.iters_settle}")
     ref = rows["adam"][0]
     for name, (secs, res, err) in rows.items():
         print(f"{name:40s} {secs:6.2f} s {T / secs:6.1f} frames/s ({ref / secs:.2f}x adam's)  "

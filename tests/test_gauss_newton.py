@@ -184,6 +184,37 @@ def test_gauss_newton_ends_lower_than_adam(model):
     assert errors["gauss-newton"] < 0.11, errors
 
 
+def test_frames_solved_independently(model):
+    """`solve_frames` (the heading stage): each frame its own steps, so a frame's cost never
+    rises, a frame's result does not depend on the others', and from the true heading a few
+    steps bring exact keypoints close."""
+    T = 12
+    obs, truth = _observation(model, T, seed=2)
+    fitter = SingleViewFitter(model)
+    xy, conf = fitter._check(obs)
+    o = (xy, conf, _person_size(xy, conf), K, 30.0)
+    solver = TrackSolver(fitter)
+    pose0 = torch.zeros(T, model.num_joints, 3)
+    pose0[:, 0] = camera_root_rotation(0.6 * torch.sin(torch.arange(T) / 30.0), torch.zeros(T))  # as _observation
+    shape_p = torch.zeros(1, model.shape_dim)
+    transl0 = truth.joints[:, 0] - model.rest_joints(fitter._shape_from_param(shape_p))[0, 0]
+    start, _ = solver.costs(pose0, transl0, shape_p, o, temporal_scale=0.0)
+    pose, transl, cost = solver.solve_frames(pose0, transl0, shape_p, o, iters=6)
+    assert (cost <= start).all() and cost.sum() < 0.1 * start.sum(), (start, cost)
+    again, _ = solver.costs(pose, transl, shape_p, o, temporal_scale=0.0)
+    assert torch.allclose(again, cost, rtol=1e-4, atol=1e-4)
+    # the other frames started elsewhere: the first four end where they did
+    other = pose0.clone()
+    other[4:, 1:] = 0.3
+    p2, t2, _ = solver.solve_frames(other, transl0, shape_p, o, iters=6)
+    assert (p2[:4] - pose[:4]).abs().max() < 1e-5 and (t2[:4] - transl[:4]).abs().max() < 1e-6
+    assert (p2[4:] - pose[4:]).abs().max() > 1e-2
+    with torch.no_grad():
+        fitted = model(pose, fitter._shape_from_param(shape_p), transl, layout="blazepose33", vertices=False)
+    px = (project(fitted.keypoints, K) - xy).norm(dim=-1)
+    assert px[conf > 0].median() < 2.0, px.median()
+
+
 def test_solver_choice(model, smpl_file):
     with pytest.raises(InputError, match="solver"):
         SingleViewFitter(model, options=FitOptions(solver="newton")).fit(torch.ones(3, 33, 3), K)

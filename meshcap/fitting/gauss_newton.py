@@ -364,7 +364,9 @@ class TrackSolver:
         T, J = pose.shape[:2]
         P = self.P
         shape = f._shape_from_param(shape_p)
-        pj = posed_jacobians(self.model, f.layout.name, pose, transl, shape, self.desc)
+        temporal = o.temporal and T >= 3 and temporal_scale > 0
+        pj = posed_jacobians(self.model, f.layout.name, pose, transl, shape, self.desc,
+                             joints=temporal or init_joints is not None)
         R, G, x, kp, Jr, W, Jkp, Jx = pj.R, pj.G, pj.x, pj.kp, pj.Jr, pj.W, pj.Jkp, pj.Jx
         Kn = kp.shape[1]
 
@@ -383,7 +385,7 @@ class TrackSolver:
 
         excess = self.add_pose_prior(D, g, pose)
 
-        Jx_flat = Jx.reshape(T, 3 * J, P)
+        Jx_flat = Jx.reshape(T, 3 * J, P) if Jx is not None else None
         if init_joints is not None:
             # rel_d = x_d - x_0; x_0 moves with the translation only
             Jrel = Jx.clone()
@@ -397,7 +399,6 @@ class TrackSolver:
 
         U1 = torch.zeros(max(T - 1, 0), P, P, dtype=D.dtype)
         U2 = torch.zeros(max(T - 2, 0), P, P, dtype=D.dtype)
-        temporal = o.temporal and T >= 3
         if temporal:
             # accelerations per body size (`_relative_size`): the residual acc / s, whose
             # derivative along the shape is (d acc - acc d log s) / s
@@ -500,6 +501,35 @@ class TrackSolver:
             cost = torch.where(better, c_new, cost)
             lam = torch.where(better, (lam / 4).clamp(min=1e-6), lam * 8)
         return root, transl
+
+    @torch.no_grad()
+    def solve_frames(self, pose, transl, shape_p, obs, init_joints=None, init_w=None, iters: int = 3):
+        """Levenberg-Marquardt on N frames that do not meet (the temporal terms left out, the
+        shape held): each frame its own P x P system, step and damping, all solved at once by
+        batched Cholesky, and a frame's step taken only where its own cost falls (the heading
+        stage's two headings per frame, `FitOptions.iters_gn_heading`). pose (N, J, 3), transl (N, 3); returns (pose, transl,
+        the per-frame cost (N,) of `SingleViewFitter._loss` with the initialisation's pull)."""
+        N, J = pose.shape[:2]
+        args = (obs, init_joints, init_w)
+        frame, _ = self.costs(pose, transl, shape_p, *args, temporal_scale=0.0)
+        lam = torch.full((N,), 1e-3, dtype=torch.float64)
+        for _ in range(iters):
+            system = self.linearise(pose, transl, shape_p, *args, temporal_scale=0.0, with_shape=False)
+            H = system.D.double()
+            Hd = H + torch.diag_embed(lam[:, None] * torch.diagonal(H, dim1=-2, dim2=-1) + 1e-9)
+            L, info = torch.linalg.cholesky_ex(Hd)
+            step = torch.cholesky_solve(-system.g.double()[..., None], L)[..., 0]
+            ok = info == 0
+            step = torch.where(ok[:, None], step, torch.zeros_like(step)).to(pose.dtype)
+            p_new = pose + step[:, :3 * J].reshape(N, J, 3)
+            t_new = transl + step[:, 3 * J:]
+            f_new, _ = self.costs(p_new, t_new, shape_p, *args, temporal_scale=0.0)
+            better = ok & torch.isfinite(f_new) & (f_new < frame)
+            pose = torch.where(better[:, None, None], p_new, pose)
+            transl = torch.where(better[:, None], t_new, transl)
+            frame = torch.where(better, f_new, frame)
+            lam = torch.where(better, (lam / 4).clamp(min=1e-6), lam * 8)
+        return pose, transl, frame
 
     # -- the iterations -----------------------------------------------------------------------
 

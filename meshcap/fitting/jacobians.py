@@ -73,7 +73,7 @@ class PosedJacobians:
     P = 3J + 3 values per frame: R (T, J, 3, 3) local and G (T, J, 3, 3) world rotations,
     x (T, J, 3) joints, kp (T, K, 3) keypoints, Jr (T, J, 3, 3) right Jacobians of the
     rotation vectors, C (K, J, 3) and W (K, J) the keypoint basis, Jkp (T, K, 3, P) and
-    Jx (T, J, 3, P) the keypoints' and joints' derivatives."""
+    Jx (T, J, 3, P) (or None) the keypoints' and joints' derivatives."""
 
     R: torch.Tensor
     G: torch.Tensor
@@ -83,7 +83,7 @@ class PosedJacobians:
     C: torch.Tensor
     W: torch.Tensor
     Jkp: torch.Tensor
-    Jx: torch.Tensor
+    Jx: torch.Tensor | None
 
 
 def point_jacobians(G: torch.Tensor, x: torch.Tensor, B: torch.Tensor, C: torch.Tensor, W: torch.Tensor,
@@ -106,11 +106,12 @@ def point_jacobians(G: torch.Tensor, x: torch.Tensor, B: torch.Tensor, C: torch.
 
 
 def posed_jacobians(model, layout: str, pose: torch.Tensor, transl: torch.Tensor, shape: torch.Tensor,
-                    desc: torch.Tensor | None = None, basis: tuple | None = None) -> PosedJacobians:
+                    desc: torch.Tensor | None = None, basis: tuple | None = None,
+                    joints: bool = True) -> PosedJacobians:
     """`PosedJacobians` of pose (T, J, 3) rotation vectors, transl (T, 3), shape (1, S), in
     `layout`; `desc` the model's `descendants` (computed when None); `basis` (C, W, q) in
     place of the shape's keypoint basis and rest bone heads (a scaled skeleton's, keypoints
-    moved by offsets)."""
+    moved by offsets); `joints` False leaves the joints' derivatives out (Jx None)."""
     T, J = pose.shape[:2]
     if desc is None:
         desc = descendants(model.parents, pose.dtype, pose.device)
@@ -124,6 +125,8 @@ def posed_jacobians(model, layout: str, pose: torch.Tensor, transl: torch.Tensor
     Jr = rotvec_to_right_jacobian(pose)
     B = G @ Jr  # world turn per unit rotation-vector change
     kp, Jkp = point_jacobians(G, x, B, C, W, desc)
+    if not joints:
+        return PosedJacobians(R, G, x, kp, Jr, C, W, Jkp, None)
     eye = torch.eye(3, dtype=x.dtype, device=x.device)
     # joints: joint d moves by w x (x_d - x_i) for i above it
     anc = desc.transpose(0, 1)  # anc[d, i]: i is d or above it

@@ -65,15 +65,17 @@ class FitOptions:
     any frame rate; with `accel_per_size` the acceleration is divided by the body's size over
     the average body's (one camera cannot tell a body's size from its distance, and a term in
     metres would pull the fit toward a smaller, nearer body the more its keypoints jitter).
-    `iters_heading` steps fit the body under both of each frame's torso headings
-    (`iters_heading` 0 turns it off); `w_heading_change` is the cost of a root turn between two
-    frames, per rad^2, in the path chosen through them. The body stage's rates fall to
-    `lr_final` of themselves over its last half (1.0: constant). With temporal terms, the
+    `iters_heading` Adam steps fit the body under both of each frame's torso headings
+    (`iters_heading` 0 turns the stage off; `iters_gn_heading` > 0: that many Gauss-Newton
+    steps instead, with that solver and an initialisation with its own sigma: about 1.2x
+    faster, off by default, see docs/design.md, The solver); `w_heading_change` is the cost of
+    a root turn between two frames, per rad^2, in the path chosen through them. The body
+    stage's rates fall to `lr_final` of themselves over its last half (1.0: constant). With temporal terms, the
     result is smoothed over time by a Gaussian of `smooth_s` seconds (`meshcap.fitting.smoothing`;
     0 turns it off), then settled: `iters_settle` more steps (`refine`) with the temporal terms
     `settle_accel` times stronger, which give back what the smoothing took from fast limbs
     without following the detector's jitter again (0: the smoothed result as it is).
-    `solver` runs the root stage, the body stage and the settling: "gauss-newton" (the
+    `solver` runs the root, heading and body stages and the settling: "gauss-newton" (the
     default: Levenberg-Marquardt on the track's banded system, `meshcap.fitting.gauss_newton`:
     at most `iters_gn_root` steps per frame, `iters_gn`, `iters_gn_settle`), which needs a
     linear keypoint basis (anny; SMPL-family models stay on Adam), or "adam" (`iters_camera`,
@@ -108,6 +110,7 @@ class FitOptions:
     iters_gn: int = 12
     iters_gn_settle: int = 6
     iters_gn_root: int = 10
+    iters_gn_heading: int = 0
 
 
 @dataclass
@@ -434,18 +437,29 @@ class SingleViewFitter:
                 frame = frame + o.w_init * (w2 * (rel - joints2).square().sum(-1)).mean(-1)
             return frame
 
-        r2 = start.clone().requires_grad_(True)
-        b2 = body.repeat(2, 1, 1).clone().requires_grad_(True)
-        t2 = transl.repeat(2, 1).clone().requires_grad_(True)
-        opt = torch.optim.Adam([{"params": [r2, b2], "lr": o.lr_rot}, {"params": [t2], "lr": o.lr_transl}])
-        for _ in range(o.iters_heading):
-            opt.zero_grad()
-            cost_per_frame(r2, b2, t2).sum().backward()
-            opt.step()
+        if self._gauss_newton() and init_w is not None and o.iters_gn_heading > 0:
+            # a few Gauss-Newton steps, each frame on its own; from the rest pose (no
+            # initialisation pulling) Adam's short stage ranks the headings better: converged
+            # steps rank them by which fell into a worse local minimum (docs/design.md, The solver)
+            pose2, _, cost = TrackSolver(self).solve_frames(
+                torch.cat([start[:, None], body.repeat(2, 1, 1)], 1).detach(), transl.repeat(2, 1).detach(),
+                shape_p.detach(), obs2, joints2, w2, o.iters_gn_heading)
+            r2 = pose2[:, 0]
+        else:
+            r2 = start.clone().requires_grad_(True)
+            b2 = body.repeat(2, 1, 1).clone().requires_grad_(True)
+            t2 = transl.repeat(2, 1).clone().requires_grad_(True)
+            opt = torch.optim.Adam([{"params": [r2, b2], "lr": o.lr_rot}, {"params": [t2], "lr": o.lr_transl}])
+            for _ in range(o.iters_heading):
+                opt.zero_grad()
+                cost_per_frame(r2, b2, t2).sum().backward()
+                opt.step()
+            with torch.no_grad():
+                cost = cost_per_frame(r2, b2, t2)
         # frames that are not a sequence (temporal terms off) choose each for itself
         w_turn = o.w_heading_change if o.temporal else 0.0
         with torch.no_grad():
-            cost = cost_per_frame(r2, b2, t2).reshape(2, T)
+            cost = cost.reshape(2, T)
             # the root stage's own choice stands unless the mirror is clearly better: after a
             # short stage, exact input leaves both near zero and the difference is noise
             cost[1] += o.mirror_cost

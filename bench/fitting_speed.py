@@ -2,8 +2,10 @@
 
     python bench/fitting_speed.py [--frames 300] [--threads N] [--repeat 3]
 
-Prints, for Gauss-Newton (the default solver) and for Adam, with and without the final
-smoothing and settling: wall time, frames/s, the ratio to Adam's time in this same process,
+Prints, for Gauss-Newton (the default solver) and for Adam from the rest pose, with and
+without the final smoothing and settling, and for the default path of `meshcap.capture`
+(started from the regression stage, whose own time is left out; Adam's heading stage, then
+`FitOptions(iters_gn_heading=3)`): wall time, frames/s, the ratio to Adam's time in this same process,
 and the root-relative joint error against the true bodies; and the ratio of the Gauss-Newton
 fit's frames/s to the body model's full-mesh forward+backward bodies/s at the same batch size (so it
 holds across machines). Each fit's time is the best of `--repeat` runs: on a shared 2-core
@@ -13,11 +15,13 @@ frames/s with equal or better accuracy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
 
 from meshcap import load_body_model
+from meshcap.capture import fit_setup
 from meshcap.fitting.camera import intrinsics
 from meshcap.fitting.smplify import FitOptions, SingleViewFitter
 from meshcap.synthetic import camera_root_rotation, limb_indices, observe, sample_shapes, smooth_motion
@@ -48,13 +52,13 @@ def main() -> None:
 
     rel = lambda j: j - j[:, :1]  # noqa: E731
 
-    def timed(options):
+    def timed(options, init=None):
         fitter = SingleViewFitter(model, options=options)
         fitter.fit(obs[:8], K)  # warm-up (first-call allocations, layout tables)
         secs = float("inf")
         for _ in range(max(1, args.repeat)):
             t0 = time.perf_counter()
-            res = fitter.fit(obs, K, fps=30.0)
+            res = fitter.fit(obs, K, init=init, fps=30.0)
             secs = min(secs, time.perf_counter() - t0)
         err = (rel(res.joints) - rel(out.joints)).norm(dim=-1).mean() * 1000
         return secs, res, float(err)
@@ -64,6 +68,12 @@ def main() -> None:
         rows[solver] = timed(FitOptions(solver=solver))
         # the same fit without the final smoothing and settling
         rows[solver + ", no smoothing/settling"] = timed(FitOptions(solver=solver, smooth_s=0.0))
+    # the default path of `meshcap.capture`: started from the regression stage (per-frame
+    # regressor and temporal lifter, read once here and not timed) with its fit options
+    stage, regressed = fit_setup(model, True, None)
+    init = stage.init_track(model, obs, layout.name, K, 30.0)
+    rows["default path (regression start)"] = timed(regressed, init)
+    rows["default path, Gauss-Newton headings"] = timed(dataclasses.replace(regressed, iters_gn_heading=3), init)
 
     # reference: the full mesh forward+backward at the same batch, same process
     model._ensure_full()

@@ -68,8 +68,9 @@ class FitOptions:
     `iters_heading` Adam steps fit the body under both of each frame's torso headings
     (`iters_heading` 0 turns the stage off; `iters_gn_heading` > 0: that many Gauss-Newton
     steps instead, with that solver and an initialisation with its own sigma: 1.2x faster
-    on real motion, slower on a synthetic track; off by default, see docs/design.md, The solver); `w_heading_change` is the cost of
-    a root turn between two frames, per rad^2, in the path chosen through them. The body
+    on real motion, slower on a synthetic track; off by default, see docs/design.md, The
+    solver); `w_heading_change` is the cost of a root turn between two frames, per rad^2, in
+    the path chosen through them. The body
     stage's rates fall to `lr_final` of themselves over its last half (1.0: constant). With temporal terms, the
     result is smoothed over time by a Gaussian of `smooth_s` seconds (`meshcap.fitting.smoothing`;
     0 turns it off), then settled: `iters_settle` more steps (`refine`) with the temporal terms

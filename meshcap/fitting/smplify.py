@@ -70,10 +70,10 @@ class FitOptions:
     steps instead, with that solver and an initialisation with its own sigma: 1.2x faster
     on real motion, slower on a synthetic track; off by default, see docs/design.md, The
     solver); `w_heading_change` is the cost of a root turn between two frames, per rad^2, in
-    the path chosen through them. The body
-    stage's rates fall to `lr_final` of themselves over its last half (1.0: constant). With temporal terms, the
-    result is smoothed over time by a Gaussian of `smooth_s` seconds (`meshcap.fitting.smoothing`;
-    0 turns it off), then settled: `iters_settle` more steps (`refine`) with the temporal terms
+    the path chosen through them. The body stage's rates fall to `lr_final` of themselves over
+    its last half (1.0: constant). With temporal terms, the result is smoothed over time by
+    a Gaussian of `smooth_s` seconds (`meshcap.fitting.smoothing`; 0 turns it off), then
+    settled: `iters_settle` more steps (`refine`) with the temporal terms
     `settle_accel` times stronger, which give back what the smoothing took from fast limbs
     without following the detector's jitter again (0: the smoothed result as it is).
     `solver` runs the root, heading and body stages and the settling: "gauss-newton" (the

@@ -47,6 +47,17 @@ def _gmof_weight(sq_residual: torch.Tensor, sigma: float) -> torch.Tensor:
     return s2 * s2 / (s2 + sq_residual).square()
 
 
+def _frame_steps(H: torch.Tensor, g: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Levenberg-Marquardt steps of N independent frames: (step (N, P) float64, ok (N,)) for
+    Gauss-Newton matrices H (N, P, P) and gradients g (N, P) (float64) with Marquardt damping
+    lam (N,) * diag(H); the step is zero where the damped matrix is not positive definite."""
+    Hd = H + torch.diag_embed(lam.double()[:, None] * torch.diagonal(H, dim1=-2, dim2=-1) + 1e-9)
+    L, info = torch.linalg.cholesky_ex(Hd)
+    step = torch.cholesky_solve(-g[..., None], L)[..., 0]
+    ok = info == 0
+    return torch.where(ok[:, None], step, torch.zeros_like(step)), ok
+
+
 def _bt(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(-1, -2)
 
@@ -489,10 +500,7 @@ class TrackSolver:
             w2 = w.repeat_interleave(2, 1)[..., None]
             H = (_bt(Jd * w2) @ Jd).double()
             g = (_bt(Jd * w2) @ r.reshape(N, -1, 1))[..., 0].double()
-            Hd = H + torch.diag_embed(lam.double()[:, None] * torch.diagonal(H, dim1=-2, dim2=-1) + 1e-9)
-            L, info = torch.linalg.cholesky_ex(Hd)
-            step = torch.cholesky_solve(-g[..., None], L)[..., 0].to(root.dtype)
-            step = torch.where((info == 0)[:, None], step, torch.zeros_like(step))
+            step = _frame_steps(H, g, lam)[0].to(root.dtype)
             r_new, t_new = root + step[:, :3], transl + step[:, 3:]
             c_new = frame_cost(r_new, t_new)
             better = torch.isfinite(c_new) & (c_new < cost)
@@ -507,20 +515,17 @@ class TrackSolver:
         """Levenberg-Marquardt on N frames that do not meet (the temporal terms left out, the
         shape held): each frame its own P x P system, step and damping, all solved at once by
         batched Cholesky, and a frame's step taken only where its own cost falls (the heading
-        stage's two headings per frame, `FitOptions.iters_gn_heading`). pose (N, J, 3), transl (N, 3); returns (pose, transl,
-        the per-frame cost (N,) of `SingleViewFitter._loss` with the initialisation's pull)."""
+        stage's two headings per frame, `FitOptions.iters_gn_heading`). pose (N, J, 3), transl
+        (N, 3); returns (pose, transl, the per-frame cost (N,) of `SingleViewFitter._loss` with
+        the initialisation's pull)."""
         N, J = pose.shape[:2]
         args = (obs, init_joints, init_w)
         frame, _ = self.costs(pose, transl, shape_p, *args, temporal_scale=0.0)
         lam = torch.full((N,), 1e-3, dtype=torch.float64)
         for _ in range(iters):
             system = self.linearise(pose, transl, shape_p, *args, temporal_scale=0.0, with_shape=False)
-            H = system.D.double()
-            Hd = H + torch.diag_embed(lam[:, None] * torch.diagonal(H, dim1=-2, dim2=-1) + 1e-9)
-            L, info = torch.linalg.cholesky_ex(Hd)
-            step = torch.cholesky_solve(-system.g.double()[..., None], L)[..., 0]
-            ok = info == 0
-            step = torch.where(ok[:, None], step, torch.zeros_like(step)).to(pose.dtype)
+            step, ok = _frame_steps(system.D.double(), system.g.double(), lam)
+            step = step.to(pose.dtype)
             p_new = pose + step[:, :3 * J].reshape(N, J, 3)
             t_new = transl + step[:, 3 * J:]
             f_new, _ = self.costs(p_new, t_new, shape_p, *args, temporal_scale=0.0)

@@ -168,3 +168,25 @@ def test_streamed_fits_are_kept_unless_the_frame_rate_changes(model):
         assert motion.fps == pytest.approx(fit_rate(times, 30.0))
         assert [f for _, f in submitted] == ([30.0, pytest.approx(10.0)] if refit else [30.0])
         assert motion.valid[0, :10].all() and not motion.valid[0, 10:].any()
+
+
+def test_sigma_calibration_never_shrinks_with_doubt():
+    """The reported sigma of a fit pulled toward an initialisation grows with each thing that
+    says the fit may be wrong (the initialisation's sigma, the distance from it, both over the
+    frame, the Laplace sigma of a gap) and is never smaller than its Laplace share."""
+    from meshcap.fitting.uncertainty import SigmaCalibration, load_sigma_calibration
+
+    cal = load_sigma_calibration()
+    assert all(e >= 0 for e in cal.exponents) and cal.laplace_share > 0 and cal.scale > 0
+    g = torch.Generator().manual_seed(0)
+    lap, init, apart = (0.01 + 0.1 * torch.rand(5, 20, generator=g) for _ in range(3))
+    base = cal(lap, init, apart)
+    assert base.shape == (5, 20) and (base >= cal.laplace_share * lap).all()
+    for i in range(3):
+        parts = [lap, init, apart]
+        parts[i] = parts[i] * 2
+        assert (cal(*parts) >= base).all()
+    gap = cal(torch.full((1, 20), 1.0), init[:1], apart[:1])  # a gap: the Laplace sigma is large
+    assert (gap >= cal.laplace_share).all()
+    with pytest.raises(ValueError, match="non-negative"):
+        SigmaCalibration([0.1, -0.2, 0.0, 0.0], 1.0, 0.2)

@@ -129,6 +129,42 @@ def test_smpl_fits_start_from_annys_regression_stage(held_out, smpl_file):
     assert mocap.spearman(got["sigma"].ravel(), got["jerr"].ravel()) > 0.1
 
 
+def test_sigma_ranks_real_errors_and_grows_in_a_gap(held_out, model):
+    """On the default path the reported sigma (`SigmaCalibration`, fitted on the training takes)
+    ranks held-out per-joint errors better than the formula it replaced (the Laplace sigma and
+    the distance from the lifted joints in quadrature), stays roughly calibrated, and a gap in
+    the keypoints still gets a much larger sigma. Measured on these clips (pooled): Spearman
+    0.34 against 0.30 before, calibration 1.3."""
+    from meshcap.fitting.metrics import pa_joint_errors
+    from meshcap.fitting.smplify import SingleViewFitter
+    from meshcap.fitting.windows import regressor_init
+
+    net, fit = fit_setup(model, True, None)
+    cols = mocap.sigma_columns(model)
+    names = model.keypoint_names("coco17")
+    body = [names.index(n) for n in mocap.BODY]
+    new, old, err = [], [], []
+    for name, start, seed in (("boxing", 300, 1), ("cmu_01_03", 0, 3), ("deepmimic_dance_b", 0, 0)):
+        v = _clip(held_out, name, start, seed=seed)
+        kp, K = torch.as_tensor(v.keypoints).clone(), torch.as_tensor(v.K)
+        kp[60:70, :, 2] = 0.0  # nobody seen for a third of a second
+        init = regressor_init(net, model, kp, "coco17", K, mocap.FPS)(torch.arange(len(kp)))
+        res = SingleViewFitter(model, "coco17", fit).fit(kp, K, init=init, fps=mocap.FPS)
+        sigma, parts = res.uncertainty.numpy(), {k: x.numpy() for k, x in res.uncertainty_parts.items()}
+        assert sigma[60:70].mean() > 3 * sigma[:50].mean()
+        with torch.no_grad():
+            pred = model(res.poses, res.shape, res.transl, layout="coco17", vertices=False).keypoints[:, body]
+        seen = np.r_[0:60, 70:len(kp)]
+        err.append(pa_joint_errors(pred.float(), torch.as_tensor(v.truth)).numpy()[seen])
+        new.append(sigma[seen][:, cols])
+        old.append(np.hypot(parts["laplace"], parts["apart"] / np.sqrt(3))[seen][:, cols])
+    err, new, old = (np.concatenate(x).ravel() for x in (err, new, old))
+    rho_new, rho_old = mocap.spearman(new, err), mocap.spearman(old, err)
+    assert rho_new > rho_old + 0.02 and rho_new > 0.3, (rho_new, rho_old)
+    calibration = np.sqrt(np.mean(err ** 2)) / (np.sqrt(3) * np.sqrt(np.mean(new ** 2)))
+    assert 0.7 < calibration < 1.6, calibration
+
+
 @pytest.mark.heavy  # about a minute; .ci/run runs it after the default run
 def test_detector_noise_leaves_the_fitted_size_alone(held_out, model):
     """One camera sees a body's size and its distance only as their ratio. With the

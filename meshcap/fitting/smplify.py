@@ -35,7 +35,7 @@ from meshcap.fitting.gauss_newton import TrackSolver
 from meshcap.fitting.metrics import pa_joint_errors
 from meshcap.fitting.priors import bone_length_sum, joint_ranges, limit_penalty
 from meshcap.fitting.smoothing import smooth_linear, smooth_rotvecs
-from meshcap.fitting.uncertainty import joint_sigma
+from meshcap.fitting.uncertainty import joint_sigma, load_sigma_calibration
 from meshcap.keypoints.layouts import get_layout
 
 _TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
@@ -137,7 +137,10 @@ class FitResult:
     """poses (T, J, 3) axis-angle, shape (1, S), transl (T, 3), joints (T, J, 3) camera frame,
     keypoints3d (T, K, 3), reprojection_px (T, K) per-keypoint error (NaN where missing),
     uncertainty (T, J) per-joint 1-sigma in metres (see `meshcap.fitting.uncertainty`),
-    loss_history: the body stage's objective at each step."""
+    loss_history: the body stage's objective at each step; uncertainty_parts: what the
+    uncertainty was made of, each (T, J) metres: "laplace" (`joint_sigma`) and, for a fit
+    pulled toward an initialisation with joints and sigma, "init" (its sigma) and "apart"
+    (the fit's distance from its joints); None for a result blended from windows."""
 
     poses: torch.Tensor
     shape: torch.Tensor
@@ -147,6 +150,7 @@ class FitResult:
     reprojection_px: torch.Tensor
     uncertainty: torch.Tensor
     loss_history: list[float] | None = None
+    uncertainty_parts: dict[str, torch.Tensor] | None = None
 
 
 def _person_size(xy: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
@@ -477,7 +481,8 @@ class SingleViewFitter:
 
     def _smooth_and_sigma(self, pose, shape, transl, xy, conf, K, init, fps):
         """The finished body stage smoothed over time (when temporal), and its sigma. Returns
-        (pose, transl, sigma reported, fit_sigma the Laplace part alone, smoothed)."""
+        (pose, transl, sigma reported, fit_sigma the Laplace part alone, smoothed, the sigma's
+        parts: a dict of (T, J) tensors, see `FitResult.uncertainty_parts`)."""
         o = self.options
         smoothed = o.temporal and o.smooth_s > 0
         if smoothed:
@@ -485,18 +490,20 @@ class SingleViewFitter:
             transl = smooth_linear(transl, o.smooth_s * fps)
         sigma = fit_sigma = joint_sigma(self.model, self.layout.name, pose, shape, transl, xy, conf, K,
                                         init_sigma=None if init is None else init.sigma)
+        parts = {"laplace": fit_sigma}
         if init is not None and init.joints is not None and init.sigma is not None:
             # Pulled toward lifted joints, the fit keeps their errors where the image does not
             # pin it (depth, hidden limbs), which the Laplace sigma, treating them as data,
             # misses. Where the fit and the lifted joints still disagree (per frame, after a
-            # similarity alignment), one of them is wrong: that distance, as a per-axis spread,
-            # adds in quadrature (ranks real-motion errors better than the lifter's own sigma
-            # did; see docs/design.md, Uncertainty).
+            # similarity alignment), one of them is wrong: that distance, the lifter's own
+            # sigma and both over the whole frame make the reported sigma
+            # (`SigmaCalibration`, fitted on real motion; see docs/design.md, Uncertainty).
             with torch.no_grad():
                 j = self.model(pose, shape, vertices=False).joints
-            apart = pa_joint_errors(j - j[:, :1], init.joints.to(j))
-            sigma = torch.hypot(sigma, apart / math.sqrt(3))
-        return pose, transl, sigma, fit_sigma, smoothed
+            parts["init"] = init.sigma.to(fit_sigma)
+            parts["apart"] = pa_joint_errors(j - j[:, :1], init.joints.to(j))
+            sigma = load_sigma_calibration()(parts["laplace"], parts["init"], parts["apart"])
+        return pose, transl, sigma, fit_sigma, smoothed, parts
 
     def _gauss_newton(self) -> bool:
         o = self.options
@@ -528,16 +535,17 @@ class SingleViewFitter:
             init_joints, init_w, iters=o.iters_gn, fit_shape=not fixed_shape, callback=flips,
             shape_center=shape_center)
         shape = self._shape_from_param(shape_p)
-        pose, transl, sigma, fit_sigma, smoothed = self._smooth_and_sigma(pose, shape, transl, xy, conf, K, init, fps)
+        pose, transl, sigma, fit_sigma, smoothed, parts = self._smooth_and_sigma(pose, shape, transl, xy, conf, K,
+                                                                                 init, fps)
         if smoothed and o.iters_gn_settle > 0:
             # the settling as the Adam path does it (`refine`: pulled toward the smoothed fit by
             # its own sigma, temporal terms `settle_accel` times stronger, the shape kept)
             res = self.refine(keypoints, K, FitInit(pose, shape, transl, fit_sigma), None, fps,
                               temporal_scale=o.settle_accel)
             return FitResult(res.poses, shape, res.transl, res.joints, res.keypoints3d, res.reprojection_px,
-                             sigma, history + res.loss_history)
+                             sigma, history + res.loss_history, parts)
         out, err = self.evaluate(pose, shape, transl, xy, conf, K)
-        return FitResult(pose, shape, transl, out.joints, out.keypoints, err, sigma, history)
+        return FitResult(pose, shape, transl, out.joints, out.keypoints, err, sigma, history, parts)
 
     def evaluate(self, pose: torch.Tensor, shape: torch.Tensor, transl: torch.Tensor, xy: torch.Tensor,
                  conf: torch.Tensor, K: torch.Tensor):
@@ -740,7 +748,8 @@ class SingleViewFitter:
         pose = torch.cat([root[:, None], body], 1).detach()
         shape = self._shape_from_param(shape_p).detach()
         transl = transl.detach()
-        pose, transl, sigma, fit_sigma, smoothed = self._smooth_and_sigma(pose, shape, transl, xy, conf, K, init, fps)
+        pose, transl, sigma, fit_sigma, smoothed, parts = self._smooth_and_sigma(pose, shape, transl, xy, conf, K,
+                                                                                 init, fps)
         if smoothed and o.iters_settle > 0:
             # Smoothing alone halves the acceleration error on real motion but shrinks fast
             # swings (Sports2D reprojection 2.6 -> 5.1 px); a free refit brings the jitter back
@@ -749,6 +758,6 @@ class SingleViewFitter:
             res = self.refine(keypoints, K, FitInit(pose, shape, transl, fit_sigma), None, fps,
                               o.iters_settle, temporal_scale=o.settle_accel)
             return FitResult(res.poses, shape, res.transl, res.joints, res.keypoints3d, res.reprojection_px,
-                             sigma, history + res.loss_history)
+                             sigma, history + res.loss_history, parts)
         out, err = self.evaluate(pose, shape, transl, xy, conf, K)
-        return FitResult(pose, shape, transl, out.joints, out.keypoints, err, sigma, history)
+        return FitResult(pose, shape, transl, out.joints, out.keypoints, err, sigma, history, parts)

@@ -11,7 +11,7 @@ network learnt that from real motion capture: the 12 COCO body joints of the tra
 (`meshcap.regression.mocap`, never the held-out ones), mirrored, seen from any azimuth with
 pitch and roll up to 35 degrees, with 3 cm of joint noise (a fit's joints are not a mocap
 skeleton's), and reads gravity's up in the camera's frame per frame; a track's prior is the
-mean over its frames. Trained by `python -m meshcap.regression.train_posture` (weights and
+mean over its frames, weighted by how sure the fit is of each. Trained by `python -m meshcap.regression.train_posture` (weights and
 figures in POSTURE_WEIGHTS).
 
 A plain multilayer perceptron in NumPy: 36 inputs (the joints about the mid-hip, over their
@@ -77,18 +77,24 @@ def posture_up(motion, body_model=None, valid: np.ndarray | None = None,
                keypoints: np.ndarray | None = None, layout: str = "coco17") -> np.ndarray:
     """(3,) unit: gravity's up in `motion`'s frame as the people's posture says it, the mean of
     the network's per-frame reading over the frames `valid` (P, T) (default: every fitted
-    frame). The network reads each body in camera 0's frame, as it was trained. `keypoints`:
-    the Motion's keypoints (P, T, K, 3) in `layout` if already evaluated (any layout with the
-    POSTURE_JOINTS: a body model places a keypoint by its name, whatever the layout)."""
+    frame), each frame weighted by 1 / sigma^2 with sigma the geometric mean of its joints'
+    uncertainty (frames the fit is unsure of, a heading or limb in doubt, read the posture
+    worse; uniform where the Motion has no uncertainty). The network reads each body in camera
+    0's frame, as it was trained. `keypoints`: the Motion's keypoints (P, T, K, 3) in `layout`
+    if already evaluated (any layout with the POSTURE_JOINTS: a body model places a keypoint
+    by its name, whatever the layout)."""
     from meshcap.keypoints.layouts import get_layout
 
     kp = motion.keypoints3d(layout, body_model) if keypoints is None else keypoints
     names = get_layout(layout).names
-    pts = kp[:, :, [names.index(n) for n in POSTURE_JOINTS]][motion.valid if valid is None else valid]
-    pts = pts[np.isfinite(pts).all((-1, -2))]
+    sel = motion.valid if valid is None else valid
+    pts = kp[:, :, [names.index(n) for n in POSTURE_JOINTS]][sel]
+    sigma = np.exp(np.log(np.maximum(np.asarray(motion.uncertainty, dtype=np.float64), 1e-4)).mean(-1))[sel]
+    ok = np.isfinite(pts).all((-1, -2)) & np.isfinite(sigma)
+    pts, sigma = pts[ok], sigma[ok]
     if not len(pts):
         raise ValueError("posture_up: no fitted frames")
     R = np.asarray(motion.cam_R[0], dtype=np.float64)
-    up_cam = load_posture()(pts @ R.T).mean(0)
+    up_cam = (load_posture()(pts @ R.T) / sigma[:, None] ** 2).sum(0)
     up = R.T @ up_cam
     return up / np.linalg.norm(up)

@@ -26,7 +26,7 @@ def test_people_on_one_floor_agree_on_its_tilt(camera_frame):
     # the camera looks roughly level at people walking on flat ground: up is about -y
     assert both.up @ np.array([0.0, -1.0, 0.0]) > np.cos(np.radians(15))
     # each person alone finds a similar plane, and the shared estimate lies between them
-    # (measured: 4.5 degrees apart, 2.5 and 2.6 from the shared one; the man walks on top of a
+    # (measured: 5.1 degrees apart, 3.1 and 2.6 from the shared one; the man walks on top of a
     # box far away and his fitted feet jitter most)
     assert alone[0].tilt_to(alone[1]) < 7.0
     assert all(a.tilt_to(both) < 4.0 for a in alone)

@@ -4,7 +4,8 @@ rigid move that puts a Motion on that ground (y up, the ground at y = 0).
 A monocular fit lives in its camera's frame, tilted by the camera's pitch and roll and metres
 away from the origin; an animation tool wants the character standing on its floor grid. The
 ground is estimated from the soles (heel and toe points of the fitted body) in the frames where
-a foot is planted: low, and slow. Walking alone leaves the plane's tilt about the walking line
+a foot is planted: low, and slow (the ankles, a flat foot's ankle height above it, where the
+input had no foot points). Walking alone leaves the plane's tilt about the walking line
 open (the soles lie along a line), and someone who stays on one spot leaves nearly all of it
 open, so a prior on the normal enters: gravity's up as the people's posture tells it
 (`meshcap.posture`, a small network trained on real motion capture). The torso's mean
@@ -74,6 +75,37 @@ def sole_points(motion, body_model=None, keypoints: np.ndarray | None = None) ->
     names = get_layout("blazepose33").names
     idx = [names.index(n) for n in SOLE_POINTS]
     return kp[:, :, idx].reshape(kp.shape[0], kp.shape[1], 2, 2, 3)
+
+
+def feet_detected(motion) -> bool:
+    """Whether the Motion's keypoints include heels and toes (BlazePose-33 does, COCO-17 does
+    not): without them the fit's feet point wherever its priors put them."""
+    from meshcap.keypoints.layouts import get_layout
+
+    return {"left_heel", "left_foot_index", "right_heel", "right_foot_index"} <= set(
+        get_layout(motion.keypoint_layout).names)
+
+
+def ankle_heights(motion, body_model=None) -> np.ndarray:
+    """(P,) metres: how high each person's ankles stand over the ground on a flat foot, their
+    body in the rest pose: the ankle keypoints over the mid-point of heel and toe, along the
+    body model's up (y)."""
+    import torch
+
+    from meshcap.keypoints.layouts import get_layout
+
+    model = body_model if body_model is not None else motion.load_body_model()
+    names = get_layout("blazepose33").names
+    out = np.zeros(motion.num_people)
+    with torch.no_grad():
+        for p in range(motion.num_people):
+            kp = model(torch.zeros(1, model.num_joints, 3, dtype=model.dtype, device=model.device),
+                       torch.as_tensor(motion.shape[p: p + 1]).to(model.device, model.dtype), layout="blazepose33",
+                       vertices=False, bone_scale=motion.bone_scale_of(p)).keypoints[0, :, 1].cpu().numpy()
+            out[p] = np.mean([kp[names.index(f"{side}_ankle")]
+                              - (kp[names.index(f"{side}_heel")] + kp[names.index(f"{side}_foot_index")]) / 2
+                              for side in ("left", "right")])
+    return out
 
 
 def body_up(motion, body_model=None, valid: np.ndarray | None = None,
@@ -192,6 +224,19 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
     model = body_model if body_model is not None else motion.load_body_model()
     kp = motion.keypoints3d("blazepose33", model)  # one pass over the frames for soles, torsos and posture
     soles = sole_points(motion, keypoints=kp)
+    lift = np.zeros(motion.num_people)
+    if not feet_detected(motion):
+        # No foot points in the input (COCO-17): the fit's heels and toes are its priors'
+        # guess, and a foot that points down put the ground 5-10 cm low. The ankles were seen:
+        # the plane rests on planted ankles and drops by a flat foot's ankle height
+        # (`bench/world.py --seeds 0,1`: the ground height 5.5 -> 4.7 cm off median, 9.5 -> 6.7
+        # mean; up 7.2 -> 6.9 degrees mean; docs/design.md, The world).
+        from meshcap.keypoints.layouts import get_layout
+
+        names = get_layout("blazepose33").names
+        ankles = kp[:, :, [names.index("left_ankle"), names.index("right_ankle")]]
+        soles = np.repeat(ankles[:, :, :, None], 2, axis=3)
+        lift = ankle_heights(motion, model)
     valid = motion.valid.copy()
     if people is not None:
         keep = np.zeros(len(valid), bool)
@@ -247,6 +292,7 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
         sel = group == p
         spread[p] = np.sqrt(r2[sel].sum() / w[sel].sum())
     ref = int(spread.argmin()) if np.isfinite(spread).any() else int(counts.argmax())
+    heights = heights - lift
     return Ground(up, float(heights[ref]), contacts, residual, len(pts), heights)
 
 

@@ -86,6 +86,16 @@ def feet_detected(motion) -> bool:
         get_layout(motion.keypoint_layout).names)
 
 
+def ankle_points(keypoints: np.ndarray) -> np.ndarray:
+    """(P, T, 2, 2, 3) the left and right ankle of blazepose33 keypoints (P, T, 33, 3), each
+    twice: `sole_points`' shape, for inputs without foot points (`feet_detected`)."""
+    from meshcap.keypoints.layouts import get_layout
+
+    names = get_layout("blazepose33").names
+    ankles = keypoints[:, :, [names.index("left_ankle"), names.index("right_ankle")]]
+    return np.repeat(ankles[:, :, :, None], 2, axis=3)
+
+
 def ankle_heights(motion, body_model=None) -> np.ndarray:
     """(P,) metres: how high each person's ankles stand over the ground on a flat foot, their
     body in the rest pose: the ankle keypoints over the mid-point of heel and toe, along the
@@ -231,11 +241,7 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
         # the plane rests on planted ankles and drops by a flat foot's ankle height
         # (`bench/world.py --seeds 0,1`: the ground height 5.5 -> 4.7 cm off median, 9.5 -> 6.7
         # mean; up 7.2 -> 6.9 degrees mean; docs/design.md, The world).
-        from meshcap.keypoints.layouts import get_layout
-
-        names = get_layout("blazepose33").names
-        ankles = kp[:, :, [names.index("left_ankle"), names.index("right_ankle")]]
-        soles = np.repeat(ankles[:, :, :, None], 2, axis=3)
+        soles = ankle_points(kp)
         lift = ankle_heights(motion, model)
     valid = motion.valid.copy()
     if people is not None:

@@ -38,8 +38,8 @@ def test_the_demo_walks_without_skating(demo, tmp_path):
     model = m.load_body_model()
     assert m.world == "y-up" and m.contact is not None
     assert m.contact.shape == (2, m.num_frames, 2) and not m.contact[~m.valid].any()
-    # walking: each person has a foot planted in a good share of the frames (measured 28% for
-    # the man far away on the box, whose fitted feet jitter most, and 45% for the woman)
+    # walking: each person has a foot planted in a good share of the frames (measured 23% for
+    # the man far away on the box, whose fitted feet jitter most, and 48% for the woman)
     for p in range(2):
         share = m.contact[p][m.valid[p]].any(-1).mean()
         assert share > 0.2, share

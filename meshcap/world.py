@@ -85,12 +85,13 @@ def sole_points(motion, body_model=None, keypoints: np.ndarray | None = None) ->
 
 
 def feet_detected(motion) -> bool:
-    """Whether the Motion's keypoints include heels and toes (BlazePose-33 does, COCO-17 does
-    not): without them the fit's feet point wherever its priors put them."""
+    """Whether the Motion's keypoints include heels and toes (BlazePose-33 and OpenPose BODY_25
+    do, COCO-17 does not): without them the fit's feet point wherever its priors put them."""
     from meshcap.keypoints.layouts import get_layout
 
-    return {"left_heel", "left_foot_index", "right_heel", "right_foot_index"} <= set(
-        get_layout(motion.keypoint_layout).names)
+    names = set(get_layout(motion.keypoint_layout).names)
+    toes = {"left_foot_index", "right_foot_index"} <= names or {"left_big_toe", "right_big_toe"} <= names
+    return {"left_heel", "right_heel"} <= names and toes
 
 
 def ankle_points(keypoints: np.ndarray) -> np.ndarray:

@@ -129,8 +129,6 @@ def _planted(motion, model, speed_limit: float = CONTACT_SPEED,
              ankles: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(up (3,), support heights (P,), contact probability (P, T, 2)) of `motion` as it stands;
     `ankles`: the ankle must be still too (the labels; not the planting pass's candidates)."""
-    from meshcap.keypoints.layouts import get_layout
-
     kp = motion.keypoints3d("blazepose33", model)
     # without foot points in the input (COCO-17) the fit's heels and toes are its priors'
     # guess, its ankles were seen: the ankles are judged instead (bench/world.py, labels
@@ -144,9 +142,7 @@ def _planted(motion, model, speed_limit: float = CONTACT_SPEED,
     heights = support_heights(soles, speed, motion.valid, up)
     ankle_speed = None
     if ankles and feet:
-        names = get_layout("blazepose33").names
-        ank = kp[:, :, [names.index("left_ankle"), names.index("right_ankle")]]  # (P, T, 2, 3)
-        ankle_speed = sole_speeds(ank[:, :, :, None], motion.valid, motion.fps, eye)
+        ankle_speed = sole_speeds(ankle_points(kp), motion.valid, motion.fps, eye)
     # a person who never plants a foot has no plane and no contacts
     prob = contact_probability(soles, speed, motion.valid, up, np.nan_to_num(heights, nan=-np.inf), speed_limit,
                                ankle_speed)

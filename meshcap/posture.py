@@ -11,8 +11,8 @@ network learnt that from real motion capture: the 12 COCO body joints of the tra
 (`meshcap.regression.mocap`, never the held-out ones), mirrored, seen from any azimuth with
 pitch and roll up to 35 degrees, with 3 cm of joint noise (a fit's joints are not a mocap
 skeleton's), and reads gravity's up in the camera's frame per frame; a track's prior is the
-mean over its frames, weighted by how sure the fit is of each. Trained by `python -m meshcap.regression.train_posture` (weights and
-figures in POSTURE_WEIGHTS).
+mean over its frames, weighted by how sure the fit is of each. Trained by `python -m
+meshcap.regression.train_posture` (weights and figures in POSTURE_WEIGHTS).
 
 A plain multilayer perceptron in NumPy: 36 inputs (the joints about the mid-hip, over their
 mean distance from it), two hidden layers of 128 (GELU), 3 outputs, 21,635 weights.

@@ -159,8 +159,12 @@ class SigmaCalibration:
 
     def __call__(self, laplace: torch.Tensor, init: torch.Tensor, apart: torch.Tensor) -> torch.Tensor:
         """(T, J) sigma, metres, from laplace, init, apart (T, J) metres (see the class)."""
-        feats = calibration_features(init, apart)
-        log_s = sum(e * f.log() for e, f in zip(self.exponents, feats))
+        return self.from_features(laplace, calibration_features(init, apart))
+
+    def from_features(self, laplace: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
+        """(...) sigma, metres, from laplace (...) and `calibration_features`' list, each (...)
+        metres (also samples gathered from many frames, as its training does)."""
+        log_s = sum(e * f.log() for e, f in zip(self.exponents, features))
         return torch.hypot(self.laplace_share * laplace, self.scale * log_s.exp())
 
 

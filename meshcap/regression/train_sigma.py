@@ -39,7 +39,8 @@ LAPLACE_SHARE = 0.2  # of the Laplace sigma, kept so that a gap's sigma grows (s
 
 
 def samples(takes: list[mocap.Take], seeds: list[int], max_clips: int = 3) -> dict[str, np.ndarray]:
-    """{"laplace", "init", "apart", "error"}: (N,) metres, one per fitted frame and body joint."""
+    """{"laplace", "error", and CALIBRATION_FEATURES}: (N,) metres, one per fitted frame and
+    body joint, the features as the calibration reads them (at least a millimetre)."""
     model = load_body_model("anny")
     stage = load_stage()
     fitter = SingleViewFitter(model, "coco17", FitOptions(w_init=0.5))
@@ -47,7 +48,7 @@ def samples(takes: list[mocap.Take], seeds: list[int], max_clips: int = 3) -> di
     names = model.keypoint_names("coco17")
     body = [names.index(n) for n in mocap.BODY]
     clips = [(take, sl) for take in takes for _, sl in mocap.clips(take, max_clips=max_clips)]
-    out: dict[str, list[np.ndarray]] = {k: [] for k in ("laplace", "init", "apart", "error")}
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("laplace", "error", *CALIBRATION_FEATURES)}
     for _, face, noise in CONDITIONS:
         for seed in seeds:
             for i, (take, sl) in enumerate(clips):
@@ -58,26 +59,25 @@ def samples(takes: list[mocap.Take], seeds: list[int], max_clips: int = 3) -> di
                 with torch.no_grad():
                     pred = model(res.poses, res.shape, res.transl, layout="coco17", vertices=False).keypoints
                 out["error"].append(pa_joint_errors(pred[:, body].float(), torch.as_tensor(v.truth)).numpy().ravel())
-                for k in ("laplace", "init", "apart"):
-                    out[k].append(res.uncertainty_parts[k][:, cols].double().numpy().ravel())
-                # the frame means run over all the joints, as the calibration computes them
-                feats = calibration_features(res.uncertainty_parts["init"], res.uncertainty_parts["apart"])
-                for k, f in zip(("frame_apart", "frame_init"), feats[2:]):
-                    out.setdefault(k, []).append(f[:, cols].double().numpy().ravel())
+                parts = res.uncertainty_parts
+                # the features of whole frames (their means run over all the joints), then the
+                # joints carrying the body keypoints
+                feats = calibration_features(parts["init"], parts["apart"])
+                for k, x in [("laplace", parts["laplace"]), *zip(CALIBRATION_FEATURES, feats)]:
+                    out[k].append(x[:, cols].double().numpy().ravel())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def _features(s: dict[str, np.ndarray]) -> np.ndarray:
-    init, apart = np.maximum(s["init"], 1e-3), np.maximum(s["apart"], 1e-3)
-    return np.log(np.stack([init, apart, s["frame_apart"], s["frame_init"]], 1))
+def _sigma(cal: SigmaCalibration, s: dict[str, np.ndarray]) -> np.ndarray:
+    """(N,) the calibrated sigma of the samples."""
+    t = lambda k: torch.as_tensor(s[k])  # noqa: E731
+    return cal.from_features(t("laplace"), [t(k) for k in CALIBRATION_FEATURES]).numpy()
 
 
 def evaluate(cal: SigmaCalibration, s: dict[str, np.ndarray]) -> dict[str, float]:
     """Spearman rho and calibration (RMS error / (sqrt(3) RMS sigma)) of the calibrated sigma and
     of the earlier formula (the Laplace sigma and the distance over sqrt(3) in quadrature)."""
-    # the power law with the samples' frame means (taken over whole frames)
-    logs = _features(s) @ np.asarray(cal.exponents)
-    new = np.hypot(cal.laplace_share * s["laplace"], cal.scale * np.exp(logs))
+    new = _sigma(cal, s)
     old = np.hypot(s["laplace"], s["apart"] / np.sqrt(3))
     calib = lambda sig: float(np.sqrt(np.mean(s["error"] ** 2)) / (np.sqrt(3) * np.sqrt(np.mean(sig ** 2))))  # noqa: E731
     return dict(rho=mocap.spearman(new, s["error"]), calibration=calib(new),
@@ -88,19 +88,15 @@ def train(seeds: list[int]) -> tuple[SigmaCalibration, dict]:
     takes, held_out = mocap.split(mocap.load_takes())
     t0 = time.time()
     s = samples(takes, seeds)
-    X = _features(s)
+    X = np.log(np.stack([s[k] for k in CALIBRATION_FEATURES], 1))
     A = np.concatenate([X, np.ones((len(X), 1))], 1)
     lower = [0.0] * X.shape[1] + [-np.inf]
     w = lsq_linear(A, np.log(np.maximum(s["error"], 1e-4)), bounds=(lower, np.inf)).x
-    exponents = w[:-1]
-    shape = np.exp(X @ exponents)
     # the scale for RMS calibration 1 (sigma per axis): fixed point of the hypot
-    scale = float(np.exp(w[-1]))
+    cal = SigmaCalibration(w[:-1], float(np.exp(w[-1])), LAPLACE_SHARE)
     target = np.sqrt(np.mean(s["error"] ** 2) / 3)
     for _ in range(50):
-        rms = np.sqrt(np.mean(np.hypot(LAPLACE_SHARE * s["laplace"], scale * shape) ** 2))
-        scale *= target / rms
-    cal = SigmaCalibration(exponents, scale, LAPLACE_SHARE)
+        cal.scale *= target / np.sqrt(np.mean(_sigma(cal, s) ** 2))
     record = dict(features=list(CALIBRATION_FEATURES), seeds=seeds, conditions=[c[0] for c in CONDITIONS],
                   train_takes=[t.name for t in takes], held_out_takes=[t.name for t in held_out],
                   samples=int(len(X)), train=evaluate(cal, s))

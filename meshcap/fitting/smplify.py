@@ -69,8 +69,9 @@ class FitOptions:
     (`iters_heading` 0 turns the stage off; `iters_gn_heading` > 0: that many Gauss-Newton
     steps instead, with that solver and an initialisation with its own sigma: 1.2x faster
     on real motion, slower on a synthetic track; off by default, see docs/design.md, The
-    solver), on every `heading_stride`-th frame (the frames between take their nearer
-    heading to the neighbouring sample's choice); `w_heading_change` is the cost of a root
+    solver), from an initialisation with its own sigma on every `heading_stride`-th frame
+    (the frames between take their nearer heading to the neighbouring sample's choice);
+    `w_heading_change` is the cost of a root
     turn between two frames, per rad^2, in the path chosen through them. The body stage's rates fall to `lr_final` of themselves over
     its last half (1.0: constant). With temporal terms, the result is smoothed over time by
     a Gaussian of `smooth_s` seconds (`meshcap.fitting.smoothing`; 0 turns it off), then
@@ -100,10 +101,10 @@ class FitOptions:
     iters_body: int = 150
     iters_heading: int = 30
     w_heading_change: float = 10.0
-    # the heading stage's frames: every second frame alone chose as well as all of them
-    # (bench/real_motion.py --seeds 0,1,2, body-only 3 px: PA-MPJPE 61.9 -> 62.0 mm, no frame
-    # facing over 90 degrees off; from the rest pose 118.9 -> 118.8 mm, 12.7 -> 12.3% facing
-    # off) in half the stage's time (bench/fitting_speed.py's default path 143 -> 154 frames/s)
+    # the heading stage's frames from an initialisation with its own sigma (the lifter): every
+    # second frame alone chose as well as all of them (bench/real_motion.py --seeds 0,1,2,
+    # body-only 3 px: PA-MPJPE 61.9 -> 62.0 mm, no frame facing over 90 degrees off) in less
+    # time (bench/fitting_speed.py's default path 2.10 -> 1.95 s)
     heading_stride: int = 2
     mirror_cost: float = 0.5
     lr_rot: float = 0.03
@@ -437,9 +438,11 @@ class SingleViewFitter:
         T_all = root.shape[0]
         root_all, body_all = root, body
         mirror_all = self._mirror_heading(root, transl, shape_p)
-        # every `heading_stride`-th frame (and the last) carries the short stage; the frames
-        # between take the heading nearest their sampled neighbour's choice
-        k = max(1, int(o.heading_stride)) if o.temporal else 1
+        # from an initialisation with its own sigma, every `heading_stride`-th frame (and the
+        # last) carries the short stage, and the frames between take the heading nearest their
+        # sampled neighbour's choice; from the rest pose every frame does (there the body stage
+        # then spent longer: 1.7-1.9 -> 2.1-2.2 s on bench/fitting_speed.py's track)
+        k = max(1, int(o.heading_stride)) if o.temporal and init_w is not None else 1
         S = torch.arange(0, T_all, k)
         if int(S[-1]) != T_all - 1:
             S = torch.cat([S, torch.tensor([T_all - 1])])

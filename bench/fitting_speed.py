@@ -79,7 +79,7 @@ def main() -> None:
     # how far the regression stage itself starts from the truth on this track: its random
     # joint-range poses are nothing real motion does, and the lifter was trained on real motion
     with torch.no_grad():
-        start = model(init.poses, init.shape if init.shape is not None else shape, vertices=False).joints
+        start = model(init.poses, init.shape, vertices=False).joints
     start_err = float((rel(start) - rel(out.joints)).norm(dim=-1).mean() * 1000)
     lifted_err = float((init.joints - rel(out.joints)).norm(dim=-1).mean() * 1000) if init.joints is not None else float("nan")
     rows["default path (regression start)"] = timed(regressed, init)

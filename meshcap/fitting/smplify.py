@@ -71,9 +71,9 @@ class FitOptions:
     on real motion, slower on a synthetic track; off by default, see docs/design.md, The
     solver), from an initialisation with its own sigma on every `heading_stride`-th frame
     (the frames between take their nearer heading to the neighbouring sample's choice);
-    `w_heading_change` is the cost of a root
-    turn between two frames, per rad^2, in the path chosen through them. The body stage's rates fall to `lr_final` of themselves over
-    its last half (1.0: constant). With temporal terms, the result is smoothed over time by
+    `w_heading_change` is the cost of a root turn between two frames, per rad^2, in the path
+    chosen through them. The body stage's rates fall to `lr_final` of themselves over its
+    last half (1.0: constant). With temporal terms, the result is smoothed over time by
     a Gaussian of `smooth_s` seconds (`meshcap.fitting.smoothing`; 0 turns it off), then
     settled: `iters_settle` more steps (`refine`) with the temporal terms
     `settle_accel` times stronger, which give back what the smoothing took from fast limbs
@@ -436,7 +436,7 @@ class SingleViewFitter:
         joints (`init_joints`, `init_w`)."""
         o = self.options
         T_all = root.shape[0]
-        root_all, body_all = root, body
+        root_all, body_all, transl_all = root, body, transl
         mirror_all = self._mirror_heading(root, transl, shape_p)
         # from an initialisation with its own sigma, every `heading_stride`-th frame (and the
         # last) carries the short stage, and the frames between take the heading nearest their
@@ -446,7 +446,7 @@ class SingleViewFitter:
         S = torch.arange(0, T_all, k)
         if int(S[-1]) != T_all - 1:
             S = torch.cat([S, torch.tensor([T_all - 1])])
-        root, body, transl_s = root[S], body[S], transl[S]
+        root, body, transl = root[S], body[S], transl[S]
         obs = (obs[0][S], obs[1][S], obs[2][S], obs[3], obs[4])
         init_joints = None if init_joints is None else init_joints[S]
         init_w = None if init_w is None else init_w[S]
@@ -456,7 +456,6 @@ class SingleViewFitter:
         obs2 = (obs[0].repeat(2, 1, 1), obs[1].repeat(2, 1), obs[2].repeat(2), obs[3], obs[4])
         joints2 = None if init_joints is None else init_joints.repeat(2, 1, 1)
         w2 = None if init_w is None else init_w.repeat(2, 1)
-        transl_full, transl = transl, transl_s
 
         def cost_per_frame(r2, b2, t2):
             frame, _, out = self._loss(r2, b2, shape_p.detach(), t2, obs2, mask=everything)
@@ -517,7 +516,7 @@ class SingleViewFitter:
         # the body stage starts from the chosen headings, not from the short stage's limbs:
         # started from the rest pose, descent favours the natural one of a limb's mirror images
         out_root = torch.where(mir[:, None], mirror_all, root_all)
-        return out_root.clone(), body_all.clone(), transl_full.clone(), margin, mir
+        return out_root.clone(), body_all.clone(), transl_all.clone(), margin, mir
 
     def _smooth_and_sigma(self, pose, shape, transl, xy, conf, K, init, fps):
         """The finished body stage smoothed over time (when temporal), and its sigma. Returns

@@ -117,9 +117,13 @@ def test_no_feet_no_ground(camera_frame):
 def test_a_runner_without_a_planted_foot_still_gets_a_ground():
     """A held-out DeepMimic run seen from 16-32 m by a camera pitched 15 degrees and rolled 10:
     no foot of the fit is ever slower than PLANTED_SPEED (depth jitter), so the ground rests on
-    the feet still across the line of sight, with a warning. Measured: 7.5 degrees from gravity
-    (the posture alone: 4.9), the lower sole's median height in the grounded world 3 cm;
-    before, no ground at all (the motion stayed in the camera's frame)."""
+    the feet still across the line of sight, with a warning. Before, no ground at all (the
+    motion stayed in the camera's frame). Such a fit is poor (PA-MPJPE 86-128 mm) and its
+    ground only roughly right, and which way round-off tips it differs between CPUs: this
+    camera (seed 4) gave 7.5 degrees from gravity and the lower sole's median height 3 cm on
+    one machine, 7.9 degrees and 13.8 cm on another; seeds 4-12 on the latter: 0.7-14.7
+    degrees (median 7.6), median sole heights -10.4 to 13.8 cm. The bounds say "a ground
+    near the right one", not the bench's accuracy (`bench/world.py`)."""
     import math
 
     from meshcap import load_body_model
@@ -136,8 +140,8 @@ def test_a_runner_without_a_planted_foot_still_gets_a_ground():
                    fps=mocap.FPS, layout="coco17", K=v.K, options=fit, regressor=net)
     with pytest.warns(UserWarning, match="running"):
         g = estimate_ground(m, model)
-    assert math.degrees(math.acos(g.up @ (v.R @ np.array([0.0, 1.0, 0.0])))) < 10.0
+    assert math.degrees(math.acos(g.up @ (v.R @ np.array([0.0, 1.0, 0.0])))) < 15.0
     with pytest.warns(UserWarning, match="running"):
         w = place_in_world(m, model, "ground")
     lowest = np.nanmin(sole_points(w, model)[0][..., 1], axis=(1, 2))  # (T,) the lower sole, y up
-    assert abs(np.median(lowest)) < 0.1, np.median(lowest)
+    assert abs(np.median(lowest)) < 0.2, np.median(lowest)

@@ -106,6 +106,12 @@ class AnnyModel(BodyModel):
         self.register_buffer("fitted", i(fitted), persistent=False)
         self.register_buffer("bone_joint", i(anc), persistent=False)
         self.register_buffer("joint_parent", i([0] + self.parents[1:]), persistent=False)
+        below = np.eye(len(fitted))  # below[a, j]: joint j is joint a or under it
+        for j in range(len(fitted)):
+            a = self.parents[j]
+            while a >= 0:
+                below[a, j], a = 1.0, self.parents[a]
+        self.register_buffer("joint_below", f(below), persistent=False)
         # the fitted joint whose body part holds each bone's offset from its parent (bone 0's
         # offset is the root's rest position, which no scale moves)
         self.register_buffer("offset_joint", i(anc[parent0]), persistent=False)
@@ -220,6 +226,18 @@ class AnnyModel(BodyModel):
             Gs.append(G)
             xs.append(x)
         return torch.cat(Gs, 1)[:, self._fk_inverse], torch.cat(xs, 1)[:, self._fk_inverse]
+
+    def _fk_rest_change(self, G, dq):
+        """(B, n, J, 3): how the posed fitted joints move for n changes dq (n, N, 3) of the
+        rest bones, at world rotations G (B, J, 3, 3). The joints are linear in the rest
+        joints (x_j = x_parent + G_parent (q_j - q_parent)), so each joint's offset change
+        turns with its parent and adds up down the chain: two small products, where a forward
+        pass per change (n B frames, `_fk`) took most of a Gauss-Newton step's shape Jacobian."""
+        dqf = dq[:, self.fitted]
+        step = dqf - dqf[:, self.joint_parent]  # (n, J, 3); the root's is 0
+        turned = torch.einsum("bjde,nje->bnjd", G[:, self.joint_parent], step)
+        turned[:, :, 0] = dqf[:, 0]  # the root's rest position moves every joint
+        return torch.einsum("aj,bnad->bnjd", self.joint_below, turned)
 
     def _bone_positions(self, bones, G, x, q):
         """(B, n, 3) posed heads of any anny bones (fitted or not)."""

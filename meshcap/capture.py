@@ -124,8 +124,9 @@ def fit_setup(model, regressor: str | Path | bool = False, fit: FitOptions | Non
     for the shipped temporal lifter (where it ships), a weights file, or False. From a
     regression stage the fit is pulled toward the regressed joints at half the default weight
     (`w_init` 0.5; measured on the real-motion benchmark and the Sports2D demo, see
-    MODEL_CARD.md) in at most four Gauss-Newton body steps, unless `fit` is given. The weights read anny's skeleton: another body model
-    (the SMPL family) starts from anny's fit of each track (`meshcap.regression.transfer`)."""
+    MODEL_CARD.md) in at most six Gauss-Newton body steps, unless `fit` is given. The weights
+    read anny's skeleton: another body model (the SMPL family) starts from anny's fit of each
+    track (`meshcap.regression.transfer`)."""
     stage = None
     if regressor is not False:
         from meshcap.regression import SHIPPED, load_stage
@@ -139,11 +140,12 @@ def fit_setup(model, regressor: str | Path | bool = False, fit: FitOptions | Non
 
                 stage = TransferStage(stage, load_body_model("anny").to(model.device))
             if fit is None:
-                # four body steps: from the lifter's start the later ones lowered the objective,
+                # six body steps: from the lifter's start the later ones lowered the objective,
                 # not the error (bench/real_motion.py --seeds 0,1,2, body-only 3 px: PA-MPJPE
-                # 61.9 / 61.8 / 61.8 mm, MPJPE 88.0 / 87.4 / 86.3 mm with 12 / 6 / 4 steps; the
-                # Pose2Sim cameras 68.3 / 68.4 mm, Sports2D 3.40 / 3.01 -> 3.43 / 2.96 px)
-                fit = FitOptions(w_init=0.5, iters_gn=4)
+                # 61.9 / 61.8 / 61.8 mm, MPJPE 88.0 / 87.4 / 86.3 mm with 12 / 6 / 4 steps);
+                # four left the shape short of settled (a clip's fitted size 5-11% apart at 0
+                # and 3 px noise, tests/test_real_motion.py), see docs/design.md
+                fit = FitOptions(w_init=0.5, iters_gn=6)
     return stage, fit
 
 

@@ -122,10 +122,10 @@ def test_a_runner_without_a_planted_foot_still_gets_a_ground():
     ground only roughly right, and which way round-off tips it differs between CPUs: seed 4's
     camera gave 7.5 degrees from gravity and the lower sole's median height 3 cm on one
     machine, 7.9 degrees and 13.8 cm on another (seeds 4-12 there: 0.7-14.7 degrees, median
-    sole heights -10.4 to 13.8 cm, with 12 body steps). With the default path's 4 body steps
-    (stop 46) seed 4's fit keeps its feet still across the sight in 9 foot-frames, one short of
-    a ground (a clear WorldError); seeds 5-9: 2.5-7.1 degrees, median sole heights -9.7 to 3.9
-    cm. This camera (seed 5): 5.9 degrees, 3.9 cm (3.4 degrees, -2.1 cm with 12 steps). The
+    sole heights -10.4 to 13.8 cm, with 12 body steps). With 4 body steps seed 4's fit kept its
+    feet still across the sight in 9 foot-frames, one short of a ground (a clear WorldError);
+    with the default path's 6 (stop 46, one thread) seeds 4 / 5 / 6 gave 8.1 / 2.8 / 5.0
+    degrees and 9.5 / -0.2 / -9.2 cm. This camera (seed 5) had the most margin throughout. The
     bounds say "a ground near the right one", not the bench's accuracy (`bench/world.py`)."""
     import math
 

@@ -24,7 +24,7 @@ import torch
 import torch.autograd.forward_ad as fwad
 
 from meshcap.body_models import anny_data
-from meshcap.body_models.base import BodyModel, BodyModelOutput
+from meshcap.body_models.base import BodyModel, BodyModelOutput, descendants
 from meshcap.keypoints.layouts import MIDPOINTS, get_layout
 
 _REST_LOCK = threading.Lock()  # the models' rest-pose caches, shared by tracks fitted in threads
@@ -106,12 +106,7 @@ class AnnyModel(BodyModel):
         self.register_buffer("fitted", i(fitted), persistent=False)
         self.register_buffer("bone_joint", i(anc), persistent=False)
         self.register_buffer("joint_parent", i([0] + self.parents[1:]), persistent=False)
-        below = np.eye(len(fitted))  # below[a, j]: joint j is joint a or under it
-        for j in range(len(fitted)):
-            a = self.parents[j]
-            while a >= 0:
-                below[a, j], a = 1.0, self.parents[a]
-        self.register_buffer("joint_below", f(below), persistent=False)
+        self.register_buffer("joint_below", descendants(self.parents, dtype), persistent=False)
         # the fitted joint whose body part holds each bone's offset from its parent (bone 0's
         # offset is the root's rest position, which no scale moves)
         self.register_buffer("offset_joint", i(anc[parent0]), persistent=False)

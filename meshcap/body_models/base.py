@@ -8,7 +8,19 @@ import torch
 
 from meshcap.keypoints.layouts import get_layout
 
-__all__ = ["BodyModel", "BodyModelOutput", "Skeleton"]
+__all__ = ["BodyModel", "BodyModelOutput", "Skeleton", "descendants"]
+
+
+def descendants(parents, dtype=torch.float32, device=None) -> torch.Tensor:
+    """(J, J) desc[i, j] = 1 where joint j is joint i or below it."""
+    J = len(parents)
+    desc = torch.eye(J, dtype=dtype, device=device)
+    for j in range(J):
+        i = parents[j]
+        while i >= 0:
+            desc[i, j] = 1.0
+            i = parents[i]
+    return desc
 
 
 @dataclass

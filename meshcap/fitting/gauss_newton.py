@@ -35,9 +35,10 @@ import torch
 from scipy.linalg import get_lapack_funcs
 from threadpoolctl import ThreadpoolController
 
+from meshcap.body_models.base import descendants
 from meshcap.fitting.camera import project, projection_jacobian
-from meshcap.fitting.jacobians import (descendants, point_jacobians, posed_jacobians, posed_keypoints,
-                                         rotvec_to_right_jacobian, turn_jacobian)
+from meshcap.fitting.jacobians import (point_jacobians, posed_jacobians, posed_keypoints, rotvec_to_right_jacobian,
+                                         turn_jacobian)
 from meshcap.fitting.priors import limit_excess, limit_excess_bounds
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import roma
 import torch
 
+from meshcap.body_models.base import descendants
+
 
 def skew(v: torch.Tensor) -> torch.Tensor:
     """(..., 3) -> (..., 3, 3) the cross-product matrix [v]x (so [v]x u = v x u)."""
@@ -53,18 +55,6 @@ def posed_keypoints(G: torch.Tensor, x: torch.Tensor, C: torch.Tensor, W: torch.
     """(B, K, 3) keypoints from world rotations G (B, J, 3, 3), positions x (B, J, 3) and a
     keypoint basis C (K, J, 3), W (K, J) (`AnnyModel.keypoint_basis`)."""
     return torch.einsum("tjde,kje->tkd", G, C) + torch.einsum("kj,tjd->tkd", W, x)
-
-
-def descendants(parents, dtype=torch.float32, device=None) -> torch.Tensor:
-    """(J, J) desc[i, j] = 1 where joint j is joint i or below it."""
-    J = len(parents)
-    desc = torch.eye(J, dtype=dtype, device=device)
-    for j in range(J):
-        i = parents[j]
-        while i >= 0:
-            desc[i, j] = 1.0
-            i = parents[i]
-    return desc
 
 
 @dataclass

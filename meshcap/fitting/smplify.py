@@ -503,9 +503,9 @@ class SingleViewFitter:
             if k > 1:
                 # each frame: its own heading or its mirror, whichever is nearer the nearest
                 # sample's choice
-                near = torch.round(torch.arange(T_all, dtype=torch.float64) / k).long().clamp(max=T - 1)
-                near = torch.where((S[near] - torch.arange(T_all)).abs() <= (S[-1] - torch.arange(T_all)).abs(), near,
-                                   torch.full_like(near, T - 1))
+                frames = torch.arange(T_all)
+                near = torch.round(frames.double() / k).long().clamp(max=T - 1)
+                near = torch.where((S[near] - frames).abs() <= (S[-1] - frames).abs(), near, torch.full_like(near, T - 1))
                 ref = roma.rotvec_to_rotmat(chosen[near])
                 d_own = roma.rotmat_geodesic_distance(roma.rotvec_to_rotmat(root_all), ref)
                 d_mir = roma.rotmat_geodesic_distance(roma.rotvec_to_rotmat(mirror_all), ref)

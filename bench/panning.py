@@ -92,10 +92,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--own-detections", action="store_true", help="also detect and track on the pan video")
     ap.add_argument("--temporal", default=None, help="temporal lifter weights (default: the shipped ones)")
+    ap.add_argument("--follow", action="store_true",
+                    help="detect the static shot with BlazePoseDetector(follow=True) (people followed in crops)")
     args = ap.parse_args()
     lifter = dict(temporal=args.temporal or True)
 
     from meshcap.capture import capture
+    from meshcap.keypoints.detect import BlazePoseDetector
     from meshcap.keypoints.pipeline import video_tracks
     from meshcap.samples import sports2d_demo, sports2d_pan
 
@@ -103,7 +106,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         cache = Path(d) / "static.keypoints.npz"
         t0 = time.perf_counter()
-        tracks = video_tracks(sports2d_demo(), cache=cache)
+        with BlazePoseDetector(follow=args.follow) as det:
+            tracks = video_tracks(sports2d_demo(), detector=det, cache=cache)
         print(f"detections on the static shot: {len(tracks.tracks)} tracks, {time.perf_counter() - t0:.1f} s")
         pan_cache = Path(d) / "pan.keypoints.npz"
         pan.tracks(tracks).save(pan_cache)

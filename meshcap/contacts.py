@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from scipy.ndimage import binary_closing
 
-from meshcap.world import (PLANTED_HEIGHT, PLANTED_SPEED, SOLE_POINTS, ankle_heights, ankle_points, body_up, camera_centre,
-                           feet_detected, move_motion, sole_points, sole_speeds)
+from meshcap.world import (LEVEL_GAP, PLANTED_HEIGHT, PLANTED_SPEED, SOLE_POINTS, ankle_heights, ankle_points, body_up,
+                           camera_centre, feet_detected, level_of, move_motion, sole_points, sole_speeds, support_levels)
 
 # m/s across the line of sight (`meshcap.world.sole_speeds`): a planted foot moves this little.
 # Labels describe the finished (planted) motion, whose planted soles stand nearly still (about
@@ -86,34 +86,33 @@ def _lowest(soles: np.ndarray, up: np.ndarray) -> np.ndarray:
     return np.min(soles @ up, axis=-1)
 
 
-def support_heights(soles: np.ndarray, speed: np.ndarray, valid: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """(P,) the height along `up` of the plane each person stands on: the median of their
-    slow soles (speed (P, T, 2) m/s) that are near the lower foot; NaN for a person who never
-    plants a foot."""
+def support_levels_of(soles: np.ndarray, speed: np.ndarray, valid: np.ndarray, up: np.ndarray) -> list[np.ndarray]:
+    """Per person, (L,) ascending: the heights along `up` of the levels they stand on
+    (`meshcap.world.support_levels`: the floor, a box) from their slow soles (speed (P, T, 2)
+    m/s) that are near the lower foot; empty for a person who never plants a foot."""
     low = _lowest(soles, up)  # (P, T, 2)
     lower = np.where(np.isfinite(low), low, np.inf).min(-1, keepdims=True)
     with np.errstate(invalid="ignore"):
         ok = valid[..., None] & np.isfinite(low) & (speed < PLANTED_SPEED) & (low - lower < PLANTED_HEIGHT)
-    out = np.full(len(valid), np.nan)
-    for p in range(len(valid)):
-        if ok[p].sum() >= 3:
-            out[p] = float(np.median(low[p][ok[p]]))
-    return out
+    return [support_levels(low[p][ok[p]]) for p in range(len(valid))]
 
 
 def contact_probability(soles: np.ndarray, speed: np.ndarray, valid: np.ndarray, up: np.ndarray,
                         heights: np.ndarray, speed_limit: float = CONTACT_SPEED,
                         ankle_speed: np.ndarray | None = None) -> np.ndarray:
     """(P, T, 2) probability that each (left, right) foot is planted: its lower sole within
-    CONTACT_HEIGHT of the person's plane `heights` (P,) and slower than `speed_limit` (speed
-    (P, T, 2) m/s, `sole_speeds`), and, given `ankle_speed` (P, T, 2) m/s, its ankle slower
-    than ANKLE_SPEED; each softened by a logistic (a quarter of the limit, and
-    HEIGHT_SOFTNESS). soles (P, T, 2, 2, 3) heel and toe per foot; 0 where not valid or the
-    speed is unknown."""
+    CONTACT_HEIGHT above the level it stands on, `heights` (P,) one per person or (P, T, 2)
+    per foot, and not over LEVEL_GAP below it (a level of its own), and slower than
+    `speed_limit` (speed (P, T, 2) m/s, `sole_speeds`), and, given `ankle_speed` (P, T, 2)
+    m/s, its ankle slower than ANKLE_SPEED; each softened by a logistic (a quarter of the
+    limit, and HEIGHT_SOFTNESS). soles (P, T, 2, 2, 3) heel and toe per foot; 0 where not
+    valid or the speed or level is unknown."""
     low = _lowest(soles, up)
-    h = low - np.asarray(heights, dtype=np.float64)[:, None, None]
+    heights = np.asarray(heights, dtype=np.float64)
+    h = low - (heights[:, None, None] if heights.ndim == 1 else heights)
     with np.errstate(over="ignore", invalid="ignore"):
         p = _slower(speed, speed_limit) / (1.0 + np.exp((h - CONTACT_HEIGHT) / HEIGHT_SOFTNESS))
+        p = np.where(h > -LEVEL_GAP, p, 0.0)
         if ankle_speed is not None:
             p = p * _slower(ankle_speed, ANKLE_SPEED)
     return np.where(valid[..., None] & np.isfinite(p), p, 0.0).astype(np.float32)
@@ -126,8 +125,9 @@ def _slower(speed: np.ndarray, limit: float) -> np.ndarray:
 
 
 def _planted(motion, model, speed_limit: float = CONTACT_SPEED,
-             ankles: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(up (3,), support heights (P,), contact probability (P, T, 2)) of `motion` as it stands;
+             ankles: bool = True) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
+    """(up (3,), each person's support levels (L,), the level each foot stands on (P, T, 2),
+    NaN where its person has none, contact probability (P, T, 2)) of `motion` as it stands;
     `ankles`: the ankle must be still too (the labels; not the planting pass's candidates)."""
     kp = motion.keypoints3d("blazepose33", model)
     # without foot points in the input (COCO-17) the fit's heels and toes are its priors'
@@ -139,22 +139,24 @@ def _planted(motion, model, speed_limit: float = CONTACT_SPEED,
     up = world_up(motion, kp)
     eye = camera_centre(motion)
     speed = sole_speeds(soles, motion.valid, motion.fps, eye)
-    heights = support_heights(soles, speed, motion.valid, up)
+    levels = support_levels_of(soles, speed, motion.valid, up)
+    on = level_of(_lowest(soles, up), levels)  # (P, T, 2)
     ankle_speed = None
     if ankles and feet:
         ankle_speed = sole_speeds(ankle_points(kp), motion.valid, motion.fps, eye)
-    # a person who never plants a foot has no plane and no contacts
-    prob = contact_probability(soles, speed, motion.valid, up, np.nan_to_num(heights, nan=-np.inf), speed_limit,
-                               ankle_speed)
+    # a person who never plants a foot has no level and no contacts
+    prob = contact_probability(soles, speed, motion.valid, up, on, speed_limit, ankle_speed)
     if not feet:
-        heights = heights - ankle_heights(motion, model)
-    return up, heights, prob
+        lift = ankle_heights(motion, model)
+        levels = [lv - lift[p] for p, lv in enumerate(levels)]
+        on = on - lift[:, None, None]
+    return up, levels, on, prob
 
 
 def foot_contacts(motion, body_model=None, speed_limit: float = CONTACT_SPEED) -> tuple[np.ndarray, np.ndarray]:
     """(contact (P, T, 2) bool, contact_prob (P, T, 2)) of `motion` as it stands (any world):
     see the module docstring."""
-    prob = _planted(motion, body_model if body_model is not None else motion.load_body_model(), speed_limit)[2]
+    prob = _planted(motion, body_model if body_model is not None else motion.load_body_model(), speed_limit)[3]
     return steady_labels(prob >= 0.5, motion.valid, motion.fps), prob
 
 
@@ -171,19 +173,20 @@ def steady_labels(labels: np.ndarray, valid: np.ndarray, fps: float, seconds: fl
 
 def floor_height(motion, body_model=None) -> float | None:
     """The floor people stand on, in a Motion whose world knows its up ("z-up" or "y-up", as
-    a calibrated capture's does): its height along the up, metres, as the support of the
-    lowest person (`support_heights`: the median of their slow, low soles; someone on a box
+    a calibrated capture's does): its height along the up, metres, as the lowest level anyone
+    stands on (`support_levels_of`: the medians of their slow, low soles; someone on a box
     stands higher); None when nobody's feet are seen planted."""
     if motion.world not in ("z-up", "y-up"):
         raise ValueError(f"floor_height needs a world that knows its up, not {motion.world!r}")
-    heights = _planted(motion, body_model if body_model is not None else motion.load_body_model(), ankles=False)[1]
-    ok = np.isfinite(heights)
-    return float(heights[ok].min()) if ok.any() else None
+    levels = _planted(motion, body_model if body_model is not None else motion.load_body_model(), ankles=False)[1]
+    heights = np.concatenate([np.asarray(lv, dtype=np.float64) for lv in levels]) if levels else np.zeros(0)
+    return float(heights.min()) if len(heights) else None
 
 
 class ContactTerm:
     """The added cost of `plant_feet` for one person, in the fit's (camera) frame: prob (T, 2)
-    per foot; up (3,) and the plane's height along it. A `meshcap.fitting.gauss_newton.PointTerm`
+    per foot; up (3,) and the height along it of the level each foot stands on, (T, 2) (or
+    one number for all). A `meshcap.fitting.gauss_newton.PointTerm`
     on the four sole points (heel, toe of each foot), and callable as `SingleViewFitter.refine`'s
     Adam path takes a term: term(out, pose, transl).
 
@@ -194,7 +197,7 @@ class ContactTerm:
       weighed by the lower of the two frames' probabilities.
     """
 
-    def __init__(self, model, layout: str, shape: torch.Tensor, up: torch.Tensor, height: float,
+    def __init__(self, model, layout: str, shape: torch.Tensor, up: torch.Tensor, height: torch.Tensor | float,
                  prob: torch.Tensor) -> None:
         from meshcap.keypoints.layouts import get_layout
 
@@ -203,7 +206,10 @@ class ContactTerm:
         self.layout = layout if own else "blazepose33"
         self.index = [get_layout(self.layout).names.index(n) for n in SOLE_POINTS]
         self._own, self._model, self._shape = own, model, shape
-        self.up, self.height, self.prob = up, float(height), prob
+        height = torch.as_tensor(height, dtype=prob.dtype)
+        # a foot on no level is not planted (prob 0): any height will do there
+        self.up, self.prob = up, prob
+        self.height = torch.where(torch.isfinite(height), height, torch.zeros_like(height)).expand_as(prob)
         self.flat = torch.eye(3, dtype=up.dtype) - torch.outer(up, up)  # the plane's own directions
         self.pair = torch.minimum(prob[1:], prob[:-1])  # (T-1, 2): both frames planted
 
@@ -267,12 +273,12 @@ def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, opt
     if motion.cam_K.shape[0] != 1:
         raise ValueError("plant_feet refits single-camera motions only")
     model = body_model if body_model is not None else motion.load_body_model()
-    up, heights, prob = _planted(motion, model, PLANT_SPEED, ankles=False)
-    # refit in the camera's frame, where the fitter projects; the world's plane goes with it
+    up, levels, on, prob = _planted(motion, model, PLANT_SPEED, ankles=False)
+    # refit in the camera's frame, where the fitter projects; the world's levels go with it
     R, t = motion.cam_R[0].astype(np.float64), motion.cam_t[0].astype(np.float64)
     cam = move_motion(motion, R, t, "camera", model) if motion.world != "camera" else copy.deepcopy(motion)
     up_c = R @ up if motion.world != "camera" else up
-    heights_c = heights + up_c @ t if motion.world != "camera" else heights
+    on_c = on + up_c @ t if motion.world != "camera" else on
     kp2 = motion.keypoints2d if keypoints is None else np.asarray(keypoints, dtype=np.float32)
     fitter = SingleViewFitter(model, motion.keypoint_layout, options)
     o = fitter.options
@@ -280,16 +286,16 @@ def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, opt
 
     def refit(p: int) -> None:
         fr = np.flatnonzero(motion.valid[p])
-        if not np.isfinite(heights[p]) or len(fr) < 3 or not (prob[p, fr] >= 0.5).any():
+        if not len(levels[p]) or len(fr) < 3 or not (prob[p, fr] >= 0.5).any():
             return
         sl = slice(int(fr[0]), int(fr[-1]) + 1)
         as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=model.dtype)  # noqa: E731
         # the fit's joints pull at PULL_SIGMA of their reported sigma (see there)
         start = FitInit(as_t(cam.poses[p, sl]), as_t(cam.shape[p:p + 1]), as_t(cam.transl[p, sl]),
                         as_t(np.maximum(PULL_SIGMA * cam.uncertainty[p, sl], 1e-3)))
-        prob_p = as_t(prob[p, sl])
+        prob_p, on_p = as_t(prob[p, sl]), as_t(on_c[p, sl])
         term = lambda a, b: ContactTerm(model, motion.keypoint_layout, start.shape, as_t(up_c),  # noqa: E731
-                                        float(heights_c[p]), prob_p[a:b])
+                                        on_p[a:b], prob_p[a:b])
         # long tracks window by window, as fitting does (flat memory)
         # the fit ended settled: temporal terms `settle_accel` times stronger (see
         # `SingleViewFitter.fit`); at their plain weight the refit brought the detector's

@@ -26,7 +26,7 @@ from meshcap.errors import InputError
 from meshcap.posture import posture_up
 
 SOLE_POINTS = ("left_heel", "left_foot_index", "right_heel", "right_foot_index")
-# the soles that may tell where a person stands (also `meshcap.contacts.support_heights`)
+# the soles that may tell where a person stands (also `meshcap.contacts.support_levels_of`)
 PLANTED_SPEED = 0.5  # m/s: a planted foot in a monocular fit (depth jitter moves it a little)
 PLANTED_HEIGHT = 0.08  # m above the lower foot, or above the ground once it is known
 # m^2: how much the posture's up direction steers the plane's normal. On cached fits of
@@ -46,6 +46,12 @@ PLANTED_HEIGHT = 0.08  # m above the lower foot, or above the ground once it is 
 # gain on the random cameras cost the straight walk (docs/design.md, The world, the table).
 PRIOR_WEIGHT = 0.05
 ROBUST_SCALE = 0.05  # m: soles this far off the plane weigh half
+# m: planted soles of one person that lie this much further apart along the up than their
+# neighbours stand on different levels (a box and the floor: the Sports2D demo's man walks on a
+# wall about 1.7 m high, flips off it and lands on the grass the woman walks on); a foot this
+# far below every level of its person stands on none of them
+LEVEL_GAP = 0.3
+LEVEL_SHARE = 0.05  # a level holds at least this share of its person's planted soles (and 3)
 
 
 class WorldError(InputError):
@@ -59,8 +65,10 @@ class Ground:
     up (3,) unit normal, against gravity; height () metres; contacts (P, T, 2) bool: the
     (left, right) foot of each person planted in each frame; residual (): robust RMS distance
     of the planted soles from the plane, metres; points: how many soles it rests on; heights
-    (P,): each person's own plane (monocular depth places people on parallel planes), of
-    which `height` is that of the person whose planted soles lie flattest."""
+    (P,): each person's own plane (monocular depth places people on parallel planes), the
+    level they stand on most; levels: per person, (L,) ascending, every level they stand on
+    (`support_levels`: a box and the floor beside it). `height` is the floor: the lowest level
+    anyone stands on, or among levels within LEVEL_GAP of it the one whose soles lie flattest."""
 
     up: np.ndarray
     height: float
@@ -68,6 +76,7 @@ class Ground:
     residual: float
     points: int
     heights: np.ndarray | None = None
+    levels: list | None = None
 
     def tilt_to(self, other: "Ground") -> float:
         """Angle between the two planes' normals, degrees."""
@@ -189,21 +198,46 @@ def feet_seen(motion, min_confidence: float = 0.5) -> np.ndarray:
     return motion.valid[..., None] & (conf >= min_confidence)
 
 
+def support_levels(heights: np.ndarray) -> np.ndarray:
+    """(L,) ascending: the levels that one person's planted soles, at `heights` (N,) metres
+    along the up, stand on: runs of the sorted heights without a step over LEVEL_GAP, each
+    the median of its run; runs with under LEVEL_SHARE of the soles (or under 3) are left out
+    (a foot the fit sank for a frame or two is no level). Empty when nothing is left."""
+    h = np.sort(np.asarray(heights, dtype=np.float64)[np.isfinite(heights)])
+    runs = np.split(h, np.flatnonzero(np.diff(h) > LEVEL_GAP) + 1) if len(h) else []
+    least = max(3, LEVEL_SHARE * len(h))
+    return np.array([float(np.median(r)) for r in runs if len(r) >= least])
+
+
+def level_of(h: np.ndarray, levels: list) -> np.ndarray:
+    """(P, T, 2) the level each foot stands on, of heights h (P, T, 2) along the up and each
+    person's `levels` (L,): the nearest one; NaN where the person has none or h is not finite."""
+    out = np.full(h.shape, np.nan)
+    for p, lv in enumerate(levels):
+        lv = np.asarray(lv, dtype=np.float64)
+        if len(lv) and p < len(h):
+            near = np.abs(np.nan_to_num(h[p], nan=np.inf)[..., None] - lv).argmin(-1)
+            out[p] = np.where(np.isfinite(h[p]), lv[near], np.nan)
+    return out
+
+
 def _contacts(soles: np.ndarray, valid: np.ndarray, seen: np.ndarray, speed: np.ndarray, up: np.ndarray,
-              heights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+              levels: list | None) -> tuple[np.ndarray, np.ndarray]:
     """(contacts (P, T, 2) bool, sole points (P, T, 2, 3)): each foot's lower point along `up`,
-    planted when seen, slow (`speed` (P, T, 2) m/s) and low (near the lower foot, or near that
-    person's ground `heights` (P,) once known)."""
+    planted when seen, slow (`speed` (P, T, 2) m/s) and low (near the lower foot, or, once the
+    person's `levels` are known, near the level it stands on and not far below it)."""
     h = soles @ up  # (P, T, 2, 2)
     fin = np.isfinite(h)
     low = np.take_along_axis(soles, np.where(fin, h, np.inf).argmin(-1)[..., None, None], axis=3)[:, :, :, 0]
     hl = np.where(fin.any(-1), np.where(fin, h, np.inf).min(-1), np.nan)  # (P, T, 2)
-    if heights is None:
+    if levels is None:
         ref = np.where(np.isfinite(hl), hl, np.inf).min(-1, keepdims=True)
     else:
-        ref = np.broadcast_to(np.asarray(heights)[:, None, None], hl.shape[:2] + (1,))
+        ref = level_of(hl, levels)
     with np.errstate(invalid="ignore"):
         c = valid[..., None] & seen & (speed < PLANTED_SPEED) & (hl - ref < PLANTED_HEIGHT)
+        if levels is not None:
+            c &= hl - ref > -LEVEL_GAP
     return c & np.isfinite(hl), low
 
 
@@ -268,16 +302,16 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
     with np.errstate(invalid="ignore"):
         speed = np.linalg.norm(velocities(soles.mean(3), valid, motion.fps), axis=-1)  # (P, T, 2)
     speed = np.where(np.isfinite(speed), speed, np.inf)
-    heights = None
-    for it in range(2):  # contacts from the bodies' up, then from the ground found with them
-        contacts, low = _contacts(soles, valid, seen, speed, up, heights)
+    levels = None
+    for it in range(2):  # contacts from the bodies' up, then from the levels found with them
+        contacts, low = _contacts(soles, valid, seen, speed, up, levels)
         if contacts.sum() < min_points and it == 0 and motion.cam_K.shape[0] == 1:
             # nobody's foot is still in the fit: running, skipping. A runner's stance is a
             # quarter of a second, and depth jitter moves it faster than PLANTED_SPEED: judge
             # the feet by their speed across the line of sight only, which the image pins
             planted = int(contacts.sum())
             speed = sole_speeds(soles, valid, motion.fps, camera_centre(motion))
-            contacts, low = _contacts(soles, valid, seen, speed, up, heights)
+            contacts, low = _contacts(soles, valid, seen, speed, up, levels)
             if contacts.sum() >= min_points:
                 warnings.warn(f"a foot is planted in only {planted} frames (running?); the ground rests "
                               f"on the {int(contacts.sum())} foot-frames whose feet hold still across the "
@@ -292,24 +326,41 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
             # ground with it is 5.5 deg median and 15.6 p90 off gravity, with the mean of the
             # torso's and the stance's directions 7.1 and 30.7
             prior = posture_up(motion, valid=valid, keypoints=kp, layout="blazepose33")
-        up, d, w = _fit_plane(pts, group, prior)
-        heights = np.full(len(valid), np.nan)
-        heights[:len(d)] = d
-        counts = np.bincount(group, minlength=len(valid))
-        heights[counts == 0] = np.nan
-        # people without planted feet of their own: the mean (a guess; they keep their depth)
-        heights = np.where(np.isfinite(heights), heights, np.nanmean(heights))
-    r2 = w * (pts @ up - heights[group]) ** 2
+        if levels is None:
+            # one plane per person first (its robust weights keep it on the level they stand
+            # on most), then the levels each person's planted soles stand on along its up
+            up, d, w = _fit_plane(pts, group, prior)
+            levels = [support_levels(pts[group == p] @ up) for p in range(len(valid))]
+            continue
+        # one plane height per level of each person, the normal shared
+        level = level_of(low @ up, levels)[contacts]
+        keys = np.stack([group, np.array([np.abs(levels[g] - x).argmin() for g, x in zip(group, level)])], -1)
+        uniq, member = np.unique(keys, axis=0, return_inverse=True)
+        member = member.reshape(-1)
+        up, d, w = _fit_plane(pts, member, prior)
+    counts = np.bincount(member, minlength=len(uniq))
+    r2 = w * (pts @ up - d[member]) ** 2
     residual = float(np.sqrt(r2.sum() / w.sum()))
-    # the person whose planted soles lie flattest sets the height (a fit whose feet bob in depth
-    # says least about where the floor is)
-    spread = np.full(len(valid), np.inf)
-    for p in np.flatnonzero(counts >= max(3, min_points // 2)):
-        sel = group == p
-        spread[p] = np.sqrt(r2[sel].sum() / w[sel].sum())
-    ref = int(spread.argmin()) if np.isfinite(spread).any() else int(counts.argmax())
+    spread = np.array([np.sqrt(r2[member == k].sum() / w[member == k].sum()) for k in range(len(uniq))])
+    by_person = [[k for k in range(len(uniq)) if uniq[k, 0] == p] for p in range(len(valid))]
+    heights = np.array([d[max(ks, key=lambda k: counts[k])] if ks else np.nan for ks in by_person])
+    # people without planted feet of their own: the mean (a guess; they keep their depth)
+    heights = np.where(np.isfinite(heights), heights, np.nanmean(heights))
+    # The floor is the lowest level anyone stands on (people stand on boxes, not in pits):
+    # until stop 47 it was the person whose soles lay flattest, and once the Sports2D demo's
+    # man was followed through his flip off the wall, his wall (most of his soles) became the
+    # floor and the woman walked 1.6 m under it. Levels near the lowest are the same floor seen
+    # through each person's depth: the one whose height its soles pin best, their robust spread
+    # over the square root of their count (a fit whose feet bob in depth says least about where
+    # the floor is, and so do six soles of a man crouching after a flip).
+    enough = np.flatnonzero(counts >= max(3, min_points // 2))
+    if not len(enough):
+        enough = np.array([int(counts.argmax())])
+    near = enough[d[enough] < d[enough].min() + LEVEL_GAP]
+    ref = int(near[(spread[near] / np.sqrt(counts[near])).argmin()])
     heights = heights - lift
-    return Ground(up, float(heights[ref]), contacts, residual, len(pts), heights)
+    per_level = [np.sort(d[ks] - lift[p]) for p, ks in enumerate(by_person)]
+    return Ground(up, float(d[ref] - lift[uniq[ref, 0]]), contacts, residual, len(pts), heights, per_level)
 
 
 def ground_frame(ground: Ground, motion) -> tuple[np.ndarray, np.ndarray]:

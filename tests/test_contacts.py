@@ -38,18 +38,20 @@ def test_the_demo_walks_without_skating(demo, tmp_path):
     model = m.load_body_model()
     assert m.world == "y-up" and m.contact is not None
     assert m.contact.shape == (2, m.num_frames, 2) and not m.contact[~m.valid].any()
-    # walking: each person has a foot planted in a good share of the frames (measured 23% for
-    # the man far away on the box, whose fitted feet jitter most, and 48% for the woman)
-    for p in range(2):
-        share = m.contact[p][m.valid[p]].any(-1).mean()
+    # walking: each person has a foot planted in a good share of the frames they walk (measured
+    # 24% for the man far away on the wall, whose fitted feet jitter most, over his first 150
+    # frames, before he flips off it, and 50% for the woman)
+    for p, walks in ((0, slice(0, 150)), (1, slice(None))):
+        share = m.contact[p, walks][m.valid[p, walks]].any(-1).mean()
         assert share > 0.2, share
     # the same fit without planting, labelled the same way, skates: planting cuts the median
     # slide of planted soles to under a third (measured 1.3 -> 0.1-0.16 m/s)
     before, after = _slides(unplanted, model, m.contact), _slides(m, model, m.contact)
     assert np.median(after) < np.median(before) / 3, (np.median(before), np.median(after))
     assert np.median(after) < 0.25
-    # planted soles stand on their person's plane: the woman (person 1) on the ground, y = 0;
-    # the man walks on top of a box, on a plane of his own about 2 m up
+    # planted soles stand on their person's level: the woman (person 1) on the ground, y = 0;
+    # the man walks on top of a wall, on a level of his own about 1.7 m up (and lands from
+    # his flip on a level of his own below it, which the ground's levels keep apart)
     soles = sole_points(m, model)
     low = soles[..., 1].min(-1)  # (P, T, 2)
     woman, man = low[1][m.contact[1]], low[0][m.contact[0]]

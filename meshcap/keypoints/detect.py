@@ -278,11 +278,9 @@ class BlazePoseDetector(Detector):
         tiles: "auto" (overlapping squares on frames wider than 4:3) or "none".
         follow: detect the people found in the previous frame in crops around them, and search
             the whole frame (the tiles) only every `search_every` frames or after someone was
-            lost. On the Sports2D demo 2.3 times the frames/s of the tiles on one thread (1.5
-            times the tiles on two) with the same two tracks, and as long or longer tracks on
-            every sample video; off by default because the virtual pan of issue 15 (a size
-            that one camera sees as depth) then lands 12.3 cm from the static shot instead of
-            1.9 (docs/design.md).
+            lost (the default). On the Sports2D demo 2.1 times the frames/s of the tiles on
+            one thread (1.3 times the tiles on two) with the same two tracks, and as long or
+            longer tracks on every sample video (docs/design.md). False: every frame searched.
         search_every: frames between whole-frame searches when following (someone who walks
             in is found at most this many frames late).
         threads: landmarkers run at once (tiles and crops are independent); 0: up to 2, as
@@ -295,7 +293,7 @@ class BlazePoseDetector(Detector):
     min_presence_confidence: float = 0.3
     min_tracking_confidence: float = 0.3
     tiles: str = "auto"
-    follow: bool = False
+    follow: bool = True
     search_every: int = 10
     threads: int = 0
     name: str = field(default="blazepose", init=False)

@@ -4,9 +4,11 @@
 
 Prints decode-only frames/s (PyAV, RGB conversion and rotation included), then detect+track
 frames/s (BlazePose plus tracking) for: the whole-frame search (tiles) in every frame on one
-thread, the reference the ratios are taken against (the default when issue 16 was filed); the
-same on two threads; the untiled whole frame; and `follow=True` (the default since stop 47),
-which follows the people found in crops around them and searches the tiles every 10 frames. Each line also says whether the outcome held: tracks, the
+thread with each frame decoded in its turn, the reference the ratios are taken against (the
+default when issue 16 was filed); the same on two threads; the untiled whole frame; and
+`follow=True` (the default since stop 47), which follows the people found in crops around them
+and searches the tiles every 10 frames, with each frame decoded in its turn and (the default)
+with frames decoded ahead on a thread of their own (`meshcap.video.prefetched`). Each line also says whether the outcome held: tracks, the
 frames the two people share, and the largest jump of a track between frames (a swap). The video is
 fetched from the `sports2d` wheel on PyPI into the test-data cache if no path is given.
 """
@@ -47,19 +49,20 @@ def main() -> None:
     decode_fps = n / (time.perf_counter() - t0)
     print(f"decode only:            {decode_fps:7.1f} frames/s")
 
-    configs = (
-        ("every frame, tiles, 1 thread (reference)", dict(follow=False, threads=1)),
-        ("every frame, tiles, threads", dict(follow=False)),
-        ("whole frame, 1 thread", dict(follow=False, tiles="none", threads=1)),
-        ("following (follow=True, the default)", dict(follow=True)),
+    configs = (  # (name, detector options, frames decoded ahead)
+        ("every frame, tiles, 1 thread, decoding in turn (reference)", dict(follow=False, threads=1), 0),
+        ("every frame, tiles, threads", dict(follow=False), 4),
+        ("whole frame, 1 thread", dict(follow=False, tiles="none", threads=1), 4),
+        ("following, decoding in turn", dict(follow=True), 0),
+        ("following (follow=True, the default)", dict(follow=True), 4),
     )
     reference = None
-    for name, kwargs in configs:
+    for name, kwargs, ahead in configs:
         with BlazePoseDetector(**kwargs) as det:
             det.detect(next(iter(reader)).image, 0.0)  # model load, outside the timing
             det.reset()
             t0 = time.perf_counter()
-            raw = detect_frames(reader, det)
+            raw = detect_frames(reader, det, prefetch=ahead)
             tracks = track_detections(detections_from_raw(raw))
             fps = n / (time.perf_counter() - t0)
         reference = reference or fps

@@ -8,7 +8,7 @@ from PIL import Image
 
 from data import sports2d_demo
 from meshcap import InputError
-from meshcap.video import VideoReader, VideoWriter
+from meshcap.video import VideoReader, VideoWriter, prefetched
 
 
 def _pattern(i: int, h: int = 64, w: int = 96) -> np.ndarray:
@@ -130,3 +130,28 @@ def test_bad_input_names_the_file(tmp_path):
     assert not (tmp_path / "none.mp4").exists()
     with pytest.raises(InputError, match="stride"):
         VideoReader(sports2d_demo(), stride=0)
+
+
+def test_frames_decoded_ahead_are_the_same_frames_and_errors_still_surface():
+    import threading
+
+    plain = list(VideoReader(sports2d_demo(), start=1.0, end=2.0, stride=3))
+    ahead = list(prefetched(VideoReader(sports2d_demo(), start=1.0, end=2.0, stride=3), depth=2))
+    assert [(f.index, f.time) for f in ahead] == [(f.index, f.time) for f in plain]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(ahead, plain))
+
+    def failing():  # a video that breaks after two frames, as a truncated file does
+        yield 1
+        yield 2
+        raise InputError("clip.mp4: decoding failed after frame 1")
+
+    got = []
+    with pytest.raises(InputError, match="decoding failed after frame 1"):
+        for x in prefetched(failing()):
+            got.append(x)
+    assert got == [1, 2]
+    # a consumer that stops early (an error in the detector) stops the decoding thread too
+    it = prefetched(VideoReader(sports2d_demo()), depth=2)
+    next(it)
+    it.close()
+    assert not any(t.name == "meshcap-decode" for t in threading.enumerate())

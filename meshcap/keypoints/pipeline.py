@@ -20,7 +20,7 @@ from meshcap.errors import InputError
 from meshcap.keypoints.appearance import SIZE as APPEARANCE_SIZE, appearance_descriptor
 from meshcap.keypoints.detect import Detection, Detector, get_detector
 from meshcap.keypoints.tracks import Tracker, Tracks, TrackerOptions, smooth_tracks, track_detections
-from meshcap.video import VideoReader
+from meshcap.video import VideoReader, prefetched
 
 
 def cache_path_for(output: str | Path) -> Path:
@@ -39,14 +39,17 @@ def _source_key(reader: VideoReader, detector: Detector) -> dict:
 
 def detect_frames(reader: VideoReader, detector: Detector,
                   progress: Callable[[int, int], None] | None = None,
-                  on_frame: Callable[[list[Detection], float], None] | None = None) -> Tracks:
+                  on_frame: Callable[[list[Detection], float], None] | None = None,
+                  prefetch: int = 4) -> Tracks:
     """Run the detector on every frame; returns the raw detections as one-frame 'tracks'
     (ids in the order found), with the frame times and indices. on_frame(detections, time) is
-    called after each frame."""
+    called after each frame. Up to `prefetch` frames are decoded ahead, on a thread of their
+    own (`meshcap.video.prefetched`; 0: each frame decoded when its turn comes)."""
     times, index, rows = [], [], []
     total = len(reader)
     detector.reset()
-    for i, frame in enumerate(reader):
+    frames = prefetched(reader, prefetch) if prefetch > 0 else reader
+    for i, frame in enumerate(frames):
         dets = detector.detect(frame.image, frame.time)
         for det in dets:
             if det.appearance is None:  # what each person looks like, for the tracker

@@ -276,3 +276,39 @@ def test_the_contact_term_linearises_to_its_own_gradient():
     grad[:-1] += 2 * torch.einsum("tq,tqeD->teD", rp, Jp0)
     grad[1:] += 2 * torch.einsum("tq,tqeD->teD", rp, Jp1)
     assert torch.allclose(grad, pts.grad, rtol=1e-4, atol=1e-3 * float(pts.grad.abs().max()))
+
+
+def test_banded_solve_holds_where_blas_writes_a_copy(monkeypatch):
+    """The solve updates each frame's rows in place through LAPACK/BLAS's overwrite flags; a
+    wrapper that returns a copy instead (another SciPy build) must give the same solution."""
+    import scipy.linalg
+
+    import meshcap.fitting.gauss_newton as gn
+
+    def copying(get):
+        def funcs(names, dtype):
+            def no_overwrite(f):
+                return lambda *a, **k: f(*a, **{n: v for n, v in k.items() if not n.startswith("overwrite")})
+            return tuple(no_overwrite(f) for f in get(names, dtype=dtype))
+        return funcs
+
+    g = torch.Generator().manual_seed(0)
+    T, P = 7, 5
+    A = torch.randn(T, P, P, generator=g, dtype=torch.float64)
+    D = A @ A.transpose(-1, -2) + 3 * torch.eye(P, dtype=torch.float64)
+    U1 = 0.3 * torch.randn(T - 1, P, P, generator=g, dtype=torch.float64)
+    U2 = 0.2 * torch.randn(T - 2, P, P, generator=g, dtype=torch.float64)
+    rhs = torch.randn(T, P, 2, generator=g, dtype=torch.float64)
+    want = gn.block_pentadiagonal_solve(D, U1, U2, rhs, precision=torch.float64)
+    monkeypatch.setattr(gn, "get_blas_funcs", copying(scipy.linalg.get_blas_funcs))
+    monkeypatch.setattr(gn, "get_lapack_funcs", copying(scipy.linalg.get_lapack_funcs))
+    got = gn.block_pentadiagonal_solve(D, U1, U2, rhs, precision=torch.float64)
+    torch.testing.assert_close(got, want)
+    H = torch.zeros(T * P, T * P, dtype=torch.float64)
+    for t in range(T):
+        H[t * P:(t + 1) * P, t * P:(t + 1) * P] = D[t]
+        for k, U in ((1, U1), (2, U2)):
+            if t + k < T:
+                H[t * P:(t + 1) * P, (t + k) * P:(t + k + 1) * P] = U[t]
+                H[(t + k) * P:(t + k + 1) * P, t * P:(t + 1) * P] = U[t].T
+    torch.testing.assert_close(got.reshape(T * P, 2), torch.linalg.solve(H, rhs.reshape(T * P, 2)))

@@ -68,7 +68,8 @@ class Ground:
     (P,): each person's own plane (monocular depth places people on parallel planes), the
     level they stand on most; levels: per person, (L,) ascending, every level they stand on
     (`support_levels`: a box and the floor beside it). `height` is the floor: the lowest level
-    anyone stands on, or among levels within LEVEL_GAP of it the one whose soles lie flattest."""
+    anyone stands on, or among levels within LEVEL_GAP of it the one whose soles pin its height
+    best (their robust spread over the square root of their count)."""
 
     up: np.ndarray
     height: float

@@ -74,8 +74,8 @@ class FitOptions:
     `w_heading_change` is the cost of a root turn between two frames, per rad^2, in the path
     chosen through them. From such an initialisation, after `heading_decided_at` of Adam's
     steps the frames whose two headings differ in cost by more than `heading_decided_margin`
-    are decided and stop stepping (0: every frame takes every step). The body stage's rates fall to `lr_final` of themselves over its
-    last half (1.0: constant). With temporal terms, the result is smoothed over time by
+    are decided and stop stepping (0: every frame takes every step). The body stage's rates
+    fall to `lr_final` of themselves over its last half (1.0: constant). With temporal terms, the result is smoothed over time by
     a Gaussian of `smooth_s` seconds (`meshcap.fitting.smoothing`; 0 turns it off), then
     settled: `iters_settle` more steps (`refine`) with the temporal terms
     `settle_accel` times stronger, which give back what the smoothing took from fast limbs
@@ -570,7 +570,7 @@ class SingleViewFitter:
         for old_p, new_p in zip((r2, b2, t2), params):
             state = opt.state.get(old_p)
             if state:  # Adam's moments and step count, for the rows that go on
-                new.state[new_p] = {k: (v[rows].clone() if torch.is_tensor(v) and v.ndim > 0 else v)
+                new.state[new_p] = {k: (v[rows].clone() if v.ndim > 0 else v.clone()) if torch.is_tensor(v) else v
                                     for k, v in state.items()}
         return r2.detach().clone(), cost.clone(), rows, tuple(params), new
 

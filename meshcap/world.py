@@ -210,15 +210,26 @@ def support_levels(heights: np.ndarray) -> np.ndarray:
     return np.array([float(np.median(r)) for r in runs if len(r) >= least])
 
 
-def level_of(h: np.ndarray, levels: list) -> np.ndarray:
-    """(P, T, 2) the level each foot stands on, of heights h (P, T, 2) along the up and each
-    person's `levels` (L,): the nearest one; NaN where the person has none or h is not finite."""
-    out = np.full(h.shape, np.nan)
+def _level_index(h: np.ndarray, levels: list) -> np.ndarray:
+    """(P, T, 2) int: which of its person's `levels` (L,) each foot at height h (P, T, 2)
+    stands on, the nearest; -1 where the person has none or h is not finite."""
+    out = np.full(h.shape, -1)
     for p, lv in enumerate(levels):
         lv = np.asarray(lv, dtype=np.float64)
         if len(lv) and p < len(h):
             near = np.abs(np.nan_to_num(h[p], nan=np.inf)[..., None] - lv).argmin(-1)
-            out[p] = np.where(np.isfinite(h[p]), lv[near], np.nan)
+            out[p] = np.where(np.isfinite(h[p]), near, -1)
+    return out
+
+
+def level_of(h: np.ndarray, levels: list) -> np.ndarray:
+    """(P, T, 2) the level each foot stands on, of heights h (P, T, 2) along the up and each
+    person's `levels` (L,): the nearest one; NaN where the person has none or h is not finite."""
+    idx = _level_index(h, levels)
+    out = np.full(h.shape, np.nan)
+    for p, lv in enumerate(levels):
+        if len(lv) and p < len(h):
+            out[p] = np.where(idx[p] >= 0, np.asarray(lv, dtype=np.float64)[idx[p]], np.nan)
     return out
 
 
@@ -334,8 +345,7 @@ def estimate_ground(motion, body_model=None, people=None, min_points: int = 10) 
             levels = [support_levels(pts[group == p] @ up) for p in range(len(valid))]
             continue
         # one plane height per level of each person, the normal shared
-        level = level_of(low @ up, levels)[contacts]
-        keys = np.stack([group, np.array([np.abs(levels[g] - x).argmin() for g, x in zip(group, level)])], -1)
+        keys = np.stack([group, _level_index(low @ up, levels)[contacts]], -1)  # (person, level)
         uniq, member = np.unique(keys, axis=0, return_inverse=True)
         member = member.reshape(-1)
         up, d, w = _fit_plane(pts, member, prior)

@@ -224,18 +224,18 @@ def block_pentadiagonal_solve(D: torch.Tensor, U1: torch.Tensor, U2: torch.Tenso
             o2 = gemm(-1.0, W1, y, 1.0, next1[:, 3 * P:], trans_a=1, overwrite_c=1)
             o3 = gemm(-1.0, W2, W2, 1.0, next2[:, :P], trans_a=1, overwrite_c=1)
             o4 = gemm(-1.0, W2, y, 1.0, next2[:, 3 * P:], trans_a=1, overwrite_c=1)
-            if inplace is not True:
+            if inplace is None:
                 # the wrappers write in place into these contiguous Fortran views; where they
                 # do not, each result is copied back, on every frame
                 inplace = all(np.shares_memory(a, b) for a, b in (
                     (L, row), (Z, row), (o1, next1), (o2, next1), (o3, next2), (o4, next2)))
-                if not inplace:
-                    put(L, row[:, :P])
-                    put(Z, row[:, P:])
-                    put(o1, next1[:, :2 * P])
-                    put(o2, next1[:, 3 * P:])
-                    put(o3, next2[:, :P])
-                    put(o4, next2[:, 3 * P:])
+            if not inplace:
+                put(L, row[:, :P])
+                put(Z, row[:, P:])
+                put(o1, next1[:, :2 * P])
+                put(o2, next1[:, 3 * P:])
+                put(o3, next2[:, :P])
+                put(o4, next2[:, 3 * P:])
         x = np.zeros((T + 2, P, nr), dtype=np_dtype)
         for t in range(T - 1, -1, -1):
             row = rows[t].T  # [L^-1 | W1 | W2 | y]

@@ -75,8 +75,9 @@ class FitOptions:
     chosen through them. From such an initialisation, after `heading_decided_at` of Adam's
     steps the frames whose two headings differ in cost by more than `heading_decided_margin`
     are decided and stop stepping (0: every frame takes every step). The body stage's rates
-    fall to `lr_final` of themselves over its last half (1.0: constant). With temporal terms, the result is smoothed over time by
-    a Gaussian of `smooth_s` seconds (`meshcap.fitting.smoothing`; 0 turns it off), then
+    fall to `lr_final` of themselves over its last half (1.0: constant). With temporal terms,
+    the result is smoothed over time by a Gaussian of `smooth_s` seconds
+    (`meshcap.fitting.smoothing`; 0 turns it off), then
     settled: `iters_settle` more steps (`refine`) with the temporal terms
     `settle_accel` times stronger, which give back what the smoothing took from fast limbs
     without following the detector's jitter again (0: the smoothed result as it is).

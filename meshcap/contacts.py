@@ -268,7 +268,7 @@ def plant_feet(motion, body_model=None, keypoints: np.ndarray | None = None, opt
     without anybody fitted."""
     from meshcap.fitting.smplify import FitInit, SingleViewFitter
     from meshcap.fitting.windows import refine_windowed
-    from meshcap.fitting.gauss_newton import one_blas_thread
+    from meshcap.fitting.banded import one_blas_thread
 
     if motion.cam_K.shape[0] != 1:
         raise ValueError("plant_feet refits single-camera motions only")

@@ -11,7 +11,7 @@ import torch
 from meshcap.body_models.base import BodyModel
 from meshcap.errors import InputError
 from meshcap.fitting.camera import intrinsics
-from meshcap.fitting.gauss_newton import one_blas_thread
+from meshcap.fitting.banded import one_blas_thread
 from meshcap.fitting.smplify import FitInit, FitOptions, SingleViewFitter
 from meshcap.fitting.windows import fit_windowed, init_slicer, regressor_init
 from meshcap.keypoints.layouts import get_layout

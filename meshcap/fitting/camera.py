@@ -40,16 +40,3 @@ def projection_jacobian(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     J[..., 0, 2] = -K[0, 0] * points[..., 0] / z.square()
     J[..., 1, 2] = -K[1, 1] * points[..., 1] / z.square()
     return J
-
-
-def projected_jacobian(points: torch.Tensor, K: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
-    """(..., 2, P): `projection_jacobian(points, K) @ J` for J (..., 3, P) the points'
-    derivatives along P parameters, from the projection's zeros: each pixel row reads its own
-    axis and the depth (half the batched 2x3 @ 3xP products' time on a 300-frame track)."""
-    z = points[..., 2].clamp(min=1e-6)
-    out = torch.empty(J.shape[:-2] + (2, J.shape[-1]), dtype=J.dtype, device=J.device)
-    for r in range(2):
-        f = K[r, r]
-        torch.mul(J[..., r, :], (f / z)[..., None], out=out[..., r, :])
-        out[..., r, :].addcmul_(J[..., 2, :], (-f * points[..., r] / z.square())[..., None])
-    return out

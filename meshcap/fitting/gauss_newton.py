@@ -13,9 +13,8 @@ fast path's keypoints are linear in the joints' world rotations and positions
 (`AnnyModel.keypoint_basis`), and turning joint i by w (world frame) moves any point p carried
 by its subtree by w x (p - x_i). The shape's comes from central differences
 of the shape-only quantities (`TrackSolver.shape_jacobian`). The damped system is solved
-exactly by a block Cholesky along the track (`meshcap.fitting.banded`), about 0.02 s for 300
-frames here; conjugate
-gradients with block-Jacobi preconditioning, tried first, left the slow modes along the track
+exactly by a block Cholesky along the track (`meshcap.fitting.banded`), about 0.03 s for 300
+frames here; conjugate gradients with block-Jacobi preconditioning, tried first, left the slow modes along the track
 unsolved (114 against 70 mm on a synthetic track).
 
 Written by hand because no library on PyPI does this: Theseus/pypose solve dense or generic
@@ -33,7 +32,7 @@ import torch
 
 from meshcap.body_models.base import descendants
 from meshcap.fitting.banded import block_pentadiagonal_solve
-from meshcap.fitting.camera import project, projected_jacobian
+from meshcap.fitting.camera import project, projection_jacobian
 from meshcap.fitting.jacobians import (point_jacobians, posed_jacobians, posed_keypoints, rotvec_to_right_jacobian,
                                          turn_jacobian)
 from meshcap.fitting.priors import limit_excess, limit_excess_bounds
@@ -294,11 +293,12 @@ class TrackSolver:
         Kn = kp.shape[1]
 
         # data: IRLS weights of the Geman-McClure kernel
+        Jproj = projection_jacobian(kp, K)
         unit = 0.01 * scale[:, None, None]
         r = (project(kp, K) - xy) / unit
         norm = (conf.sum() / T).clamp(min=1e-6)
         w = conf * _gmof_weight(r.square().sum(-1), o.sigma) / norm  # (T, K)
-        Jd = projected_jacobian(kp, K, Jkp) / unit[..., None]  # (T, K, 2, P)
+        Jd = (Jproj @ Jkp) / unit[..., None]  # (T, K, 2, P)
         Jd2 = Jd.reshape(T, 2 * Kn, P)
         # weighted products as batched matrix products: three-operand einsums took twice as long
         JdwT = _bt(Jd2 * w.repeat_interleave(2, 1)[..., None])  # (T, P, 2K)
@@ -349,7 +349,7 @@ class TrackSolver:
         system = BandedSystem(D, U1, U2, g)
         if with_shape:
             Jkp_s, Jx_s = self.shape_jacobian(R, G, W, shape_p)
-            Jd_s = projected_jacobian(kp, K, Jkp_s) / unit[..., None]
+            Jd_s = (Jproj @ Jkp_s) / unit[..., None]
             S = shape_p.shape[-1]
             Hss = torch.einsum("tkcp,tk,tkcq->pq", Jd_s, w, Jd_s).double()
             Hps = (JdwT @ Jd_s.reshape(T, 2 * Kn, S)).double()
@@ -404,9 +404,10 @@ class TrackSolver:
             # turning the root by w moves every keypoint by w x (kp - x_root)
             Jkp = torch.cat([turn_jacobian((kp - x[:, :1])[:, :, None], B0[:, None, None])[:, :, :, 0],
                              W.sum(1)[None, :, None, None] * eye.expand(N, kp.shape[1], 3, 3)], -1)
+            Jproj = projection_jacobian(kp, K)
             r = (project(kp, K) - xy) / unit
             w = wc * _gmof_weight(r.square().sum(-1), o.sigma) / norm
-            Jd = (projected_jacobian(kp, K, Jkp) / unit[..., None]).reshape(N, -1, 6)
+            Jd = ((Jproj @ Jkp) / unit[..., None]).reshape(N, -1, 6)
             w2 = w.repeat_interleave(2, 1)[..., None]
             H = (_bt(Jd * w2) @ Jd).double()
             g = (_bt(Jd * w2) @ r.reshape(N, -1, 1))[..., 0].double()

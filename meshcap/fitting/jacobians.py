@@ -54,7 +54,7 @@ def turn_jacobian(a: torch.Tensor, B: torch.Tensor, out: torch.Tensor | None = N
     for d, (p, bp, q, bq) in enumerate(((az, b1, ay, b2), (ax, b2, az, b0), (ay, b0, ax, b1))):
         row = out[..., d, :, :]
         torch.mul(p, bp, out=row)
-        row.addcmul_(q, bq, value=-1.0)
+        row.sub_(q * bq)  # not addcmul_: its fused multiply-add rounds differently
     return out
 
 

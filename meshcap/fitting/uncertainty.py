@@ -33,7 +33,7 @@ import torch.autograd.forward_ad as fwad
 
 from meshcap.body_models.base import BodyModel
 from meshcap.errors import MeshcapError
-from meshcap.fitting.camera import project, projected_jacobian
+from meshcap.fitting.camera import project, projection_jacobian
 from meshcap.fitting.jacobians import posed_jacobians
 
 # PyTorch's forward-mode AD levels are process-wide: tracks fitted in parallel threads take
@@ -49,7 +49,7 @@ def _jacobians(model: BodyModel, layout: str, pose, shape, transl, K, chunk_bodi
     D = 3 * J + 3
     if hasattr(model, "keypoint_basis") and shape.shape[0] == 1:
         pj = posed_jacobians(model, layout, pose, transl, shape)
-        A = projected_jacobian(pj.kp, K, pj.Jkp).reshape(T, -1, D)
+        A = (projection_jacobian(pj.kp, K) @ pj.Jkp).reshape(T, -1, D)
         G = pj.Jx.clone()
         G[:, :, 2] -= pj.Jx[:, :1, 2]  # the root's depth held fixed
         return A, G.reshape(T, 3 * J, D)

@@ -278,18 +278,14 @@ def test_the_contact_term_linearises_to_its_own_gradient():
     assert torch.allclose(grad, pts.grad, rtol=1e-4, atol=1e-3 * float(pts.grad.abs().max()))
 
 
-def test_banded_solve_is_the_dense_solve_on_a_long_track():
-    """The eliminations write in place through BLAS/LAPACK called by address: on a track
-    long enough for every frame to take spill from two before it, in both precisions, the
-    solution is the dense one, and a block that is not positive definite anywhere gives None."""
-    from meshcap.fitting.banded import block_pentadiagonal_solve
-
-    g = torch.Generator().manual_seed(0)
-    T, P = 41, 5
+def _random_banded(T: int, P: int, seed: int = 0):
+    """A random symmetric positive definite block-pentadiagonal system: D (T, P, P), U1, U2,
+    rhs (T, P, 2), damp (T, P), and its dense matrix H (TP, TP) with the damping."""
+    g = torch.Generator().manual_seed(seed)
     A = torch.randn(T, P, P, generator=g, dtype=torch.float64)
     D = A @ A.transpose(-1, -2) + 3 * torch.eye(P, dtype=torch.float64)
-    U1 = 0.5 * torch.randn(T - 1, P, P, generator=g, dtype=torch.float64)
-    U2 = 0.3 * torch.randn(T - 2, P, P, generator=g, dtype=torch.float64)
+    U1 = 0.4 * torch.randn(T - 1, P, P, generator=g, dtype=torch.float64)
+    U2 = 0.25 * torch.randn(T - 2, P, P, generator=g, dtype=torch.float64)
     rhs = torch.randn(T, P, 2, generator=g, dtype=torch.float64)
     damp = torch.rand(T, P, generator=g, dtype=torch.float64)
     H = torch.zeros(T * P, T * P, dtype=torch.float64)
@@ -299,6 +295,17 @@ def test_banded_solve_is_the_dense_solve_on_a_long_track():
             if t + k < T:
                 H[t * P:(t + 1) * P, (t + k) * P:(t + k + 1) * P] = U[t]
                 H[(t + k) * P:(t + k + 1) * P, t * P:(t + 1) * P] = U[t].T
+    return D, U1, U2, rhs, damp, H
+
+
+def test_banded_solve_is_the_dense_solve_on_a_long_track():
+    """On a track long enough for every frame to take the spill of the two before it, in
+    both precisions, the solution with per-frame damping is the dense one, and a block that
+    is not positive definite at the start, the middle or the end gives None."""
+    from meshcap.fitting.banded import block_pentadiagonal_solve
+
+    T, P = 41, 5
+    D, U1, U2, rhs, damp, H = _random_banded(T, P)
     want = torch.linalg.solve(H, rhs.reshape(T * P, 2)).reshape(T, P, 2)
     torch.testing.assert_close(block_pentadiagonal_solve(D, U1, U2, rhs, damp, torch.float64), want)
     f32 = block_pentadiagonal_solve(D, U1, U2, rhs, damp)
@@ -314,7 +321,7 @@ def test_banded_solve_holds_where_blas_writes_a_copy(monkeypatch):
     wrapper that returns a copy instead (another SciPy build) must give the same solution."""
     import scipy.linalg
 
-    import meshcap.fitting.banded as gn
+    import meshcap.fitting.banded as banded
 
     def copying(get):
         def funcs(names, dtype):
@@ -323,23 +330,11 @@ def test_banded_solve_holds_where_blas_writes_a_copy(monkeypatch):
             return tuple(no_overwrite(f) for f in get(names, dtype=dtype))
         return funcs
 
-    g = torch.Generator().manual_seed(0)
     T, P = 7, 5
-    A = torch.randn(T, P, P, generator=g, dtype=torch.float64)
-    D = A @ A.transpose(-1, -2) + 3 * torch.eye(P, dtype=torch.float64)
-    U1 = 0.3 * torch.randn(T - 1, P, P, generator=g, dtype=torch.float64)
-    U2 = 0.2 * torch.randn(T - 2, P, P, generator=g, dtype=torch.float64)
-    rhs = torch.randn(T, P, 2, generator=g, dtype=torch.float64)
-    want = gn.block_pentadiagonal_solve(D, U1, U2, rhs, precision=torch.float64)
-    monkeypatch.setattr(gn, "get_blas_funcs", copying(scipy.linalg.get_blas_funcs))
-    monkeypatch.setattr(gn, "get_lapack_funcs", copying(scipy.linalg.get_lapack_funcs))
-    got = gn.block_pentadiagonal_solve(D, U1, U2, rhs, precision=torch.float64)
+    D, U1, U2, rhs, damp, H = _random_banded(T, P)
+    want = banded.block_pentadiagonal_solve(D, U1, U2, rhs, damp, precision=torch.float64)
+    monkeypatch.setattr(banded, "get_blas_funcs", copying(scipy.linalg.get_blas_funcs))
+    monkeypatch.setattr(banded, "get_lapack_funcs", copying(scipy.linalg.get_lapack_funcs))
+    got = banded.block_pentadiagonal_solve(D, U1, U2, rhs, damp, precision=torch.float64)
     torch.testing.assert_close(got, want)
-    H = torch.zeros(T * P, T * P, dtype=torch.float64)
-    for t in range(T):
-        H[t * P:(t + 1) * P, t * P:(t + 1) * P] = D[t]
-        for k, U in ((1, U1), (2, U2)):
-            if t + k < T:
-                H[t * P:(t + 1) * P, (t + k) * P:(t + k + 1) * P] = U[t]
-                H[(t + k) * P:(t + k + 1) * P, t * P:(t + 1) * P] = U[t].T
     torch.testing.assert_close(got.reshape(T * P, 2), torch.linalg.solve(H, rhs.reshape(T * P, 2)))

@@ -301,8 +301,6 @@ def test_headings_decided_early_are_the_ones_every_step_chooses(held_out, model)
 
     def headings(margin):
         fitter = SingleViewFitter(model, "coco17", dataclasses.replace(fit, heading_decided_margin=margin))
-        xy, conf = fitter._check(kp)
-        obs = (xy, conf, torch.ones(len(xy)), K, 30.0)
         captured = {}
         choose = fitter._choose_headings
 

@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -35,6 +35,11 @@ class Frame:
     index: int
     time: float
     image: np.ndarray
+
+
+# _probe_video's results by (resolved path, size, modification time, inode)
+_PROBED: dict[tuple, "VideoInfo"] = {}
+_PROBED_LOCK = threading.Lock()
 
 
 @dataclass
@@ -130,6 +135,23 @@ class VideoReader:
         return container, stream
 
     def _probe_video(self) -> VideoInfo:
+        """The video's info, probed once per file version: probing opens the container and
+        decodes the first frame (about 80 ms for the Sports2D demo), and one capture reads a
+        video's info three or four times (the input checks, detection, the capture's own)."""
+        st = self.path.stat()
+        key = (str(self.path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+        with _PROBED_LOCK:
+            known = _PROBED.get(key)
+        if known is not None:
+            return replace(known, path=self.path)
+        info = self._probe_container()
+        with _PROBED_LOCK:
+            if len(_PROBED) >= 64:
+                _PROBED.clear()
+            _PROBED[key] = info
+        return info
+
+    def _probe_container(self) -> VideoInfo:
         container, stream = self._open()
         try:
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate

@@ -155,3 +155,27 @@ def test_frames_decoded_ahead_are_the_same_frames_and_errors_still_surface():
     next(it)
     it.close()
     assert not any(t.name == "meshcap-decode" for t in threading.enumerate())
+
+
+def test_a_video_is_probed_once_per_version(tmp_path, monkeypatch):
+    """A capture asks for a video's info several times; the container is opened once per
+    version of the file, and a file rewritten at the same path is probed again."""
+    import meshcap.video as video
+
+    out = tmp_path / "clip.mp4"
+    with VideoWriter(out, fps=25) as w:
+        for i in range(6):
+            w.write(_pattern(i))
+    probes = []
+    real = VideoReader._probe_container
+    monkeypatch.setattr(VideoReader, "_probe_container", lambda self: probes.append(self.path) or real(self))
+    first = VideoReader(out).info
+    again = VideoReader(tmp_path / "." / "clip.mp4", start=0.1).info
+    assert len(probes) == 1 and again.path == tmp_path / "." / "clip.mp4"
+    assert (again.width, again.height, again.fps, again.num_frames) == (first.width, first.height, 25.0, 6)
+    with VideoWriter(out, fps=10) as w:  # a new version: another size and rate
+        for i in range(4):
+            w.write(_pattern(i, h=48, w=64))
+    info = VideoReader(out).info
+    assert len(probes) == 2 and (info.width, info.height, info.fps, info.num_frames) == (64, 48, 10.0, 4)
+    assert len(video._PROBED) <= 64

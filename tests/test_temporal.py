@@ -91,6 +91,26 @@ def test_a_60_fps_track_is_read_as_two_30_fps_tracks(model):
         assert torch.allclose(at60["joints"][k::2], at30["joints"], atol=1e-6)
 
 
+
+def test_a_lifter_of_another_rate_reads_a_track_at_its_own_stride(tmp_path):
+    """A lifter trained at 15 fps (`TemporalConfig.fps`, `train_temporal --fps`) reads a 30 fps
+    track as two interleaved 15 fps tracks, and its rate survives saving and loading."""
+    from meshcap.regression.temporal import TemporalConfig, TemporalLifter, save_temporal
+
+    torch.manual_seed(0)
+    path = save_temporal(TemporalLifter(TemporalConfig(fps=15.0)).eval(), tmp_path / "l15.safetensors")
+    lifter = load_temporal(path)
+    assert lifter.config.fps == 15.0
+    take = mocap.split(mocap.load_takes())[1][0]
+    v = mocap.view(take, slice(0, 90), np.random.default_rng(2), noise_px=1.0)
+    kp, K = torch.as_tensor(v.keypoints), torch.as_tensor(v.K)
+    at30 = lift_track(lifter, kp, "coco17", K, fps=30.0)
+    for k in (0, 1):
+        alone = lift_track(lifter, kp[k::2], "coco17", K, fps=15.0)
+        assert torch.allclose(at30["joints"][k::2], alone["joints"], atol=1e-6)
+    # and not as one 30 fps track
+    assert not torch.allclose(at30["joints"], lift_track(lifter, kp, "coco17", K, fps=15.0)["joints"], atol=1e-4)
+
 @needs_weights
 def test_frames_with_nothing_seen_are_filled_and_do_not_hold_the_fit(model):
     take = mocap.split(mocap.load_takes())[1][0]

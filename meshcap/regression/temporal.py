@@ -45,6 +45,8 @@ class TemporalConfig:
     heads: int = 4
     dropout: float = 0.1
     body_model: str = "anny"
+    # the rate the network reads its windows at: a track is read at stride round(fps / this)
+    fps: float = FPS
 
 
 def frame_features(tokens: torch.Tensor, center: torch.Tensor, half: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
@@ -178,7 +180,7 @@ def lift_track(net: TemporalLifter, keypoints: torch.Tensor, layout: str, K: tor
     (test-time flip augmentation, as 2D-to-3D lifters use; the network was trained on mirrored
     takes, so both readings are equally good and their errors partly cancel: held-out PA-MPJPE
     of the lifter alone 88.7 -> 88.0 mm). The variances are averaged."""
-    stride = max(1, int(round(fps / FPS)))
+    stride = max(1, int(round(fps / net.config.fps)))
     joints, sigma = _lift_strided(net, track_features(keypoints, layout, K), stride)
     if mirror is not None:
         if len(mirror) != joints.shape[1]:

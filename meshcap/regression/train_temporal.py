@@ -73,8 +73,9 @@ MIX_PARTS = (("clavicle", "upperarm"), ("upperleg",))
 
 def _real_windows(model: BodyModel, seqs: list[dict[str, torch.Tensor]], n: int, W: int,
                   g: torch.Generator, balance: float = 1.0,
-                  mix: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(poses (n, W, J, 3), transl (n, W, 3)) windows of the real takes, re-timed and mirrored.
+                  mix: float = 0.0, stride: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(poses (n, W, J, 3), transl (n, W, 3)) windows of the real takes, re-timed and mirrored,
+    one frame every `stride` of the takes' frames (the network's rate over the takes').
 
     balance: takes are drawn in proportion to their length to this power (1: every real frame
     equally likely; 0.5 gives the short, varied takes more of the batch than the long climbs).
@@ -90,7 +91,7 @@ def _real_windows(model: BodyModel, seqs: list[dict[str, torch.Tensor]], n: int,
     for i in range(n):
         s = seqs[int(take[i])]
         T = len(s["poses"])
-        span = speed[i] * (W - 1)
+        span = speed[i] * (W - 1) * stride
         if span > T - 1:  # a take shorter than the window: slow down to fit, or hold its ends
             span = torch.tensor(float(T - 1))
         t0 = torch.rand((), generator=g) * (T - 1 - span)
@@ -119,10 +120,10 @@ def _real_windows(model: BodyModel, seqs: list[dict[str, torch.Tensor]], n: int,
     return poses, transl
 
 
-def _synthetic_windows(model: BodyModel, n: int, W: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(poses (n, W, J, 3), transl (n, W, 3)): key poses eased into each other, an upright
-    root that turns and moves."""
-    fps = 30.0
+def _synthetic_windows(model: BodyModel, n: int, W: int, g: torch.Generator,
+                       fps: float = 30.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(poses (n, W, J, 3), transl (n, W, 3)) at `fps`: key poses eased into each other, an
+    upright root that turns and moves."""
     key_s = 0.3 + 0.7 * torch.rand(n, generator=g)
     n_keys = int(math.ceil(W / fps / 0.3)) + 2
     k = n * n_keys
@@ -186,16 +187,18 @@ def _cameras(center: torch.Tensor, g: torch.Generator,
 
 def window_batch(model: BodyModel, n: int, W: int, g: torch.Generator, seqs: list[dict[str, torch.Tensor]] | None,
                  real_fraction: float = 0.7, sparse_fraction: float = 0.5, balance: float = 1.0,
-                 mix: float = 0.0, roll: float = 0.0) -> WindowBatch:
-    """n windows of W frames (module docstring); n a multiple of SHAPE_GROUPS; `balance` and
-    `mix` as in `_real_windows`; `roll` is `_cameras`' `any_roll`."""
+                 mix: float = 0.0, roll: float = 0.0, fps: float = 30.0) -> WindowBatch:
+    """n windows of W frames at `fps` (module docstring); n a multiple of SHAPE_GROUPS;
+    `balance` and `mix` as in `_real_windows`; `roll` is `_cameras`' `any_roll`."""
+    from meshcap.regression.mocap import FPS as TAKES_FPS
+
     layout = get_layout(INPUT_LAYOUT)
     k = int(round(n * real_fraction)) if seqs else 0
     parts = []
     if k:
-        parts.append(_real_windows(model, seqs, k, W, g, balance, mix))
+        parts.append(_real_windows(model, seqs, k, W, g, balance, mix, TAKES_FPS / fps))
     if n - k:
-        parts.append(_synthetic_windows(model, n - k, W, g))
+        parts.append(_synthetic_windows(model, n - k, W, g, fps))
     poses = torch.cat([p for p, _ in parts])
     transl = torch.cat([t for _, t in parts])
     order = torch.randperm(n, generator=g)
@@ -291,9 +294,10 @@ def train(steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 0, log_ever
           config: TemporalConfig | None = None, model: BodyModel | None = None, log=print,
           real_fraction: float = 0.7, sparse_fraction: float = 0.5,
           init: str | Path | None = None, balance: float = 1.0, mix: float = 0.0,
-          roll: float = 0.0) -> tuple[TemporalLifter, list[dict]]:
+          roll: float = 0.0, fps: float | None = None) -> tuple[TemporalLifter, list[dict]]:
     """Train the lifter for `steps` steps (one-cycle rate up to `lr`); `init`: a weights file to
-    go on from (its config is kept; use another `seed` so that it sees new batches)."""
+    go on from (its config is kept, but for the rate when `fps` is given; use another `seed` so
+    that it sees new batches)."""
     from meshcap.body_models import load_body_model
     from meshcap.regression.mocap import pose_sequences
 
@@ -305,6 +309,8 @@ def train(steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 0, log_ever
 
         net = load_temporal(init).train()
         config = net.config
+        if fps is not None:
+            config.fps = fps
     else:
         config = config or TemporalConfig(num_joints=model.num_joints, body_model=model.name)
         net = TemporalLifter(config)
@@ -314,7 +320,8 @@ def train(steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 0, log_ever
     history = []
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
-        b = window_batch(model, batch, config.window, g, seqs, real_fraction, sparse_fraction, balance, mix, roll)
+        b = window_batch(model, batch, config.window, g, seqs, real_fraction, sparse_fraction, balance, mix, roll,
+                         config.fps)
         ls = losses(net, b)
         total = sum(WEIGHTS[k] * ls[k] for k in WEIGHTS)
         opt.zero_grad()
@@ -345,6 +352,9 @@ def main() -> None:
                     help="draw real takes in proportion to length**BALANCE (1: every frame alike)")
     ap.add_argument("--mix", type=float, default=0.0,
                     help="share of real windows whose arms or legs come from another window")
+    ap.add_argument("--fps", type=float, default=None,
+                    help="the rate the network reads windows at (default 30; a track at 30 fps is read at "
+                         "stride 30 / FPS, so a window spans more time)")
     ap.add_argument("--roll", type=float, default=0.0,
                     help="share of windows whose camera is turned by any angle about its axis")
     args = ap.parse_args()
@@ -352,14 +362,15 @@ def main() -> None:
     from meshcap.regression.temporal import save_temporal
 
     model = load_body_model("anny")
-    config = TemporalConfig(num_joints=model.num_joints, body_model=model.name, window=args.window)
+    config = TemporalConfig(num_joints=model.num_joints, body_model=model.name, window=args.window,
+                            **({} if args.fps is None else dict(fps=args.fps)))
     net, history = train(args.steps, args.batch, args.lr, args.seed, config=config, model=model,
                          real_fraction=args.real_fraction, sparse_fraction=args.sparse_fraction, init=args.init,
-                         balance=args.balance, mix=args.mix, roll=args.roll)
+                         balance=args.balance, mix=args.mix, roll=args.roll, fps=args.fps)
     save_temporal(net, args.out, dict(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                                       window=net.config.window, real_fraction=args.real_fraction,
                                       sparse_fraction=args.sparse_fraction, init=args.init,
-                                      balance=args.balance, mix=args.mix, roll=args.roll, final=history[-1] if history else {}))
+                                      balance=args.balance, mix=args.mix, roll=args.roll, fps=net.config.fps, final=history[-1] if history else {}))
     print(f"wrote {args.out}")
 
 

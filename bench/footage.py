@@ -1,6 +1,6 @@
 """Monocular capture on real footage, where no mocap truth exists.
 
-    python bench/footage.py [--paths default,rest,per-frame] [--temporal FILE] [--fit K=V,...] [--no-sports2d]
+    python bench/footage.py [--paths default,rest,per-frame] [--temporal FILE] [--weights FILE] [--fit K=V,...] [--no-sports2d]
         [--body-model smpl --model-path FILE]
 
 1. Pose2Sim's single-person demo: each of its four calibrated cameras used as a monocular
@@ -117,11 +117,13 @@ def score_view(mono, ref: np.ndarray, ref_valid: np.ndarray, R: np.ndarray, t: n
 
 
 def path_options(path: str, temporal: str | None, overrides: dict | None = None,
-                 regressed: FitOptions | None = None) -> dict:
+                 regressed: FitOptions | None = None, weights: str | None = None) -> dict:
     """`capture`'s keyword arguments for a path, with FitOptions `overrides` on top of the
     options that path fits with by default (`regressed`: those of a fit from a regression
-    stage, as `fit_setup` gives them)."""
-    opts = {"default": dict(temporal=temporal or True), "per-frame": dict(temporal=False),
+    stage, as `fit_setup` gives them); `weights`: per-frame regressor weights for the paths
+    that use one."""
+    reg = weights or True
+    opts = {"default": dict(regressor=reg, temporal=temporal or True), "per-frame": dict(regressor=reg, temporal=False),
             "rest": dict(regressor=False)}[path]
     if overrides:
         opts["fit"] = dataclasses.replace(FitOptions() if path == "rest" else regressed, **overrides)
@@ -132,6 +134,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--paths", default="default,per-frame,rest")
     ap.add_argument("--temporal", default=None, help="temporal lifter weights for the default path")
+    ap.add_argument("--weights", default=None, help="per-frame regressor weights (default: the shipped ones)")
     ap.add_argument("--fit", default="", help="FitOptions overrides, e.g. iters_gn=6")
     ap.add_argument("--body-model", default="anny", help="anny, or smpl/smplh/smplx with --model-path")
     ap.add_argument("--model-path", default=None, help="the SMPL-family model file or folder")
@@ -159,7 +162,7 @@ def main() -> None:
         for c, (video, cam) in enumerate(zip(videos, cams)):
             keypoints = demo / "videos" / f"{video.stem}.cam{c}.keypoints.npz"
             mono = capture(video, keypoints=keypoints, camera=cam, world="camera", **body,
-                           **path_options(path, args.temporal, overrides, regressed))
+                           **path_options(path, args.temporal, overrides, regressed, args.weights))
             s = score_view(mono, ref, ref_valid, cam.R, cam.t, cam.K)
             ok = np.isfinite(s["pa"])
             missed += int(ref_valid[:len(ok)].sum() - ok.sum())
@@ -180,7 +183,7 @@ def main() -> None:
         video_tracks(video, cache=cache)
         for path in paths:
             m = capture(video, cache=cache, world="camera", **body,
-                        **path_options(path, args.temporal, overrides, regressed))
+                        **path_options(path, args.temporal, overrides, regressed, args.weights))
             figs = [reprojection(m, p) for p in range(m.num_people)]
             summary.append(f"[{path}] Sports2D: reprojection " + " / ".join(f"{r:.2f}" for r, _ in figs)
                            + " px, joint accel " + " / ".join(f"{a:.1f}" for _, a in figs) + " mm/frame^2")

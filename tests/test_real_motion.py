@@ -168,19 +168,27 @@ def test_sigma_ranks_real_errors_and_grows_in_a_gap(held_out, model):
 @pytest.mark.heavy  # about a minute; .ci/run runs it after the default run
 def test_detector_noise_leaves_the_fitted_size_alone(held_out, model):
     """One camera sees a body's size and its distance only as their ratio. With the
-    acceleration term in metres, noisier keypoints (more jitter to damp) pulled the fit toward
-    a smaller, nearer body: on the get-up clip here 11% smaller at 3 px than at 0 px. Counted
-    per body size (`FitOptions.accel_per_size`), the fitted sizes at 0 and 3 px agree."""
+    acceleration term in metres, noisier keypoints (more jitter to damp) once pulled the fit
+    toward a smaller, nearer body: on the get-up clip here 11% smaller at 3 px than at 0 px.
+    Four clips, three camera draws each: the fitted sizes at 0 and 3 px agree on average, with
+    no shift either way. Pooled over draws because one draw's size on a hard clip follows the
+    Levenberg-Marquardt path, which round-off moves (stop 49: the get-up clip of draw 0 changes
+    by 3.7% with two torch threads and 1.2% with one; pooled mean |change| 0.97 / 0.85%,
+    signed +0.10 / 0.00%; with the acceleration in metres -0.65% signed: the pull toward the
+    regressor's shape now holds the size either way)."""
     from meshcap.fitting.priors import bone_length_sum
 
     changes = []
     for name, start in (("cmu_01_03", 0), ("boxing", 771), ("deepmimic_cartwheel", 0), ("deepmimic_getup_faceup", 0)):
-        sizes = []
-        for noise in (0.0, 3.0):
-            motion = _fit(model, _clip(held_out, name, start, noise=noise), True)
-            sizes.append(float(bone_length_sum(model, torch.as_tensor(motion.shape[:1], dtype=model.dtype))[0]))
-        changes.append(abs(np.log(sizes[1] / sizes[0])))
-    assert np.mean(changes) < 0.02 and max(changes) < 0.05, changes
+        for seed in (0, 1, 2):
+            sizes = []
+            for noise in (0.0, 3.0):
+                motion = _fit(model, _clip(held_out, name, start, noise=noise, seed=seed), True)
+                sizes.append(float(bone_length_sum(model, torch.as_tensor(motion.shape[:1], dtype=model.dtype))[0]))
+            changes.append(np.log(sizes[1] / sizes[0]))
+    changes = np.array(changes)
+    assert np.abs(changes).mean() < 0.02 and np.abs(changes).max() < 0.08, changes
+    assert abs(changes.mean()) < 0.01, changes
 
 
 def test_window_spans_cover_the_track_with_overlaps():

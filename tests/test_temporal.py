@@ -91,7 +91,6 @@ def test_a_60_fps_track_is_read_as_two_30_fps_tracks(model):
         assert torch.allclose(at60["joints"][k::2], at30["joints"], atol=1e-6)
 
 
-
 def test_a_lifter_of_another_rate_reads_a_track_at_its_own_stride(tmp_path):
     """A lifter trained at 15 fps (`TemporalConfig.fps`, `train_temporal --fps`) reads a 30 fps
     track as two interleaved 15 fps tracks, and its rate survives saving and loading."""
@@ -110,6 +109,7 @@ def test_a_lifter_of_another_rate_reads_a_track_at_its_own_stride(tmp_path):
         assert torch.allclose(at30["joints"][k::2], alone["joints"], atol=1e-6)
     # and not as one 30 fps track
     assert not torch.allclose(at30["joints"], lift_track(lifter, kp, "coco17", K, fps=15.0)["joints"], atol=1e-4)
+
 
 @needs_weights
 def test_frames_with_nothing_seen_are_filled_and_do_not_hold_the_fit(model):

@@ -172,8 +172,9 @@ def _lift_strided(net: TemporalLifter, feats: torch.Tensor, stride: int) -> tupl
 def lift_track(net: TemporalLifter, keypoints: torch.Tensor, layout: str, K: torch.Tensor,
                fps: float = FPS, mirror: list[int] | None = None) -> dict[str, torch.Tensor]:
     """Root-relative joints (T, J, 3) and sigma (T, J) of a track (T, K, 3) pixels + confidence
-    in `layout`, frames consecutive at `fps`: read at stride round(fps / FPS), each of the
-    interleaved sub-tracks on its own.
+    in `layout`, frames consecutive at `fps`: read at stride round(fps / net.config.fps) (the
+    network's own rate, `FPS` for the shipped one), each of the interleaved sub-tracks on its
+    own.
 
     `mirror` (J,), the body model's `mirror_permutation()`: the track's mirror image is read as
     well (`mirror_keypoints`), its joints reflected back and averaged with the direct reading
